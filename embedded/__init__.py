@@ -1,0 +1,18 @@
+"""Run ComfyUI workflows in-process.
+
+    from embedded import execute
+    result = execute(workflow, images={"in.png": png_bytes})
+    for out in result.outputs:
+        print(out.node_id, out.kind, out.filename, len(out.data))
+"""
+
+from .api import Executor, default_executor, execute
+from .config import Config
+from .errors import (BootError, EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, NodeError,
+                     ValidationError, WorkflowFormatError)
+from .events import Event
+from .types import Job, Output, Result, Timings
+
+__all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output", "Result", "Timings", "Event",
+           "EmbeddedError", "BootError", "WorkflowFormatError", "InputError", "ValidationError", "NodeError",
+           "ExecutionError", "JobInterrupted", "JobTimeout"]

@@ -1,0 +1,115 @@
+"""The Python API: ``execute()`` and the ``Executor`` behind it.
+
+Owns: turning a caller's arguments into a checked ``Job`` (workflow format, image names and bytes
+are checked here, before any backend sees them), the process-wide default executor that
+``execute()`` uses, and sync/async entry points.
+
+Imports the embedded backend lazily (on ``start``), so importing ``embedded`` stays cheap and never
+boots ComfyUI by itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import threading
+from typing import Any, Mapping
+
+from .config import Config
+from .events import EventCallback
+from .inputs import check_images, check_workflow
+from .types import Job, Result
+
+
+class Executor:
+    """A persistent in-process ComfyUI executor: ``start()``, ``run()`` any number of jobs, ``close()``.
+
+    One job runs at a time; others wait their turn. Usable as a context manager.
+    """
+
+    def __init__(self, config: Config | None = None):
+        self.config = config or Config.from_env()
+        self._runner = None
+        self._lock = threading.Lock()
+
+    def start(self) -> "Executor":
+        """Boot ComfyUI (once per process) and start the runner thread. Raises ``BootError``."""
+        with self._lock:
+            if self._runner is None:
+                from .comfy import ComfyRunner
+                self._runner = ComfyRunner(self.config).start()
+        return self
+
+    @property
+    def boot_info(self):
+        return self._runner.booted if self._runner else None
+
+    def make_job(self, workflow: Any, images: Mapping[str, bytes] | None = None, *, timeout: float | None = None,
+                 job_id: str | None = None, extra_data: Mapping[str, Any] | None = None) -> Job:
+        job = Job(workflow=check_workflow(workflow), images=check_images(images),
+                  extra_data=dict(extra_data or {}), timeout=timeout)
+        if job_id is not None:
+            job.job_id = str(job_id)
+        return job
+
+    def submit(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
+               on_event: EventCallback | None = None, timeout: float | None = None, job_id: str | None = None,
+               extra_data: Mapping[str, Any] | None = None) -> concurrent.futures.Future:
+        """Queue a job; returns a future of its ``Result``."""
+        job = self.make_job(workflow, images, timeout=timeout, job_id=job_id, extra_data=extra_data)
+        return self.start()._runner.submit(job, on_event)
+
+    def run(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
+            on_event: EventCallback | None = None, timeout: float | None = None, job_id: str | None = None,
+            extra_data: Mapping[str, Any] | None = None) -> Result:
+        """Run a workflow and return its ``Result``; raises an ``EmbeddedError`` subclass on failure."""
+        return self.submit(workflow, images, on_event=on_event, timeout=timeout, job_id=job_id,
+                           extra_data=extra_data).result()
+
+    async def run_async(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
+                        on_event: EventCallback | None = None, timeout: float | None = None,
+                        job_id: str | None = None, extra_data: Mapping[str, Any] | None = None) -> Result:
+        """Like ``run`` for async callers; cancelling the awaiting task interrupts the job."""
+        job = self.make_job(workflow, images, timeout=timeout, job_id=job_id, extra_data=extra_data)
+        return await self.start()._runner.run_async(job, on_event)
+
+    def interrupt(self, job_id: str | None = None) -> bool:
+        """Interrupt the running job (or the job ``job_id``, running or queued)."""
+        return self._runner.interrupt(job_id) if self._runner else False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._runner is not None:
+                self._runner.close()
+                self._runner = None
+
+    def __enter__(self) -> "Executor":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_default: Executor | None = None
+_default_lock = threading.Lock()
+
+
+def default_executor() -> Executor:
+    """The process-wide executor ``execute()`` uses (configured from the environment, started lazily)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Executor()
+            atexit.register(_default.close)
+        return _default
+
+
+def execute(workflow: Any, images: Mapping[str, bytes] | None = None, *, on_event: EventCallback | None = None,
+            timeout: float | None = None) -> Result:
+    """Run an API-format ComfyUI workflow in this process and return its outputs with their bytes.
+
+    ``images`` maps input names (as ``LoadImage`` refers to them) to image bytes. Raises
+    ``ValidationError``, ``ExecutionError``, ``JobInterrupted``/``JobTimeout``, ``WorkflowFormatError``,
+    ``InputError`` or ``BootError``, all subclasses of ``EmbeddedError``.
+    """
+    return default_executor().run(workflow, images, on_event=on_event, timeout=timeout)

@@ -1,0 +1,33 @@
+"""The only part of this package that imports ComfyUI: boot, server stand-in, progress hook, executor.
+
+ComfyUI keeps process-global state. This package owns all of it, under these rules:
+
+1. **One boot per process** (``boot.boot``, guarded by a lock). It adds the ComfyUI tree to
+   ``sys.path`` (first), and ComfyUI's ``nodes.py`` later puts ``<tree>/comfy`` there too: after boot,
+   top-level module names such as ``utils``, ``sd``, ``ops`` or ``options`` resolve into ComfyUI.
+   Do not boot two trees in one process; a second boot with another configuration is refused.
+2. **Arguments** (``comfy.cli_args.args``): parsed once by ComfyUI's own parser from the list that
+   ``Config.comfy_args`` builds (the server backend passes the same list to ``main.py``); our
+   ``sys.argv`` (RunPod's ``--rp_serve_api`` and friends) is never shown to it.
+3. **Folders** (``folder_paths``): model folders, custom nodes and the user folder are set at boot.
+   Input, output and temp folders are switched to the running job's own folders by the executor
+   and back to the empty idle folders after it: only one job runs at a time.
+4. **``server.PromptServer.instance``** is our ``shim.ServerShim``, set before any node module is
+   imported. It relays ComfyUI's messages to the running job's events.
+5. **The progress hook** (``comfy.utils.set_progress_bar_global_hook``) is ours (``progress.py``); it
+   keeps ComfyUI's interrupt check and per-node progress state.
+6. **The interrupt flag** (``comfy.model_management``) is set only by ``ComfyRunner.interrupt`` and
+   the job timeout, and only while the job it targets runs.
+7. **Caches and loaded models** belong to the one ``execution.PromptExecutor`` of the runner thread;
+   it is only touched from that thread.
+8. **Logging**: ComfyUI logs on the root logger; boot sets the root level to ``COMFY_LOG_LEVEL`` and
+   adds a stderr handler only when the process has none. ComfyUI's ``setup_logger`` (which
+   replaces ``sys.stdout``/``sys.stderr``) is not called.
+9. After boot the heap is frozen (``gc.freeze()``) so full collections stay short during jobs.
+
+Must not import the server backend, the handler or RunPod.
+"""
+
+from .executor import ComfyRunner
+
+__all__ = ["ComfyRunner"]

@@ -1,0 +1,164 @@
+"""Boot the vendored ComfyUI inside this process, once.
+
+Owns the start-up order that works on the pinned tree (see the rules in ``embedded/comfy``):
+``sys.path`` -> arguments parsed by ComfyUI's parser from our list -> logging -> ``utils.extra_config``
+before ``nodes`` -> folders -> our ``PromptServer.instance`` -> node modules (built-in, extras, API,
+custom) -> progress hook -> ``gc.freeze()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..errors import BootError
+from ..launch import comfy_args
+
+log = logging.getLogger("embedded.comfy")
+
+
+@dataclass(frozen=True)
+class Booted:
+    tree: Path
+    args: tuple[str, ...]
+    cpu: bool
+    node_classes: int
+    seconds: float
+    import_failures: tuple[str, ...]
+
+
+_lock = threading.Lock()
+_booted: Booted | None = None
+_shim = None
+
+
+def booted() -> Booted | None:
+    return _booted
+
+
+def shim():
+    """The installed ``PromptServer.instance`` stand-in (after boot)."""
+    return _shim
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+        return bool(torch.cuda.is_available())
+    except Exception:  # a broken CUDA install: run on the CPU
+        return False
+
+
+@contextlib.contextmanager
+def _argv(argv: list[str]):
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _setup_logging(level: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+
+
+def boot(config: Config, loop: asyncio.AbstractEventLoop) -> Booted:
+    """Boot ComfyUI with ``config`` (node set-up runs on ``loop``, which must not be running).
+
+    Idempotent: a second call returns the first boot; a second call for another tree raises.
+    """
+    global _booted, _shim
+    with _lock:
+        if _booted is not None:
+            if _booted.tree != config.comfyui_path:
+                raise BootError(f"ComfyUI is already booted from {_booted.tree}; one tree per process")
+            return _booted
+        started = time.perf_counter()
+        tree = config.comfyui_path
+        if not (tree / "execution.py").is_file() or not (tree / "nodes.py").is_file():
+            raise BootError(f"No ComfyUI tree at {tree}: run `python -m embedded.vendor` (or `make demo`) first, "
+                            f"or set COMFYUI_PATH")
+        try:
+            _booted, _shim = _boot(config, loop, tree, started)
+        except BootError:
+            raise
+        except Exception as exc:
+            raise BootError(f"ComfyUI failed to boot: {type(exc).__name__}: {exc}") from exc
+        log.info("embedded: ComfyUI booted in %.2f s (%d node classes, %s)", _booted.seconds,
+                 _booted.node_classes, "CPU" if _booted.cpu else "GPU")
+        return _booted
+
+
+def _boot(config: Config, loop, tree: Path, started: float):
+    if str(tree) not in sys.path:
+        sys.path.insert(0, str(tree))
+    cpu = config.force_cpu if config.force_cpu is not None else not _cuda_available()
+    args = comfy_args(config, cpu)
+
+    # 1. Arguments: ComfyUI's own parser reads our list, never the process's sys.argv.
+    import comfy.options
+    comfy.options.enable_args_parsing(True)
+    with _argv(["comfyui"] + args):
+        try:
+            cli_args = importlib.import_module("comfy.cli_args")
+        except SystemExit as exc:
+            raise BootError(f"ComfyUI rejected its arguments {args} (COMFY_ARGS?): exit {exc.code}") from None
+    comfy.options.enable_args_parsing(False)
+    parsed = cli_args.args
+
+    # 2. Logging (ComfyUI's setup_logger would replace sys.stdout/sys.stderr).
+    _setup_logging(config.log_level)
+
+    # 3. utils.extra_config before nodes (nodes.py shadows top-level "utils"), then folders.
+    import utils.extra_config
+    import folder_paths
+    for path in parsed.extra_model_paths_config or []:
+        for item in (path if isinstance(path, list) else [path]):
+            utils.extra_config.load_extra_path_config(item)
+    folder_paths.set_output_directory(str(Path(parsed.output_directory).resolve()))
+    folder_paths.set_input_directory(str(Path(parsed.input_directory).resolve()))
+    folder_paths.set_user_directory(str(Path(parsed.user_directory).resolve()))
+    folder_paths.set_temp_directory(str(Path(parsed.temp_directory).resolve() / "temp"))
+
+    # 4. Our PromptServer.instance before any node module is imported.
+    import server
+    from .shim import ServerShim
+    stand_in = ServerShim(loop)
+    server.PromptServer.instance = stand_in
+
+    # 5. Node modules.
+    import execution  # noqa: F401  (imports comfy.model_management with the parsed arguments)
+    import hook_breaker_ac10a0
+    import nodes
+    hook_breaker_ac10a0.save_functions()
+    try:
+        failures = loop.run_until_complete(nodes.init_extra_nodes(
+            init_custom_nodes=(not parsed.disable_all_custom_nodes) or len(parsed.whitelist_custom_nodes) > 0,
+            init_api_nodes=not parsed.disable_api_nodes))
+    finally:
+        hook_breaker_ac10a0.restore_functions()
+
+    # 6. Progress hook, then freeze what boot allocated.
+    from . import progress
+    progress.install(stand_in)
+    gc.collect()
+    gc.freeze()
+    booted = Booted(tree=tree, args=tuple(args), cpu=cpu, node_classes=len(nodes.NODE_CLASS_MAPPINGS),
+                    seconds=time.perf_counter() - started,
+                    import_failures=tuple(failures or ()) if isinstance(failures, (list, tuple)) else ())
+    return booted, stand_in

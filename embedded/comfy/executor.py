@@ -1,0 +1,325 @@
+"""The embedded backend: ComfyUI's ``PromptExecutor`` on a dedicated thread with its own event loop.
+
+Owns: the runner thread and its asyncio loop (boot runs there too), the one ``PromptExecutor``
+(caches, loaded models), one-job-at-a-time ordering, each job's folders, validation, execution,
+interrupt and timeout, and reading the results back as ``Output`` objects.
+
+Per job: the workflow is deep-copied, gets a fresh prompt id, and runs with the job's own input,
+output and temp folders (``<work>/jobs/<job id>/``), removed after its outputs are read.
+
+Repeat jobs: ComfyUI caches every node's result between prompts, and a cached output node writes
+no file. After each job the runner forgets the cached results (and node instances) of the job's
+*output nodes* only, through the caches' public ``set``; the next identical job re-runs those
+nodes (cheap: save, preview) while the expensive upstream nodes (model loads, sampling) stay
+cached. So an identical job returns its outputs every time, and output nodes always write into
+the folders of the job that runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import logging
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..errors import (BootError, EmbeddedError, ExecutionError, JobInterrupted, JobTimeout, NodeError,
+                      ValidationError)
+from ..events import Dispatcher, EventCallback, InterruptedEvent, from_comfy
+from ..inputs import check_workflow, write_images
+from ..outputs import collect
+from ..types import Job, Result, Timings
+from . import boot as _boot
+
+log = logging.getLogger("embedded.comfy")
+
+
+class _Running:
+    """The job on the runner thread right now, and why it should stop (if it should)."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.stop_reason: str | None = None  # "interrupt" or "timeout"
+
+
+class ComfyRunner:
+    """Runs jobs on the booted ComfyUI, one at a time, on its own thread.
+
+    ``submit`` may be called from any thread; ``run_async`` from any event loop.
+    """
+
+    def __init__(self, config: Config | None = None):
+        self.config = config or Config.from_env()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = None  # execution.PromptExecutor, created on the runner thread
+        self._job_lock: asyncio.Lock | None = None
+        self._running: _Running | None = None
+        self._state_lock = threading.Lock()
+        self._pending_cancel: set[str] = set()
+        self.booted: _boot.Booted | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "ComfyRunner":
+        """Start the runner thread and boot ComfyUI there (blocks until ready; raises BootError)."""
+        if self._thread is not None:
+            return self
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="comfy-runner", daemon=True)
+        self._thread.start()
+        try:
+            self.booted = ready.result()
+        except BaseException:
+            self._thread.join(timeout=5)
+            self._thread = None
+            raise
+        return self
+
+    def _thread_main(self, ready: concurrent.futures.Future) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            booted = _boot.boot(self.config, loop)
+            import execution
+            self._executor = execution.PromptExecutor(_boot.shim(), cache_type=execution.CacheType.CLASSIC,
+                                                      cache_args={"lru": 0, "ram": 0})
+            self._job_lock = asyncio.Lock()
+        except BaseException as exc:
+            loop.close()
+            ready.set_exception(exc if isinstance(exc, BootError) else BootError(f"{type(exc).__name__}: {exc}"))
+            return
+        self._loop = loop
+        ready.set_result(booted)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the runner thread (after interrupting a running job). ComfyUI stays booted."""
+        if self._thread is None:
+            return
+        self.interrupt()
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=timeout)
+        self._thread = self._loop = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None and self._loop is not None
+
+    # --- jobs -----------------------------------------------------------------------------------
+    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
+        """Queue ``job``; the future resolves to a ``Result`` or raises an ``EmbeddedError``."""
+        if not self.started:
+            raise BootError("The runner is not started (call start() first)")
+        return asyncio.run_coroutine_threadsafe(self._run(job, on_event), self._loop)
+
+    def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
+        return self.submit(job, on_event).result()
+
+    async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result:
+        """Await a job from any event loop. Cancelling the awaiting task interrupts the job."""
+        future = self.submit(job, on_event)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self.interrupt(job.job_id)
+            raise
+
+    def interrupt(self, job_id: str | None = None) -> bool:
+        """Stop the running job (or, with ``job_id``, that job, running or queued).
+
+        Returns whether a job was targeted. The job ends with ``JobInterrupted`` at its next
+        interrupt check (between nodes, at every progress step).
+        """
+        with self._state_lock:
+            running = self._running
+            if running is not None and (job_id is None or running.job.job_id == job_id):
+                if running.stop_reason is None:
+                    running.stop_reason = "interrupt"
+                self._raise_interrupt_flag()
+                return True
+            if job_id is not None:
+                self._pending_cancel.add(job_id)
+                return True
+        return False
+
+    @staticmethod
+    def _raise_interrupt_flag() -> None:
+        import comfy.model_management
+        comfy.model_management.interrupt_current_processing(True)
+
+    def _on_timeout(self, running: _Running) -> None:
+        with self._state_lock:
+            if self._running is running and running.stop_reason is None:
+                running.stop_reason = "timeout"
+                self._raise_interrupt_flag()
+
+    async def _run(self, job: Job, on_event: EventCallback | None) -> Result:
+        queued = time.perf_counter()
+        async with self._job_lock:
+            timings = Timings(wait=time.perf_counter() - queued)
+            running = _Running(job)
+            with self._state_lock:
+                if job.job_id in self._pending_cancel:
+                    self._pending_cancel.discard(job.job_id)
+                    raise JobInterrupted("The job was cancelled before it started")
+                self._running = running
+            timer = None
+            if job.timeout is not None:
+                timer = threading.Timer(job.timeout, self._on_timeout, args=(running,))
+                timer.daemon = True
+                timer.start()
+            try:
+                return await self._run_locked(running, timings, on_event)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                with self._state_lock:
+                    self._running = None
+                import nodes
+                nodes.interrupt_processing(False)
+
+    async def _run_locked(self, running: _Running, timings: Timings, on_event: EventCallback | None) -> Result:
+        import execution
+        import folder_paths
+
+        job = running.job
+        shim = _boot.shim()
+        dispatch = Dispatcher(on_event, trace_frames=self.config.websocket_trace)
+        job_dir = self.config.jobs_dir / job.job_id
+        folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
+        prompt_id = str(uuid.uuid4())
+        prompt: dict[str, Any] = {}
+        t = time.perf_counter()
+        try:
+            # --- validate ------------------------------------------------------------------------
+            prompt = copy.deepcopy(check_workflow(job.workflow))
+            for folder in folders.values():
+                folder.mkdir(parents=True, exist_ok=True)
+            write_images(job.images, folders["input"])
+            _point_folders(folder_paths, folders)
+            ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
+            if not ok:
+                raise _validation_error(error, node_errors, prompt)
+            warnings = [e.line() for e in _node_errors(node_errors, prompt)]
+            timings.validate = time.perf_counter() - t
+
+            # --- execute -------------------------------------------------------------------------
+            t = time.perf_counter()
+
+            def sink(event: str, data: Any) -> None:
+                if running.stop_reason is not None:
+                    # execute_async clears the interrupt flag when it starts: raise it again.
+                    import comfy.model_management
+                    if not comfy.model_management.processing_interrupted():
+                        comfy.model_management.interrupt_current_processing(True)
+                ev = from_comfy(event, data)
+                if ev is not None:
+                    dispatch(ev)
+
+            shim.attach(sink)
+            shim.last_prompt_id = prompt_id
+            extra_data = {**job.extra_data, "client_id": job.client_id}
+            if running.stop_reason is not None:
+                raise self._stopped(running, None, None)
+            try:
+                await self._executor.execute_async(prompt, prompt_id, extra_data, good_outputs)
+            finally:
+                shim.attach(None)
+            timings.execute = time.perf_counter() - t
+            self._raise_for_status(running, prompt_id, dispatch)
+
+            # --- collect -------------------------------------------------------------------------
+            t = time.perf_counter()
+            outputs, problems = collect(self._executor.history_result.get("outputs", {}),
+                                        lambda ftype, sub, name: _read(folders, ftype, sub, name))
+            return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
+        finally:
+            _point_folders(folder_paths, {k: self.config.idle_dir / ("temp" if k == "temp" else k)
+                                          for k in folders})
+            self._forget_output_nodes(prompt)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            timings.collect = time.perf_counter() - t
+
+    def _stopped(self, running: _Running, node_id, node_type) -> JobInterrupted:
+        if running.stop_reason == "timeout":
+            return JobTimeout(running.job.timeout, node_id, node_type)
+        return JobInterrupted(node_id=node_id, node_type=node_type)
+
+    def _raise_for_status(self, running: _Running, prompt_id: str, dispatch: Dispatcher) -> None:
+        for event, data in self._executor.status_messages:
+            if event == "execution_error":
+                raise ExecutionError(str(data.get("node_id")), str(data.get("node_type")),
+                                     str(data.get("exception_type")), str(data.get("exception_message")),
+                                     data.get("traceback"))
+            if event == "execution_interrupted":
+                raise self._stopped(running, data.get("node_id"), data.get("node_type"))
+        if running.stop_reason is not None:
+            # Stopped after the last interrupt check: the work is done, but the caller asked to stop.
+            dispatch(InterruptedEvent(prompt_id))
+            raise self._stopped(running, None, None)
+
+    def _forget_output_nodes(self, prompt: dict[str, Any]) -> None:
+        """Drop cached results and instances of the prompt's output nodes (see the module doc)."""
+        import nodes
+        caches = self._executor.caches
+        for node_id, node in prompt.items():
+            class_def = nodes.NODE_CLASS_MAPPINGS.get(node.get("class_type")) if isinstance(node, dict) else None
+            if class_def is None or getattr(class_def, "OUTPUT_NODE", False) is not True:
+                continue
+            for cache in (caches.outputs, caches.objects):
+                try:
+                    if cache.get(node_id) is not None:
+                        cache.set(node_id, None)
+                except (AssertionError, KeyError):
+                    pass  # the cache never saw this prompt (validation failed first)
+
+
+def _point_folders(folder_paths, folders: dict[str, Path]) -> None:
+    folder_paths.set_input_directory(str(folders["input"]))
+    folder_paths.set_output_directory(str(folders["output"]))
+    folder_paths.set_temp_directory(str(folders["temp"]))
+
+
+def _read(folders: dict[str, Path], ftype: str, subfolder: str, filename: str) -> bytes:
+    root = folders.get(ftype)
+    if root is None:
+        raise ValueError(f"unknown folder type {ftype!r}")
+    root = root.resolve()
+    path = (root / subfolder / filename).resolve()
+    if root not in path.parents:
+        raise ValueError("path escapes the job's folder")
+    return path.read_bytes()
+
+
+def _node_errors(node_errors: dict[str, Any], prompt: dict[str, Any]) -> list[NodeError]:
+    found = []
+    for node_id, entry in (node_errors or {}).items():
+        class_type = entry.get("class_type") or prompt.get(node_id, {}).get("class_type", "?")
+        for reason in entry.get("errors", []):
+            extra = reason.get("extra_info") or {}
+            found.append(NodeError(str(node_id), str(class_type), str(reason.get("type", "")),
+                                   str(reason.get("message", "")), str(reason.get("details", "")),
+                                   extra.get("input_name")))
+    return found
+
+
+def _validation_error(error: dict[str, Any], node_errors: dict[str, Any], prompt: dict[str, Any]) -> ValidationError:
+    error = error or {}
+    message = str(error.get("message") or "Workflow validation failed")
+    details = str(error.get("details") or "")
+    return ValidationError(message, str(error.get("type") or "invalid_prompt"),
+                           _node_errors(node_errors, prompt), extra=details)
+
+
+__all__ = ["ComfyRunner", "EmbeddedError"]

@@ -1,0 +1,97 @@
+"""Our stand-in for ``server.PromptServer.instance``: ComfyUI's messages -> the running job's sink.
+
+Owns: the attributes and methods that ComfyUI's executor, its nodes and custom nodes use on the
+server instance (``send_sync``, ``send``, ``send_json``, ``send_progress_text``, ``client_id``,
+``last_node_id``, ``last_prompt_id``, ``sockets_metadata``, ``routes``, ``app``, ``queue_updated``,
+``add_on_prompt_handler``...). There is no HTTP server behind it: routes that custom nodes register
+are collected and never served.
+
+Imports aiohttp and ComfyUI's ``protocol`` only; ``boot.py`` installs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from typing import Any, Callable
+
+from aiohttp import web
+
+log = logging.getLogger("embedded.comfy")
+
+#: receives (event, data) for every JSON message of the running job
+Sink = Callable[[str, Any], None]
+
+
+class ServerShim:
+    def __init__(self, loop=None):
+        self.loop = loop
+        self.client_id: str | None = None
+        self.last_node_id: str | None = None
+        self.last_prompt_id: str | None = None
+        self.sockets_metadata: dict[str, Any] = {}
+        self.sockets: dict[str, Any] = {}
+        self.routes = web.RouteTableDef()
+        self.app = web.Application()
+        self.on_prompt_handlers: list[Callable] = []
+        self.supports = ["custom_nodes_from_web"]
+        self.number = 0
+        self._sink: Sink | None = None
+        self._lock = threading.Lock()
+
+    # --- our side -----------------------------------------------------------------------------
+    def attach(self, sink: Sink | None) -> None:
+        with self._lock:
+            self._sink = sink
+
+    # --- ComfyUI's side -------------------------------------------------------------------------
+    def send_sync(self, event, data, sid=None) -> None:
+        if not isinstance(event, str):
+            # Binary messages: previews (tuples/bytes) and progress text, packed as the server does.
+            event, data = _unpack_binary(event, data)
+            if event is None:
+                return
+        with self._lock:
+            sink = self._sink
+        if sink is not None:
+            sink(event, data)
+
+    async def send(self, event, data, sid=None) -> None:
+        self.send_sync(event, data, sid)
+
+    async def send_json(self, event, data, sid=None) -> None:
+        self.send_sync(event, data, sid)
+
+    def send_progress_text(self, text, node_id, sid=None) -> None:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8", "replace")
+        self.send_sync("progress_text", {"node_id": str(node_id), "text": text,
+                                         "prompt_id": self.last_prompt_id}, sid)
+
+    def queue_updated(self) -> None:
+        pass
+
+    def add_on_prompt_handler(self, handler) -> None:
+        self.on_prompt_handlers.append(handler)
+
+    def trigger_on_prompt(self, json_data):
+        for handler in self.on_prompt_handlers:
+            try:
+                json_data = handler(json_data)
+            except Exception:
+                log.exception("on_prompt handler failed")
+        return json_data
+
+
+def _unpack_binary(event, data) -> tuple[str | None, Any]:
+    """ComfyUI's binary events: progress text becomes a ``progress_text`` message; previews are
+    not relayed (a worker has no viewer for them)."""
+    from protocol import BinaryEventTypes  # ComfyUI's module; imported only after boot
+
+    if event == BinaryEventTypes.TEXT and isinstance(data, (bytes, bytearray)) and len(data) >= 4:
+        (length,) = struct.unpack(">I", data[:4])
+        node_id = bytes(data[4:4 + length]).decode("utf-8", "replace")
+        text = bytes(data[4 + length:]).decode("utf-8", "replace")
+        return "progress_text", {"node_id": node_id, "text": text, "prompt_id": None}
+    return None, None

@@ -1,0 +1,135 @@
+"""The exception family of this package.
+
+Owns: every error a caller of ``execute()`` / ``Executor`` / the CLI can see, each carrying the
+details a user needs to fix the workflow. One base class, ``EmbeddedError``.
+
+Must not import ComfyUI or any other module of this package: the backends translate ComfyUI's
+own error dictionaries into these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EmbeddedError(Exception):
+    """Base class of every error raised by this package."""
+
+    #: short machine-readable kind, stable across releases
+    kind = "error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> list[str]:
+        """Extra lines that explain the error (one per node error, say); may be empty."""
+        return []
+
+
+class BootError(EmbeddedError):
+    """ComfyUI could not be started (missing tree, import failure, bad configuration)."""
+
+    kind = "boot"
+
+
+class WorkflowFormatError(EmbeddedError):
+    """The workflow is not a ComfyUI API-format workflow (UI format, not an object, empty...)."""
+
+    kind = "workflow_format"
+
+
+class InputError(EmbeddedError):
+    """An input image is unusable: a name that escapes the input folder, bytes that are no image."""
+
+    kind = "input"
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One reason why one node failed validation, as ComfyUI reports it."""
+
+    node_id: str
+    class_type: str
+    type: str
+    message: str
+    details: str = ""
+    input_name: str | None = None
+
+    def line(self) -> str:
+        where = f"Node {self.node_id} ({self.class_type})"
+        if self.input_name:
+            where += f", input '{self.input_name}'"
+        text = f"{where}: {self.message}"
+        if self.details and self.details not in self.message:
+            text += f": {self.details}"
+        return text
+
+
+class ValidationError(EmbeddedError):
+    """ComfyUI refused the workflow before running it.
+
+    ``type`` is ComfyUI's error type (``prompt_no_outputs``, ``invalid_prompt``,
+    ``prompt_outputs_failed_validation``...); ``node_errors`` holds one entry per node reason.
+    """
+
+    kind = "validation"
+
+    def __init__(self, message: str, type: str, node_errors: list[NodeError] | None = None, extra: str = ""):
+        self.type = type
+        self.node_errors = list(node_errors or [])
+        self.extra = extra
+        summary = message
+        if self.node_errors:
+            summary += ": " + "; ".join(e.line() for e in self.node_errors)
+        elif extra:
+            summary += f": {extra}"
+        super().__init__(summary)
+        self.message = message
+
+    def details(self) -> list[str]:
+        if self.node_errors:
+            return [e.line() for e in self.node_errors]
+        return [self.extra] if self.extra else []
+
+
+class ExecutionError(EmbeddedError):
+    """A node raised while the workflow ran."""
+
+    kind = "execution"
+
+    def __init__(self, node_id: str, node_type: str, exception_type: str, exception_message: str,
+                 traceback: list[str] | None = None):
+        self.node_id = node_id
+        self.node_type = node_type
+        self.exception_type = exception_type
+        self.exception_message = exception_message
+        self.traceback = list(traceback or [])
+        super().__init__(f"Node {node_id} ({node_type}) failed: {exception_type}: {exception_message}")
+
+    def details(self) -> list[str]:
+        return [f"{self.exception_type}: {self.exception_message}"]
+
+
+class JobInterrupted(EmbeddedError):
+    """The job was interrupted (``interrupt()``, a RunPod cancel) before it finished."""
+
+    kind = "interrupted"
+
+    def __init__(self, message: str = "The job was interrupted", node_id: str | None = None,
+                 node_type: str | None = None):
+        self.node_id = node_id
+        self.node_type = node_type
+        if node_id is not None:
+            message += f" at node {node_id} ({node_type})"
+        super().__init__(message)
+
+
+class JobTimeout(JobInterrupted):
+    """The job ran longer than its timeout and was interrupted."""
+
+    kind = "timeout"
+
+    def __init__(self, timeout: float, node_id: str | None = None, node_type: str | None = None):
+        self.timeout = timeout
+        super().__init__(f"The job exceeded its timeout of {timeout:g} s and was stopped", node_id, node_type)

@@ -1,0 +1,226 @@
+"""Typed progress events, their translation from ComfyUI's messages, and websocket-compat frames.
+
+Owns: the event dataclasses a job's ``on_event`` callback receives; ``from_comfy`` (ComfyUI's
+``(event, data)`` message as its server would send it -> event); ``to_frames`` (event -> the JSON
+frames ComfyUI's websocket sends, including the closing ``executing`` with ``node: null`` after a
+terminal event); ``trace`` logging for ``WEBSOCKET_TRACE``.
+
+Both backends use it: the embedded one feeds it what the server stand-in receives, the server one
+what arrives on the websocket. Must not import ComfyUI or the backends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Union
+
+log = logging.getLogger("embedded.events")
+
+
+@dataclass(frozen=True)
+class StartEvent:
+    type: ClassVar[str] = "execution_start"
+    prompt_id: str
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True)
+class CachedEvent:
+    type: ClassVar[str] = "execution_cached"
+    prompt_id: str
+    nodes: tuple[str, ...] = ()
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True)
+class ExecutingEvent:
+    """A node starts running (``node_id`` is never ``None`` here; see ``to_frames``)."""
+
+    type: ClassVar[str] = "executing"
+    prompt_id: str
+    node_id: str
+    display_node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A step inside a node (a sampler step, a ``comfy.utils.ProgressBar`` update)."""
+
+    type: ClassVar[str] = "progress"
+    prompt_id: str
+    node_id: str | None
+    value: float
+    max: float
+
+
+@dataclass(frozen=True)
+class ProgressStateEvent:
+    """ComfyUI's per-node progress table (state, value, max of every started node)."""
+
+    type: ClassVar[str] = "progress_state"
+    prompt_id: str
+    nodes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ProgressTextEvent:
+    """Free text a node reports while it runs (``PromptServer.send_progress_text``)."""
+
+    type: ClassVar[str] = "progress_text"
+    prompt_id: str | None
+    node_id: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class ExecutedEvent:
+    """A node finished; ``output`` is its UI output (file references, text), possibly cached."""
+
+    type: ClassVar[str] = "executed"
+    prompt_id: str
+    node_id: str
+    display_node_id: str | None = None
+    output: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SuccessEvent:
+    type: ClassVar[str] = "execution_success"
+    prompt_id: str
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    type: ClassVar[str] = "execution_error"
+    prompt_id: str
+    node_id: str
+    node_type: str
+    exception_type: str
+    exception_message: str
+    traceback: tuple[str, ...] = ()
+    executed: tuple[str, ...] = ()
+    timestamp: int | None = None
+
+
+@dataclass(frozen=True)
+class InterruptedEvent:
+    type: ClassVar[str] = "execution_interrupted"
+    prompt_id: str
+    node_id: str | None = None
+    node_type: str | None = None
+    executed: tuple[str, ...] = ()
+    timestamp: int | None = None
+
+
+Event = Union[StartEvent, CachedEvent, ExecutingEvent, ProgressEvent, ProgressStateEvent, ProgressTextEvent,
+              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent]
+EventCallback = Callable[[Event], None]
+TERMINAL = (SuccessEvent, ErrorEvent, InterruptedEvent)
+
+
+def from_comfy(event: str, data: Any) -> Event | None:
+    """Translate one ComfyUI message (``send_sync(event, data)``, a websocket JSON frame) to an event.
+
+    Returns ``None`` for messages that carry no job event (``status``, the closing ``executing``
+    with ``node: null``, binary previews, ``crystools.*`` and other custom-node chatter).
+    """
+    if not isinstance(event, str) or not isinstance(data, dict):
+        return None
+    pid = data.get("prompt_id")
+    ts = data.get("timestamp")
+    if event == "execution_start":
+        return StartEvent(pid, ts)
+    if event == "execution_cached":
+        return CachedEvent(pid, tuple(data.get("nodes") or ()), ts)
+    if event == "executing":
+        node = data.get("node")
+        return None if node is None else ExecutingEvent(pid, str(node), data.get("display_node"))
+    if event == "progress":
+        return ProgressEvent(pid, data.get("node"), data.get("value", 0), data.get("max", 0))
+    if event == "progress_state":
+        return ProgressStateEvent(pid, dict(data.get("nodes") or {}))
+    if event == "progress_text":
+        return ProgressTextEvent(pid, data.get("node_id"), str(data.get("text", "")))
+    if event == "executed":
+        return ExecutedEvent(pid, str(data.get("node")), data.get("display_node"), data.get("output"))
+    if event == "execution_success":
+        return SuccessEvent(pid, ts)
+    if event == "execution_error":
+        return ErrorEvent(pid, str(data.get("node_id")), str(data.get("node_type")),
+                          str(data.get("exception_type", "")), str(data.get("exception_message", "")),
+                          tuple(data.get("traceback") or ()), tuple(data.get("executed") or ()), ts)
+    if event == "execution_interrupted":
+        return InterruptedEvent(pid, data.get("node_id"), data.get("node_type"),
+                                tuple(data.get("executed") or ()), ts)
+    return None
+
+
+def _stamp(data: dict, ts: int | None) -> dict:
+    if ts is not None:
+        data["timestamp"] = ts
+    return data
+
+
+def to_frames(ev: Event) -> list[dict[str, Any]]:
+    """The websocket JSON frames ComfyUI's server sends for this event, in order."""
+    if isinstance(ev, StartEvent):
+        data = _stamp({"prompt_id": ev.prompt_id}, ev.timestamp)
+    elif isinstance(ev, CachedEvent):
+        data = _stamp({"nodes": list(ev.nodes), "prompt_id": ev.prompt_id}, ev.timestamp)
+    elif isinstance(ev, ExecutingEvent):
+        data = {"node": ev.node_id, "display_node": ev.display_node_id, "prompt_id": ev.prompt_id}
+    elif isinstance(ev, ProgressEvent):
+        data = {"value": ev.value, "max": ev.max, "prompt_id": ev.prompt_id, "node": ev.node_id}
+    elif isinstance(ev, ProgressStateEvent):
+        data = {"prompt_id": ev.prompt_id, "nodes": ev.nodes}
+    elif isinstance(ev, ProgressTextEvent):
+        data = {"node_id": ev.node_id, "text": ev.text, "prompt_id": ev.prompt_id}
+    elif isinstance(ev, ExecutedEvent):
+        data = {"node": ev.node_id, "display_node": ev.display_node_id, "output": ev.output,
+                "prompt_id": ev.prompt_id}
+    elif isinstance(ev, SuccessEvent):
+        data = _stamp({"prompt_id": ev.prompt_id}, ev.timestamp)
+    elif isinstance(ev, ErrorEvent):
+        data = _stamp({"prompt_id": ev.prompt_id, "node_id": ev.node_id, "node_type": ev.node_type,
+                       "executed": list(ev.executed), "exception_message": ev.exception_message,
+                       "exception_type": ev.exception_type, "traceback": list(ev.traceback)}, ev.timestamp)
+    elif isinstance(ev, InterruptedEvent):
+        data = _stamp({"prompt_id": ev.prompt_id, "node_id": ev.node_id, "node_type": ev.node_type,
+                       "executed": list(ev.executed)}, ev.timestamp)
+    else:  # pragma: no cover - exhaustive over Event
+        raise TypeError(f"not an event: {ev!r}")
+    frames = [{"type": ev.type, "data": data}]
+    if isinstance(ev, TERMINAL):
+        # ComfyUI's server loop closes every prompt, whatever its outcome, with this frame.
+        frames.append({"type": "executing", "data": {"node": None, "prompt_id": ev.prompt_id}})
+    return frames
+
+
+def trace(frame: dict[str, Any], source: str = "embedded") -> None:
+    """Log one frame (``WEBSOCKET_TRACE=true``); large outputs are shortened, never secrets."""
+    text = json.dumps(frame, default=str)
+    if len(text) > 2000:
+        text = text[:2000] + f"... ({len(text)} chars)"
+    log.info("websocket trace [%s] %s", source, text)
+
+
+class Dispatcher:
+    """Delivers a job's events to its callback (errors in the callback are logged, never raised
+    into ComfyUI) and traces their compat frames when asked to."""
+
+    def __init__(self, callback: EventCallback | None, trace_frames: bool = False):
+        self.callback = callback
+        self.trace_frames = trace_frames
+
+    def __call__(self, ev: Event) -> None:
+        if self.trace_frames:
+            for frame in to_frames(ev):
+                trace(frame)
+        if self.callback is not None:
+            try:
+                self.callback(ev)
+            except Exception:  # a broken callback must not break the job
+                log.exception("on_event callback raised for %s; ignored", type(ev).__name__)

@@ -1,0 +1,87 @@
+"""What a job brings out: ComfyUI's UI outputs turned into ``Output`` objects with their bytes.
+
+Owns: which UI-output keys hold files (any list of ``{"filename", "type"}`` dicts: ``images``,
+``audio``, ``gifs``, ``video``...), which hold text (``text``), each output's kind and MIME type,
+and reading the files safely from the folder of their type.
+
+Must not import ComfyUI or the backends: they hand over the UI outputs and a way to read a file.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any, Callable, Iterable
+
+from .types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Output
+
+# ComfyUI writes these; the stdlib table lacks some on minimal systems.
+_EXTRA_MIME = {".webp": "image/webp", ".webm": "video/webm", ".mp4": "video/mp4", ".flac": "audio/flac",
+               ".opus": "audio/opus", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".wav": "audio/wav",
+               ".gif": "image/gif", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+               ".latent": "application/octet-stream", ".safetensors": "application/octet-stream",
+               ".glb": "model/gltf-binary", ".txt": "text/plain", ".json": "application/json"}
+
+#: reads (type, subfolder, filename) -> bytes; raises OSError/ValueError when it cannot
+FileReader = Callable[[str, str, str], bytes]
+
+
+def mime_type(filename: str) -> str:
+    dot = filename.rfind(".")
+    ext = filename[dot:].lower() if dot >= 0 else ""
+    return _EXTRA_MIME.get(ext) or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def kind_of(key: str, mime: str) -> str:
+    top = mime.split("/", 1)[0]
+    if top == "video" or key in ("gifs", "video", "videos"):
+        return VIDEO
+    if top == "audio" or key == "audio":
+        return AUDIO
+    if top == "image":
+        return IMAGE
+    if top == "text":
+        return TEXT
+    return FILE
+
+
+def _is_file_ref(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("filename"), str) and "type" in item
+
+
+def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
+            types: Iterable[str] = ("output", "temp")) -> tuple[list[Output], list[str]]:
+    """Every output of ``ui_outputs`` (node id -> UI dict) with its bytes, in node order.
+
+    Returns ``(outputs, problems)``; a file that cannot be read is a problem, not an exception, so
+    that one bad file does not lose the others.
+    """
+    wanted = set(types)
+    outputs: list[Output] = []
+    problems: list[str] = []
+    for node_id, ui in ui_outputs.items():
+        if not isinstance(ui, dict):
+            continue
+        animated = bool(any(ui.get("animated") or ()))
+        for key, items in ui.items():
+            if key == "animated" or not isinstance(items, (list, tuple)):
+                continue
+            if key == "text":
+                for index, text in enumerate(items):
+                    if isinstance(text, str):
+                        outputs.append(Output(node_id, TEXT, f"{node_id}_{index}.txt", "", "output",
+                                              "text/plain", text.encode("utf-8"), key=key))
+                continue
+            for item in items:
+                if not _is_file_ref(item) or item["type"] not in wanted:
+                    continue
+                filename, subfolder, ftype = item["filename"], item.get("subfolder") or "", item["type"]
+                try:
+                    data = read(ftype, subfolder, filename)
+                except (OSError, ValueError) as exc:
+                    problems.append(f"Node {node_id}: could not read {ftype} file "
+                                    f"{(subfolder + '/' if subfolder else '') + filename}: {exc}")
+                    continue
+                mime = mime_type(filename)
+                outputs.append(Output(node_id, kind_of(key, mime), filename, subfolder, ftype, mime, data,
+                                      animated=animated, key=key))
+    return outputs, problems

@@ -1,0 +1,92 @@
+"""The data that crosses module lines: jobs, outputs, timings, results.
+
+Owns: ``Job`` (what a caller asks for), ``Output`` (one file or text a workflow produced),
+``Timings`` and ``Result``. Events live in ``events.py``.
+
+Must not import ComfyUI or any other module of this package except ``errors``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+# Output kinds. ``image`` covers still and animated images; ``video`` covers what SaveVideo /
+# SaveWEBM report (under ComfyUI's ``images`` key with ``animated``); ``file`` is anything else.
+IMAGE, VIDEO, AUDIO, TEXT, FILE = "image", "video", "audio", "text", "file"
+KINDS = (IMAGE, VIDEO, AUDIO, TEXT, FILE)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Job:
+    """One workflow run. ``images`` maps input names (as LoadImage refers to them) to bytes."""
+
+    workflow: dict[str, Any]
+    images: dict[str, bytes] = field(default_factory=dict)
+    job_id: str = field(default_factory=new_id)
+    client_id: str = field(default_factory=new_id)
+    #: merged into ComfyUI's ``extra_data`` (e.g. ``api_key_comfy_org``); never logged
+    extra_data: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: seconds from the start of validation; ``None`` means no limit
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a workflow, with its bytes (text outputs: UTF-8)."""
+
+    node_id: str
+    kind: str
+    filename: str
+    subfolder: str
+    type: str  # "output" or "temp" (ComfyUI's folder type)
+    mime_type: str
+    data: bytes = field(repr=False)
+    animated: bool = False
+    #: the key of ComfyUI's UI output it came from ("images", "audio", "text", ...)
+    key: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8")
+
+    def __repr__(self) -> str:
+        return (f"Output(node_id={self.node_id!r}, kind={self.kind!r}, filename={self.filename!r}, "
+                f"subfolder={self.subfolder!r}, type={self.type!r}, mime_type={self.mime_type!r}, "
+                f"bytes={len(self.data)}, animated={self.animated})")
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each phase of a job."""
+
+    wait: float = 0.0      # queued behind another job
+    validate: float = 0.0  # input preparation and ComfyUI's validate_prompt
+    execute: float = 0.0   # ComfyUI's execute_async
+    collect: float = 0.0   # reading the outputs and cleaning the job's folders
+
+    @property
+    def total(self) -> float:
+        return self.wait + self.validate + self.execute + self.collect
+
+
+@dataclass
+class Result:
+    job_id: str
+    prompt_id: str
+    outputs: list[Output]
+    timings: Timings
+    #: non-fatal problems: outputs that failed validation while others ran, unreadable files
+    warnings: list[str] = field(default_factory=list)
+
+    def by_kind(self, kind: str) -> list[Output]:
+        return [o for o in self.outputs if o.kind == kind]
+
+    @property
+    def images(self) -> list[Output]:
+        return self.by_kind(IMAGE)
