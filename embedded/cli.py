@@ -1,0 +1,145 @@
+"""``python -m embedded run WORKFLOW.json [--image NAME=PATH ...] [--out DIR] [--timeout S]``.
+
+Owns: the command line: arguments, a progress bar (nodes done / total, and the steps of the node
+that reports them), writing outputs into DIR, and a one-line reason with a non-zero exit status on
+failure. Uses only the public API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import EmbeddedError, Executor
+from .events import CachedEvent, ExecutedEvent, ExecutingEvent, ProgressEvent
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+class ProgressBar:
+    """One bar over the workflow's nodes; the running node's steps show in its postfix."""
+
+    def __init__(self, total_nodes: int, enabled: bool):
+        self.bar = tqdm(total=total_nodes, unit="node", disable=not enabled, file=sys.stderr,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} nodes [{elapsed}] {postfix}")
+        self.done: set[str] = set()
+        self.current: str | None = None
+
+    def __call__(self, ev) -> None:
+        if isinstance(ev, CachedEvent):
+            self._finish(*ev.nodes)
+        elif isinstance(ev, ExecutingEvent):
+            if self.current is not None:  # ComfyUI runs one node at a time: the previous one is done
+                self._finish(self.current)
+            self.current = ev.node_id
+            self.bar.set_description(f"node {ev.node_id}")
+            self.bar.set_postfix_str("")
+        elif isinstance(ev, ProgressEvent):
+            self.bar.set_postfix_str(f"step {int(ev.value)}/{int(ev.max)}")
+        elif isinstance(ev, ExecutedEvent):
+            self._finish(ev.node_id)
+
+    def _finish(self, *node_ids: str) -> None:
+        new = [n for n in node_ids if n not in self.done]
+        self.done.update(new)
+        if new:
+            self.bar.update(len(new))
+
+    def close(self) -> None:
+        self.bar.n = self.bar.total
+        self.bar.refresh()
+        self.bar.close()
+
+
+def _parse_images(pairs: list[str]) -> dict[str, bytes]:
+    images = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--image expects NAME=PATH, got {pair!r}")
+        try:
+            images[name] = Path(path).read_bytes()
+        except OSError as exc:
+            raise SystemExit(f"--image {name}: cannot read {path}: {exc.strerror}")
+    return images
+
+
+def _write(result, out_dir: Path) -> list[Path]:
+    written = []
+    for output in result.outputs:
+        folder = out_dir / output.subfolder if output.subfolder else out_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / output.filename
+        path.write_bytes(output.data)
+        written.append(path)
+    return written
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        workflow = json.loads(Path(args.workflow).read_text())
+    except OSError as exc:
+        print(f"error: cannot read {args.workflow}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except json.JSONDecodeError as exc:
+        print(f"error: {args.workflow} is not JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    images = _parse_images(args.image)
+    out_dir = Path(args.out)
+    show = not args.quiet and sys.stderr.isatty() or args.progress
+    with Executor() as executor:
+        started = time.perf_counter()
+        boot = executor.boot_info
+        if not args.quiet:
+            print(f"ComfyUI ready in {boot.seconds:.1f} s ({boot.node_classes} node classes, "
+                  f"{'CPU' if boot.cpu else 'GPU'})", file=sys.stderr)
+        total = len(workflow) if isinstance(workflow, dict) else 0
+        bar = ProgressBar(total, show)
+        try:
+            result = executor.run(workflow, images, on_event=bar, timeout=args.timeout)
+        finally:
+            bar.close()
+        written = _write(result, out_dir)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for path in written:
+        print(path)
+    if not args.quiet:
+        print(f"{len(written)} output(s) written to {out_dir}/ in {time.perf_counter() - started:.2f} s "
+              f"(job {result.timings.total * 1000:.0f} ms)", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m embedded", description="Run ComfyUI workflows in-process.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an API-format workflow and write its outputs")
+    run.add_argument("workflow", help="workflow JSON in ComfyUI's API format (Export (API))")
+    run.add_argument("--image", action="append", default=[], metavar="NAME=PATH",
+                     help="an input image, referred to as NAME by LoadImage (repeatable)")
+    run.add_argument("--out", default="out", metavar="DIR", help="folder for the outputs (default: out)")
+    run.add_argument("--timeout", type=float, default=None, metavar="S", help="stop the job after S seconds")
+    run.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        os.environ.setdefault("COMFY_LOG_LEVEL", "WARNING")
+    try:
+        return args.func(args)
+    except EmbeddedError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
