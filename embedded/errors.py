@@ -103,9 +103,9 @@ class ExecutionError(EmbeddedError):
         self.node_id = node_id
         self.node_type = node_type
         self.exception_type = exception_type
-        self.exception_message = exception_message
+        self.exception_message = exception_message.strip()  # ComfyUI appends a newline
         self.traceback = list(traceback or [])
-        super().__init__(f"Node {node_id} ({node_type}) failed: {exception_type}: {exception_message}")
+        super().__init__(f"Node {node_id} ({node_type}) failed: {exception_type}: {self.exception_message}")
 
     def details(self) -> list[str]:
         return [f"{self.exception_type}: {self.exception_message}"]

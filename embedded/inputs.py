@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InputError, WorkflowFormatError
+from .errors import InputError, NodeError, ValidationError, WorkflowFormatError
 
 UI_FORMAT_HINT = ("This workflow is in ComfyUI's UI format (it has 'nodes' and 'links'). "
                   "Export it in API format instead: in ComfyUI, use 'Export (API)' "
@@ -25,8 +25,10 @@ UI_FORMAT_HINT = ("This workflow is in ComfyUI's UI format (it has 'nodes' and '
 def check_workflow(workflow: Any) -> dict[str, Any]:
     """Return the workflow if it looks like API format; raise ``WorkflowFormatError`` otherwise.
 
-    Node-level problems (unknown class, missing inputs) are left to ComfyUI's own validation so
-    that its messages reach the user unchanged.
+    A link to a node that is not in the workflow is reported here (ComfyUI's own validation only
+    says ``Exception when validating node: '99'``); other node-level problems (unknown class,
+    missing inputs, values out of range) are left to ComfyUI so that its messages reach the user
+    unchanged.
     """
     if not isinstance(workflow, dict):
         raise WorkflowFormatError(
@@ -40,7 +42,22 @@ def check_workflow(workflow: Any) -> dict[str, Any]:
         raise WorkflowFormatError(
             f"Node {bad[0]} is not an object with 'class_type' and 'inputs'; is this an API-format workflow?"
             + (f" ({len(bad)} such entries)" if len(bad) > 1 else ""))
+    dangling = [
+        NodeError(str(node_id), str(node.get("class_type", "?")), "missing_link_target",
+                  f"Input links to node {value[0]}, which is not in the workflow", input_name=str(name))
+        for node_id, node in workflow.items()
+        for name, value in (node["inputs"] if isinstance(node.get("inputs"), dict) else {}).items()
+        if _is_link(value) and value[0] not in workflow
+    ]
+    if dangling:
+        raise ValidationError("Prompt outputs failed validation", "prompt_outputs_failed_validation", dangling)
     return workflow
+
+
+def _is_link(value: Any) -> bool:
+    """ComfyUI's ``is_link``: ``["<node id>", <output index>]``."""
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], (int, float)) and not isinstance(value[1], bool))
 
 
 def check_image_name(name: Any) -> str:

@@ -200,6 +200,7 @@ class ComfyRunner:
         folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
         prompt_id = str(uuid.uuid4())
         prompt: dict[str, Any] = {}
+        ran = False  # execute_async saw this prompt: its caches hold the prompt's output nodes
         t = time.perf_counter()
         try:
             # --- validate ------------------------------------------------------------------------
@@ -232,6 +233,7 @@ class ComfyRunner:
             extra_data = {**job.extra_data, "client_id": job.client_id}
             if running.stop_reason is not None:
                 raise self._stopped(running, None, None)
+            ran = True
             try:
                 await self._executor.execute_async(prompt, prompt_id, extra_data, good_outputs)
             finally:
@@ -247,7 +249,8 @@ class ComfyRunner:
         finally:
             _point_folders(folder_paths, {k: self.config.idle_dir / ("temp" if k == "temp" else k)
                                           for k in folders})
-            self._forget_output_nodes(prompt)
+            if ran:
+                self._forget_output_nodes(prompt)
             shutil.rmtree(job_dir, ignore_errors=True)
             timings.collect = time.perf_counter() - t
 
@@ -278,11 +281,8 @@ class ComfyRunner:
             if class_def is None or getattr(class_def, "OUTPUT_NODE", False) is not True:
                 continue
             for cache in (caches.outputs, caches.objects):
-                try:
-                    if cache.get(node_id) is not None:
-                        cache.set(node_id, None)
-                except (AssertionError, KeyError):
-                    pass  # the cache never saw this prompt (validation failed first)
+                if cache.get(node_id) is not None:
+                    cache.set(node_id, None)
 
 
 def _point_folders(folder_paths, folders: dict[str, Path]) -> None:

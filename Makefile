@@ -1,0 +1,34 @@
+# Two entry points (README): `make demo` and `make test`. Both set up everything they need and
+# are safe to run again: the venv is reinstalled only when pyproject.toml changes, and the
+# vendored ComfyUI is only re-fetched when it does not verify against the pin.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= out/demo
+
+.PHONY: demo test vendor install clean
+
+demo: vendor
+	COMFY_LOG_LEVEL=$${COMFY_LOG_LEVEL:-WARNING} $(BIN)/python -m embedded run examples/image_ops.json \
+		--image input.png=examples/input.png --out $(OUT)
+	@echo "demo: outputs written to $(OUT)/"
+
+test: vendor
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+vendor: install
+	$(BIN)/python -m embedded.vendor
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf work out .pytest_cache

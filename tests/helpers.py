@@ -1,0 +1,34 @@
+"""Small helpers shared by the tests: fixture workflows by name, images as bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from PIL import Image
+
+TESTS = Path(__file__).resolve().parent
+WORKFLOWS = TESTS / "fixtures" / "workflows"
+CUSTOM_NODES = TESTS / "custom_nodes"
+
+
+def workflow(name: str) -> dict:
+    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+
+
+def png_bytes(size=(8, 8), color=(255, 0, 0), mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def open_image(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+def close_to(pixel, expected, tolerance=1) -> bool:
+    """ComfyUI round-trips pixels through float32 and truncates: allow one step per channel."""
+    return len(pixel) == len(expected) and all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))

@@ -1,0 +1,10 @@
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_job_folders(executor, test_config):
+    """Every job's folders are gone once it ends, whatever the outcome."""
+    yield
+    jobs = test_config.jobs_dir
+    left = sorted(p.name for p in jobs.iterdir()) if jobs.exists() else []
+    assert left == [], f"job folders left behind: {left}"
