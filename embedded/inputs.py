@@ -71,8 +71,8 @@ def check_image_name(name: Any) -> str:
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith("~"):
         raise InputError(f"Image name {name!r} is an absolute path; give a name relative to the input folder")
-    if any(part in ("..", ".") for part in path.parts):
-        raise InputError(f"Image name {name!r} contains '..' or '.'; give a plain relative name")
+    if any(part in ("..", ".", "") for part in name.split("/")):
+        raise InputError(f"Image name {name!r} contains '..', '.' or '//'; give a plain relative name")
     return name
 
 

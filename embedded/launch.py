@@ -51,7 +51,8 @@ def write_paths_config(config: Config) -> Path:
             (models / sub).mkdir(parents=True, exist_ok=True)
     data = {
         "embedded_models": {"base_path": str(models), "is_default": True,
-                            **{name: "\n".join(subs) for name, subs in MODEL_FOLDERS.items()}},
+                            # is_default inserts each path first: list them last-to-first
+                            **{name: "\n".join(reversed(subs)) for name, subs in MODEL_FOLDERS.items()}},
         # --base-directory moves custom_nodes to the work folder; keep the tree's own
         # (SaveImageWebsocket) next to the ones COMFY_EXTRA_MODEL_PATHS adds.
         "comfyui_tree": {"custom_nodes": str(config.comfyui_path / "custom_nodes")},

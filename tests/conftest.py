@@ -7,7 +7,7 @@ import pytest
 
 from embedded import Config, Executor
 
-from .helpers import CUSTOM_NODES
+from .helpers import CUSTOM_NODES, EXAMPLES
 
 
 @pytest.fixture(scope="session")
@@ -16,10 +16,20 @@ def work_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def test_config(work_dir, tmp_path_factory) -> Config:
-    paths = tmp_path_factory.mktemp("config") / "extra_model_paths.yaml"
+def network_volume(tmp_path_factory):
+    """Stands in for /runpod-volume: examples/extra_model_paths.runpod.yaml with this base path."""
+    return tmp_path_factory.mktemp("runpod-volume")
+
+
+@pytest.fixture(scope="session")
+def test_config(work_dir, network_volume, tmp_path_factory) -> Config:
+    config_dir = tmp_path_factory.mktemp("config")
+    volume = config_dir / "runpod.yaml"
+    volume.write_text(EXAMPLES.joinpath("extra_model_paths.runpod.yaml").read_text()
+                      .replace("base_path: /runpod-volume", f"base_path: {network_volume}"))
+    paths = config_dir / "extra_model_paths.yaml"
     paths.write_text(f"tests:\n  custom_nodes: {CUSTOM_NODES}\n")
-    return Config.from_env({"COMFY_WORK_DIR": str(work_dir), "COMFY_EXTRA_MODEL_PATHS": str(paths),
+    return Config.from_env({"COMFY_WORK_DIR": str(work_dir), "COMFY_EXTRA_MODEL_PATHS": f"{paths}:{volume}",
                             "COMFY_LOG_LEVEL": "INFO", "COMFY_DISABLE_METADATA": "true"})
 
 

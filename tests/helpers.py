@@ -11,6 +11,7 @@ from PIL import Image
 TESTS = Path(__file__).resolve().parent
 WORKFLOWS = TESTS / "fixtures" / "workflows"
 CUSTOM_NODES = TESTS / "custom_nodes"
+EXAMPLES = TESTS.parent / "examples"
 
 
 def workflow(name: str) -> dict:

@@ -1,0 +1,42 @@
+"""``python -m embedded run``: outputs land in --out, failures exit non-zero with one line."""
+
+import subprocess
+import sys
+
+from ..helpers import EXAMPLES, WORKFLOWS, open_image
+
+REPO = EXAMPLES.parent
+
+
+def run_cli(*args, tmp_path, env_extra=None):
+    import os
+    env = dict(os.environ, COMFY_WORK_DIR=str(tmp_path / "work"), COMFY_LOG_LEVEL="WARNING")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "embedded", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_writes_outputs_and_prints_their_paths(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("run", str(EXAMPLES / "image_ops.json"), "--image", f"input.png={EXAMPLES / 'input.png'}",
+                   "--out", str(out), "--progress", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    written = out / "image_ops_00001_.png"
+    assert proc.stdout.splitlines() == [str(written)]
+    assert open_image(written.read_bytes()).size == (512, 512)
+    assert "nodes" in proc.stderr and "1 output(s) written" in proc.stderr
+
+
+def test_a_failing_workflow_exits_non_zero_with_a_one_line_reason(tmp_path):
+    proc = run_cli("run", str(WORKFLOWS / "invalid_out_of_range.json"), "--out", str(tmp_path / "o"), "-q",
+                   tmp_path=tmp_path)
+    assert proc.returncode == 1
+    [line] = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert line == ("error: Prompt outputs failed validation: "
+                    "Node 1 (EmptyImage), input 'width': Value 0 smaller than min of 1: width")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    proc = run_cli("run", str(tmp_path / "missing.json"), tmp_path=tmp_path)
+    assert proc.returncode == 2 and "cannot read" in proc.stderr

@@ -1,0 +1,82 @@
+"""Contract drift: what this package relies on in the pinned ComfyUI tree still holds there.
+
+When the pin moves, a failure here names the assumption that broke, before a user finds it.
+"""
+
+import inspect
+
+from embedded.launch import MODEL_FOLDERS
+
+
+def test_model_folder_names_match_comfyui_folder_paths(executor):
+    import folder_paths
+    assert set(folder_paths.folder_names_and_paths) - {"custom_nodes"} == set(MODEL_FOLDERS)
+
+
+def test_model_folders_point_into_the_configured_models_folder(executor, test_config):
+    import folder_paths
+    for name, subs in MODEL_FOLDERS.items():
+        assert folder_paths.get_folder_paths(name)[0] == str(test_config.models / subs[0]), name
+
+
+def test_network_volume_style_extra_model_paths_are_honoured(executor):
+    import folder_paths
+    # the test configuration's yaml adds custom_nodes; the tree's own folder is kept beside it
+    custom = folder_paths.get_folder_paths("custom_nodes")
+    assert any(p.endswith("tests/custom_nodes") for p in custom)
+    assert any(p.endswith("ComfyUI/custom_nodes") for p in custom)
+
+
+def test_prompt_executor_api_we_call():
+    import execution
+    params = list(inspect.signature(execution.PromptExecutor.execute_async).parameters)
+    assert params == ["self", "prompt", "prompt_id", "extra_data", "execute_outputs"]
+    assert list(inspect.signature(execution.validate_prompt).parameters) == ["prompt_id", "prompt",
+                                                                              "partial_execution_list"]
+    assert inspect.iscoroutinefunction(execution.validate_prompt)
+    assert {c.name for c in execution.CacheType} >= {"CLASSIC", "LRU", "NONE", "RAM_PRESSURE"}
+
+
+def test_caches_have_the_public_get_and_set_we_use_to_forget_output_nodes(executor):
+    caches = executor._runner._executor.caches
+    for cache in (caches.outputs, caches.objects):
+        assert callable(cache.get) and callable(cache.set)
+
+
+def test_our_server_stand_in_is_the_prompt_server_instance(executor):
+    import server
+
+    from embedded.comfy import boot
+    assert server.PromptServer.instance is boot.shim()
+    for attr in ("send_sync", "send_progress_text", "client_id", "last_node_id", "last_prompt_id",
+                 "sockets_metadata", "routes", "queue_updated"):
+        assert hasattr(server.PromptServer.instance, attr), attr
+
+
+def test_our_progress_hook_is_installed(executor):
+    import comfy.utils
+    assert comfy.utils.PROGRESS_BAR_HOOK is not None
+    assert comfy.utils.PROGRESS_BAR_HOOK.__module__ == "embedded.comfy.progress"
+
+
+def test_comfyui_arguments_come_from_our_list_not_sys_argv(executor, test_config):
+    from comfy.cli_args import args
+    assert args.cpu is executor.boot_info.cpu
+    assert args.disable_metadata is True  # COMFY_DISABLE_METADATA=true in the test configuration
+    assert args.base_directory == str(test_config.work_dir)
+
+
+def test_every_node_module_imports(executor):
+    assert executor.boot_info.import_failures == ()
+    assert executor.boot_info.node_classes > 500
+
+
+def test_network_volume_folders_list_their_models(executor, network_volume):
+    """COMFY_EXTRA_MODEL_PATHS with the RunPod example: diffusion_models and text_encoders included."""
+    import folder_paths
+    for kind, sub in (("checkpoints", "checkpoints"), ("diffusion_models", "diffusion_models"),
+                      ("diffusion_models", "unet"), ("text_encoders", "text_encoders"), ("loras", "loras")):
+        folder = network_volume / "models" / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"on_volume_{sub}.safetensors").write_bytes(b"")
+        assert f"on_volume_{sub}.safetensors" in folder_paths.get_filename_list(kind), (kind, sub)

@@ -1,0 +1,52 @@
+"""Environment variables parse into one typed configuration, and both backends get the same
+ComfyUI arguments from it."""
+
+import pytest
+import yaml
+
+from embedded.config import Config
+from embedded.launch import MODEL_FOLDERS, comfy_args
+
+
+def test_defaults_match_upstream_and_stay_outside_vendor(tmp_path):
+    config = Config.from_env({})
+    assert config.log_level == "DEBUG" and config.websocket_trace is False
+    assert config.force_cpu is None and config.extra_model_paths == ()
+    assert "vendor" not in config.work_dir.parts
+    assert config.models == config.work_dir / "models"
+
+
+def test_every_variable_is_read(tmp_path):
+    config = Config.from_env({"COMFY_WORK_DIR": str(tmp_path), "COMFY_MODELS_DIR": str(tmp_path / "m"),
+                              "COMFY_USER_DIR": str(tmp_path / "u"), "COMFY_LOG_LEVEL": "info",
+                              "WEBSOCKET_TRACE": "TRUE", "COMFY_FORCE_CPU": "false",
+                              "COMFY_DISABLE_METADATA": "1", "COMFY_ARGS": "--fast --reserve-vram 1.5",
+                              "COMFY_EXTRA_MODEL_PATHS": f"{tmp_path}/a.yaml:{tmp_path}/b.yaml",
+                              "COMFYUI_PATH": str(tmp_path / "tree")})
+    assert (config.work_dir, config.models, config.user) == (tmp_path, tmp_path / "m", tmp_path / "u")
+    assert (config.log_level, config.websocket_trace, config.force_cpu, config.disable_metadata) == \
+           ("INFO", True, False, True)
+    assert config.extra_args == ("--fast", "--reserve-vram", "1.5")
+    assert config.extra_model_paths == (tmp_path / "a.yaml", tmp_path / "b.yaml")
+    assert config.comfyui_path == tmp_path / "tree"
+
+
+def test_an_unknown_log_level_is_refused():
+    with pytest.raises(ValueError, match="COMFY_LOG_LEVEL"):
+        Config.from_env({"COMFY_LOG_LEVEL": "LOUD"})
+
+
+def test_comfy_args_point_every_folder_at_the_work_folder(tmp_path):
+    config = Config.from_env({"COMFY_WORK_DIR": str(tmp_path), "COMFY_EXTRA_MODEL_PATHS": "/v/x.yaml",
+                              "COMFY_ARGS": "--highvram", "COMFY_LOG_LEVEL": "WARNING"})
+    args = comfy_args(config, cpu=True)
+    assert args[args.index("--base-directory") + 1] == str(tmp_path)
+    assert args[args.index("--verbose") + 1] == "WARNING"
+    assert "--cpu" in args and args[-1] == "--highvram"
+    configs = [args[i + 1] for i, a in enumerate(args) if a == "--extra-model-paths-config"]
+    assert configs == [str(tmp_path / "extra_model_paths.embedded.yaml"), "/v/x.yaml"]
+    generated = yaml.safe_load((tmp_path / "extra_model_paths.embedded.yaml").read_text())
+    assert generated["embedded_models"]["base_path"] == str(tmp_path / "models")
+    assert set(generated["embedded_models"]) - {"base_path", "is_default"} == set(MODEL_FOLDERS)
+    assert all((tmp_path / "models" / subs[0]).is_dir() for subs in MODEL_FOLDERS.values())
+    assert "--cpu" not in comfy_args(config, cpu=False)
