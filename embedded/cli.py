@@ -62,11 +62,11 @@ def _parse_images(pairs: list[str]) -> dict[str, bytes]:
     for pair in pairs:
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--image expects NAME=PATH, got {pair!r}")
+            raise ValueError(f"--image expects NAME=PATH, got {pair!r}")
         try:
             images[name] = Path(path).read_bytes()
         except OSError as exc:
-            raise SystemExit(f"--image {name}: cannot read {path}: {exc.strerror}")
+            raise ValueError(f"--image {name}: cannot read {path}: {exc.strerror}") from None
     return images
 
 
@@ -90,7 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"error: {args.workflow} is not JSON: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    images = _parse_images(args.image)
+    try:
+        images = _parse_images(args.image)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     out_dir = Path(args.out)
     show = not args.quiet and sys.stderr.isatty() or args.progress
     with Executor() as executor:

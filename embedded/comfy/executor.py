@@ -5,7 +5,7 @@ Owns: the runner thread and its asyncio loop (boot runs there too), the one ``Pr
 interrupt and timeout, and reading the results back as ``Output`` objects.
 
 Per job: the workflow is deep-copied, gets a fresh prompt id, and runs with the job's own input,
-output and temp folders (``<work>/jobs/<job id>/``), removed after its outputs are read.
+output and temp folders (``<work>/jobs/<prompt id>/``), removed after its outputs are read.
 
 Repeat jobs: ComfyUI caches every node's result between prompts, and a cached output node writes
 no file. After each job the runner forgets the cached results (and node instances) of the job's
@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import (BootError, EmbeddedError, ExecutionError, JobInterrupted, JobTimeout, NodeError,
-                      ValidationError)
+from ..errors import BootError, ExecutionError, JobInterrupted, JobTimeout, NodeError, ValidationError
 from ..events import Dispatcher, EventCallback, InterruptedEvent, from_comfy
 from ..inputs import check_workflow, write_images
 from ..outputs import collect
@@ -196,9 +195,9 @@ class ComfyRunner:
         job = running.job
         shim = _boot.shim()
         dispatch = Dispatcher(on_event, trace_frames=self.config.websocket_trace)
-        job_dir = self.config.jobs_dir / job.job_id
-        folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
         prompt_id = str(uuid.uuid4())
+        job_dir = self.config.jobs_dir / prompt_id  # never the caller's job id: it could hold "../"
+        folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
         prompt: dict[str, Any] = {}
         ran = False  # execute_async saw this prompt: its caches hold the prompt's output nodes
         t = time.perf_counter()
@@ -247,8 +246,7 @@ class ComfyRunner:
                                         lambda ftype, sub, name: _read(folders, ftype, sub, name))
             return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
         finally:
-            _point_folders(folder_paths, {k: self.config.idle_dir / ("temp" if k == "temp" else k)
-                                          for k in folders})
+            _point_folders(folder_paths, {k: self.config.idle_dir / k for k in folders})
             if ran:
                 self._forget_output_nodes(prompt)
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -321,5 +319,3 @@ def _validation_error(error: dict[str, Any], node_errors: dict[str, Any], prompt
     return ValidationError(message, str(error.get("type") or "invalid_prompt"),
                            _node_errors(node_errors, prompt), extra=details)
 
-
-__all__ = ["ComfyRunner", "EmbeddedError"]

@@ -40,3 +40,9 @@ def test_a_failing_workflow_exits_non_zero_with_a_one_line_reason(tmp_path):
 def test_bad_arguments_exit_2(tmp_path):
     proc = run_cli("run", str(tmp_path / "missing.json"), tmp_path=tmp_path)
     assert proc.returncode == 2 and "cannot read" in proc.stderr
+
+
+def test_an_unreadable_input_image_exits_2(tmp_path):
+    proc = run_cli("run", str(EXAMPLES / "image_ops.json"), "--image", f"input.png={tmp_path / 'nope.png'}",
+                   tmp_path=tmp_path)
+    assert proc.returncode == 2 and "error: --image input.png: cannot read" in proc.stderr

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from embedded import ExecutionError, ValidationError
 from embedded import events as ev
 
 from ..helpers import open_image, png_bytes, workflow
@@ -39,7 +40,7 @@ def test_every_job_numbers_its_files_from_one(executor):
 
 def test_a_job_never_sees_input_images_of_an_earlier_job(executor):
     executor.run(workflow("load_and_invert_input"), {"in.png": png_bytes()})
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ValidationError) as info:
         executor.run(workflow("load_and_invert_input"))
     assert "Invalid image file: in.png" in str(info.value)
 
@@ -95,7 +96,7 @@ def test_events_follow_comfyui_order(executor):
 
 def test_error_events_carry_node_and_traceback(executor):
     events = []
-    with pytest.raises(Exception):
+    with pytest.raises(ExecutionError):
         executor.run(uncached("node_raises", 0x040506), on_event=events.append)
     error = events[-1]
     assert isinstance(error, ev.ErrorEvent)
@@ -149,3 +150,9 @@ def test_callbacks_run_on_the_runner_thread_not_the_callers(executor):
     threads = set()
     executor.run(workflow("solid_red_image"), on_event=lambda e: threads.add(threading.current_thread().name))
     assert threads == {"comfy-runner"}
+
+
+def test_a_hostile_job_id_cannot_move_the_job_folder(executor, test_config):
+    result = executor.run(workflow("solid_red_image"), job_id="../../escape")
+    assert result.job_id == "../../escape" and result.outputs
+    assert not (test_config.work_dir.parent / "escape").exists()

@@ -1,7 +1,6 @@
 """Every output kind comes back with its bytes, kind, MIME type and origin."""
 
 import io
-import wave
 
 import av
 import pytest
