@@ -23,8 +23,20 @@ def _flag(value: str | None, default: bool = False) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _path(value: str | None, default: Path) -> Path:
+def _path(value: str | None, default: Path | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else default
+
+
+def _seconds(value: str | None, name: str) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a number of seconds") from None
+    if seconds <= 0:
+        raise ValueError(f"{name}={value!r}: expected a positive number of seconds")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,27 @@ class Config:
     #: more ComfyUI arguments, e.g. "--highvram --fast" (COMFY_ARGS)
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
+    # --- the RunPod worker ------------------------------------------------------------------------
+    #: ask RunPod to restart the worker after each job (REFRESH_WORKER)
+    refresh_worker: bool = False
+    #: serve the runpod SDK's local HTTP API on 0.0.0.0 (SERVE_API_LOCALLY)
+    serve_api_locally: bool = False
+    #: seconds a job may run before it is stopped; None = no limit (JOB_TIMEOUT_S)
+    job_timeout: float | None = None
+    #: an API-format workflow run once after boot to load models (WARMUP_WORKFLOW)
+    warmup_workflow: Path | None = None
+    #: default key for Comfy.org API nodes (COMFY_ORG_API_KEY); never logged
+    comfy_org_api_key: str | None = field(default=None, repr=False)
+    #: S3 endpoint (BUCKET_ENDPOINT_URL); S3 is used only when the two BUCKET_* keys are set too
+    bucket_endpoint_url: str | None = None
+    #: whether BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY are both set (their values stay in
+    #: the environment, where runpod's rp_upload reads them, and are never copied or logged)
+    bucket_credentials_set: bool = False
+
+    @property
+    def s3_enabled(self) -> bool:
+        return bool(self.bucket_endpoint_url) and self.bucket_credentials_set
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Config":
         env = os.environ if env is None else env
@@ -70,6 +103,13 @@ class Config:
             force_cpu=None if cpu is None or cpu.strip() == "" else _flag(cpu),
             disable_metadata=_flag(env.get("COMFY_DISABLE_METADATA")),
             extra_args=tuple(shlex.split(env.get("COMFY_ARGS") or "")),
+            refresh_worker=_flag(env.get("REFRESH_WORKER")),
+            serve_api_locally=_flag(env.get("SERVE_API_LOCALLY")),
+            job_timeout=_seconds(env.get("JOB_TIMEOUT_S"), "JOB_TIMEOUT_S"),
+            warmup_workflow=_path(env.get("WARMUP_WORKFLOW"), None),
+            comfy_org_api_key=env.get("COMFY_ORG_API_KEY") or None,
+            bucket_endpoint_url=env.get("BUCKET_ENDPOINT_URL") or None,
+            bucket_credentials_set=bool(env.get("BUCKET_ACCESS_KEY_ID") and env.get("BUCKET_SECRET_ACCESS_KEY")),
         )
 
     # --- derived folders ---------------------------------------------------------------------

@@ -55,6 +55,9 @@ class NodeError:
     message: str
     details: str = ""
     input_name: str | None = None
+    #: for a value that is not in the allowed list (a model name that does not exist, say): the
+    #: allowed values, e.g. the model files of that kind
+    options: tuple[str, ...] | None = None
 
     def line(self) -> str:
         where = f"Node {self.node_id} ({self.class_type})"
@@ -64,6 +67,14 @@ class NodeError:
         if self.details and self.details not in self.message:
             text += f": {self.details}"
         return text
+
+    def options_line(self) -> str | None:
+        """``Available values for 'ckpt_name': a, b`` (or that there are none), when known."""
+        if self.options is None:
+            return None
+        if not self.options:
+            return f"No values available for '{self.input_name}' (node {self.node_id}): the folder is empty"
+        return f"Available values for '{self.input_name}' (node {self.node_id}): {', '.join(self.options)}"
 
 
 class ValidationError(EmbeddedError):

@@ -38,3 +38,15 @@ def executor(test_config):
     ex = Executor(test_config).start()
     yield ex
     ex.close()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS) on loopback, with a bucket named ``outputs``."""
+    from .servers import SeaweedS3
+
+    folder = tmp_path_factory.mktemp("seaweedfs")
+    server = SeaweedS3(folder, folder / "weed.log")
+    server.create_bucket("outputs")
+    yield server
+    server.stop()

@@ -38,6 +38,10 @@ from . import boot as _boot
 
 log = logging.getLogger("embedded.comfy")
 
+#: ComfyUI's folders, caches of loaded models and interrupt flag are process-wide: however many
+#: runners a process has, one job runs at a time (held by the runner thread running it).
+_one_job_per_process = threading.Lock()
+
 
 class _Running:
     """The job on the runner thread right now, and why it should stop (if it should)."""
@@ -166,27 +170,34 @@ class ComfyRunner:
     async def _run(self, job: Job, on_event: EventCallback | None) -> Result:
         queued = time.perf_counter()
         async with self._job_lock:
-            timings = Timings(wait=time.perf_counter() - queued)
-            running = _Running(job)
-            with self._state_lock:
-                if job.job_id in self._pending_cancel:
-                    self._pending_cancel.discard(job.job_id)
-                    raise JobInterrupted("The job was cancelled before it started")
-                self._running = running
-            timer = None
-            if job.timeout is not None:
-                timer = threading.Timer(job.timeout, self._on_timeout, args=(running,))
-                timer.daemon = True
-                timer.start()
+            _one_job_per_process.acquire()  # blocks only this runner's own thread
             try:
-                return await self._run_locked(running, timings, on_event)
+                return await self._run_alone(job, on_event, queued)
             finally:
-                if timer is not None:
-                    timer.cancel()
-                with self._state_lock:
-                    self._running = None
-                import nodes
-                nodes.interrupt_processing(False)
+                _one_job_per_process.release()
+
+    async def _run_alone(self, job: Job, on_event: EventCallback | None, queued: float) -> Result:
+        timings = Timings(wait=time.perf_counter() - queued)
+        running = _Running(job)
+        with self._state_lock:
+            if job.job_id in self._pending_cancel:
+                self._pending_cancel.discard(job.job_id)
+                raise JobInterrupted("The job was cancelled before it started")
+            self._running = running
+        timer = None
+        if job.timeout is not None:
+            timer = threading.Timer(job.timeout, self._on_timeout, args=(running,))
+            timer.daemon = True
+            timer.start()
+        try:
+            return await self._run_locked(running, timings, on_event)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._state_lock:
+                self._running = None
+            import nodes
+            nodes.interrupt_processing(False)
 
     async def _run_locked(self, running: _Running, timings: Timings, on_event: EventCallback | None) -> Result:
         import execution
@@ -300,15 +311,41 @@ def _read(folders: dict[str, Path], ftype: str, subfolder: str, filename: str) -
     return path.read_bytes()
 
 
+def _combo_options(class_type: str, input_name: str) -> tuple[str, ...] | None:
+    """The allowed values of a node's list input (for a model loader: the files of that kind)."""
+    import nodes
+    class_def = nodes.NODE_CLASS_MAPPINGS.get(class_type)
+    if class_def is None:
+        return None
+    try:
+        spec = class_def.INPUT_TYPES()
+    except Exception:
+        return None
+    for section in ("required", "optional"):
+        info = (spec.get(section) or {}).get(input_name)
+        if not info:
+            continue
+        first = info[0]
+        if isinstance(first, (list, tuple)):
+            return tuple(str(v) for v in first)
+        if first == "COMBO" and len(info) > 1 and isinstance(info[1], dict):
+            return tuple(str(v) for v in info[1].get("options", ()))
+    return None
+
+
 def _node_errors(node_errors: dict[str, Any], prompt: dict[str, Any]) -> list[NodeError]:
     found = []
     for node_id, entry in (node_errors or {}).items():
         class_type = entry.get("class_type") or prompt.get(node_id, {}).get("class_type", "?")
         for reason in entry.get("errors", []):
             extra = reason.get("extra_info") or {}
+            input_name = extra.get("input_name")
+            options = None
+            if reason.get("type") == "value_not_in_list" and input_name:
+                options = _combo_options(str(class_type), str(input_name))
             found.append(NodeError(str(node_id), str(class_type), str(reason.get("type", "")),
                                    str(reason.get("message", "")), str(reason.get("details", "")),
-                                   extra.get("input_name")))
+                                   input_name, options))
     return found
 
 

@@ -99,7 +99,24 @@ class EmbeddedTestTone:
         return ({"waveform": wave.reshape(1, 1, -1), "sample_rate": sample_rate},)
 
 
+class EmbeddedTestApiKey:
+    """Emits, as text, the Comfy.org API key ComfyUI hands to API nodes (test keys only)."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}, "hidden": {"api_key": "API_KEY_COMFY_ORG"}}
+
+    def run(self, api_key=None):
+        return {"ui": {"text": [f"api_key={api_key}"]}}
+
+
 NODE_CLASS_MAPPINGS = {
+    "EmbeddedTestApiKey": EmbeddedTestApiKey,
     "EmbeddedTestProgress": EmbeddedTestProgress,
     "EmbeddedTestRaise": EmbeddedTestRaise,
     "EmbeddedTestSleep": EmbeddedTestSleep,

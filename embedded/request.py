@@ -1,0 +1,105 @@
+"""A RunPod job's ``input``, as worker-comfyui accepts it, turned into checked parts.
+
+Owns: the request contract (``input`` as an object or a JSON string; ``workflow``; ``images`` as
+``[{"name", "image": base64 or data URI}]``; ``comfy_org_api_key``) and worker-comfyui's error
+strings for bad input, which clients match on. Image names and bytes are checked with ``inputs``.
+
+Must not import ComfyUI, the backends or RunPod.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InputError
+from .inputs import check_image_bytes, check_image_name, check_workflow
+
+# worker-comfyui's messages, kept word for word.
+NO_INPUT = "Please provide input"
+INVALID_JSON = "Invalid JSON format in input"
+NO_WORKFLOW = "Missing 'workflow' parameter"
+BAD_IMAGES = "'images' must be a list of objects with 'name' and 'image' keys"
+IMAGES_FAILED = "Failed to upload one or more input images"
+
+
+class RequestError(Exception):
+    """The job input is unusable; ``message`` (and ``details``) go back to the client as they are."""
+
+    def __init__(self, message: str, details: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = list(details or [])
+
+
+@dataclass
+class WorkerRequest:
+    workflow: dict[str, Any]
+    images: dict[str, bytes] = field(default_factory=dict)
+    #: per-request Comfy.org key (over COMFY_ORG_API_KEY); never logged
+    comfy_org_api_key: str | None = field(default=None, repr=False)
+
+
+def decode_base64_image(data: Any) -> bytes:
+    """Base64 (a ``data:image/...;base64,`` prefix is optional) -> bytes; raises ValueError."""
+    if not isinstance(data, str):
+        raise ValueError(f"expected a base64 string, got {type(data).__name__}")
+    if data.startswith("data:"):
+        data = data.split(",", 1)[1] if "," in data else ""
+    try:
+        return base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"invalid base64: {exc}") from None
+
+
+def parse(job_input: Any) -> WorkerRequest:
+    """Check a job's ``input``; raises ``RequestError`` (upstream's messages), ``WorkflowFormatError``
+    or ``ValidationError`` (a link to a missing node)."""
+    if job_input is None:
+        raise RequestError(NO_INPUT)
+    if isinstance(job_input, str):
+        try:
+            job_input = json.loads(job_input)
+        except json.JSONDecodeError:
+            raise RequestError(INVALID_JSON) from None
+    if not isinstance(job_input, dict):
+        raise RequestError(f"Invalid input: expected a JSON object with a 'workflow', got {type(job_input).__name__}")
+    workflow = job_input.get("workflow")
+    if workflow is None:
+        raise RequestError(NO_WORKFLOW)
+    images = job_input.get("images")
+    if images is not None and (not isinstance(images, list) or not all(
+            isinstance(i, dict) and "name" in i and "image" in i for i in images)):
+        raise RequestError(BAD_IMAGES)
+    key = job_input.get("comfy_org_api_key")
+    if key is not None and not isinstance(key, str):
+        raise RequestError("'comfy_org_api_key' must be a string")
+    check_workflow(workflow)
+    return WorkerRequest(workflow, _decode_images(images or []), key or None)
+
+
+def _decode_images(images: list[dict[str, Any]]) -> dict[str, bytes]:
+    decoded: dict[str, bytes] = {}
+    problems: list[str] = []
+    for item in images:
+        name = item["name"]
+        try:
+            check_image_name(name)
+        except InputError as exc:
+            problems.append(exc.message)
+            continue
+        if name in decoded:
+            problems.append(f"Image name {name!r} is given twice")
+            continue
+        try:
+            decoded[name] = check_image_bytes(name, decode_base64_image(item["image"]))
+        except ValueError as exc:
+            problems.append(f"Error decoding base64 for {name}: {exc}")
+        except InputError as exc:
+            problems.append(exc.message)
+    if problems:
+        raise RequestError(IMAGES_FAILED, problems)
+    return decoded

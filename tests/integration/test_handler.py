@@ -1,0 +1,218 @@
+"""The RunPod handler in-process, on the real executor: worker-comfyui's request/response contract,
+every output kind, S3 delivery against a real S3 server, and its failure modes."""
+
+import asyncio
+import base64
+import dataclasses
+import io
+import json
+import urllib.parse
+
+import pytest
+import requests
+
+from embedded.handler import Worker, _local_api_args
+
+from ..helpers import close_to, open_image, png_bytes, workflow
+
+
+@pytest.fixture
+def make_worker(executor, test_config):
+    def make(**changes):
+        return Worker(dataclasses.replace(test_config, **changes), executor=executor)
+    return make
+
+
+def handle(worker, job_input, job_id="job-1"):
+    return asyncio.run(worker.handle({"id": job_id, "input": job_input}))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# --- input, as upstream ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("job_input, message", [
+    (None, "Please provide input"),
+    ("{not json", "Invalid JSON format in input"),
+    ({}, "Missing 'workflow' parameter"),
+    ({"workflow": {"1": {}}, "images": "x"}, "'images' must be a list of objects with 'name' and 'image' keys"),
+    ({"workflow": {"1": {}}, "images": [{"name": "a.png"}]},
+     "'images' must be a list of objects with 'name' and 'image' keys"),
+])
+def test_upstream_bad_input_cases_keep_their_exact_messages(make_worker, job_input, message):
+    assert handle(make_worker(), job_input) == {"error": message}
+
+
+def test_input_may_be_a_json_string(make_worker):
+    out = handle(make_worker(), json.dumps({"workflow": workflow("solid_red_image")}))
+    assert [i["filename"] for i in out["images"]] == ["ComfyUI_00001_.png"]
+
+
+def test_images_accept_a_data_uri_prefix(make_worker):
+    image = "data:image/png;base64," + b64(png_bytes((6, 6), (0, 0, 0)))
+    out = handle(make_worker(), {"workflow": workflow("load_and_invert_input"),
+                                 "images": [{"name": "in.png", "image": image}]})
+    assert open_image(base64.b64decode(out["images"][0]["data"])).convert("RGB").getpixel((0, 0)) == (255, 255, 255)
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+def test_success_returns_images_exactly_as_upstream(make_worker):
+    out = handle(make_worker(), {"workflow": workflow("save_and_preview")})
+    assert set(out) == {"images"}  # the PreviewImage (temp) output is skipped, as upstream
+    [image] = out["images"]
+    assert set(image) == {"filename", "type", "data"}
+    assert (image["filename"], image["type"]) == ("kept_00001_.png", "base64")
+    assert open_image(base64.b64decode(image["data"])).convert("RGB").getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_no_images_is_success_no_images(make_worker):
+    assert handle(make_worker(), {"workflow": workflow("preview_only")}) == {"status": "success_no_images",
+                                                                            "images": []}
+
+
+@pytest.mark.parametrize("name, key, mime", [("video_mp4", "videos", "video/mp4"), ("video_webm", "videos", "video/webm"),
+                                             ("audio_tone", "audio", "audio/flac")])
+def test_video_and_audio_come_back_under_their_own_keys(make_worker, name, key, mime):
+    out = handle(make_worker(), {"workflow": workflow(name)})
+    assert out["images"] == [] and out["status"] == "success_no_images"
+    [entry] = out[key]
+    assert (entry["mime_type"], entry["type"]) == (mime, "base64")
+    assert entry["node_id"] in workflow(name)
+    assert len(base64.b64decode(entry["data"])) > 100
+
+
+def test_text_comes_back_inline(make_worker):
+    out = handle(make_worker(), {"workflow": workflow("text_output")})
+    assert out["text"] == [{"node_id": "1", "filename": "1_0.txt", "type": "text", "mime_type": "text/plain",
+                            "data": "hello from a node"}]
+
+
+def test_animated_webp_stays_an_image(make_worker):
+    [image] = handle(make_worker(), {"workflow": workflow("animated_webp")})["images"]
+    assert image["filename"].endswith(".webp") and open_image(base64.b64decode(image["data"])).n_frames == 2
+
+
+def test_refresh_worker_is_carried_by_every_result(make_worker):
+    worker = make_worker(refresh_worker=True)
+    assert handle(worker, {"workflow": workflow("solid_red_image")})["refresh_worker"] is True
+    assert handle(worker, {})["refresh_worker"] is True
+
+
+# --- failures --------------------------------------------------------------------------------------
+
+def test_validation_errors_give_one_detail_per_node(make_worker):
+    out = handle(make_worker(), {"workflow": workflow("invalid_out_of_range")})
+    assert out["details"] == ["Node 1 (EmptyImage), input 'width': Value 0 smaller than min of 1: width"]
+    assert out["error"] == ("Workflow validation failed:\n"
+                            "• Node 1 (EmptyImage), input 'width': Value 0 smaller than min of 1: width")
+
+
+def test_a_missing_model_lists_the_available_files_of_that_kind(make_worker, test_config):
+    folder = test_config.models / "checkpoints"
+    (folder / "tiny-a.safetensors").write_bytes(b"")
+    (folder / "tiny-b.safetensors").write_bytes(b"")
+    try:
+        out = handle(make_worker(), {"workflow": workflow("missing_model")})
+    finally:
+        for name in ("tiny-a.safetensors", "tiny-b.safetensors"):
+            (folder / name).unlink()
+    assert out["details"][0].startswith("Node 1 (CheckpointLoaderSimple), input 'ckpt_name': Value not in list")
+    assert out["details"][1] == ("Available values for 'ckpt_name' (node 1): tiny-a.safetensors, "
+                                 "tiny-b.safetensors")
+
+
+def test_an_execution_error_names_node_type_and_message(make_worker):
+    out = handle(make_worker(), {"workflow": workflow("node_raises")})
+    assert out == {"error": "Workflow execution error: Node Type: EmbeddedTestRaise, Node ID: 2, "
+                            "Message: deliberate failure",
+                   "details": ["RuntimeError: deliberate failure"]}
+
+
+def test_a_ui_format_workflow_is_told_to_use_export_api(make_worker):
+    assert "Export (API)" in handle(make_worker(), {"workflow": workflow("invalid_ui_format")})["error"]
+
+
+def test_job_timeout_ends_a_long_job_with_a_clear_error(make_worker):
+    out = handle(make_worker(job_timeout=0.5), {"workflow": workflow("slow_node")})
+    assert out == {"error": "The job exceeded its timeout of 0.5 s and was stopped at node 2 (EmbeddedTestSleep)"}
+
+
+def test_comfy_org_api_key_reaches_api_nodes_request_key_first(make_worker):
+    worker = make_worker(comfy_org_api_key="env-key")
+    assert handle(worker, {"workflow": workflow("api_key_probe")})["text"][0]["data"] == "api_key=env-key"
+    out = handle(worker, {"workflow": workflow("api_key_probe"), "comfy_org_api_key": "request-key"})
+    assert out["text"][0]["data"] == "api_key=request-key"
+    assert handle(make_worker(), {"workflow": workflow("api_key_probe")})["text"][0]["data"] == "api_key=None"
+
+
+def test_serve_api_locally_serves_on_all_interfaces_unless_told_otherwise():
+    assert _local_api_args(["h"], True) == ["h", "--rp_serve_api", "--rp_api_host", "0.0.0.0"]
+    assert _local_api_args(["h", "--rp_api_host", "127.0.0.1"], True) == ["h", "--rp_api_host", "127.0.0.1",
+                                                                          "--rp_serve_api"]
+    assert _local_api_args(["h", "--rp_serve_api"], True) == ["h", "--rp_serve_api"]
+    assert _local_api_args(["h"], False) == ["h"]
+
+
+# --- S3 against a real server ----------------------------------------------------------------------
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    monkeypatch.setenv("BUCKET_ENDPOINT_URL", f"{s3.endpoint}/outputs")
+    monkeypatch.setenv("BUCKET_ACCESS_KEY_ID", s3.ACCESS_KEY)
+    monkeypatch.setenv("BUCKET_SECRET_ACCESS_KEY", s3.SECRET_KEY)
+    return s3
+
+
+def test_s3_upload_returns_a_url_to_the_same_bytes_under_the_job_id(make_worker, executor, s3_env):
+    worker = make_worker(bucket_endpoint_url=f"{s3_env.endpoint}/outputs", bucket_credentials_set=True)
+    expected = executor.run(workflow("solid_red_image")).outputs[0].data
+    out = handle(worker, {"workflow": workflow("solid_red_image")}, job_id="s3-job-42")
+    [image] = out["images"]
+    assert image["type"] == "s3_url" and image["filename"] == "ComfyUI_00001_.png"
+    assert "errors" not in out
+    assert requests.get(image["data"], timeout=10).content == expected
+    key = urllib.parse.unquote(urllib.parse.urlparse(image["data"]).path.split("/outputs/", 1)[1])
+    assert "/s3-job-42/" in f"/{key}" and key.endswith(".png")
+    stored = s3_env.client().get_object(Bucket="outputs", Key=key)["Body"].read()
+    assert stored == expected
+
+
+def test_s3_uploads_videos_with_their_content_type(make_worker, s3_env):
+    worker = make_worker(bucket_endpoint_url=f"{s3_env.endpoint}/outputs", bucket_credentials_set=True)
+    [video] = handle(worker, {"workflow": workflow("video_mp4")}, job_id="s3-video")["videos"]
+    assert video["type"] == "s3_url"
+    got = requests.get(video["data"], timeout=10)
+    assert got.headers["Content-Type"] == "video/mp4" and got.content[4:8] == b"ftyp"
+
+
+def test_wrong_s3_credentials_return_the_output_as_base64_and_say_why(make_worker, s3_env, monkeypatch):
+    monkeypatch.setenv("BUCKET_SECRET_ACCESS_KEY", "wrong-secret")
+    worker = make_worker(bucket_endpoint_url=f"{s3_env.endpoint}/outputs", bucket_credentials_set=True)
+    out = handle(worker, {"workflow": workflow("solid_red_image")})
+    [image] = out["images"]
+    assert image["type"] == "base64"
+    assert close_to(open_image(base64.b64decode(image["data"])).convert("RGB").getpixel((0, 0)), (255, 0, 0))
+    [error] = out["errors"]
+    assert "S3 upload of ComfyUI_00001_.png failed" in error and "SignatureDoesNotMatch" in error
+    assert "wrong-secret" not in json.dumps(out)
+
+
+def test_without_all_three_bucket_variables_nothing_is_uploaded(make_worker, s3_env, monkeypatch, tmp_path):
+    monkeypatch.delenv("BUCKET_SECRET_ACCESS_KEY")
+    monkeypatch.chdir(tmp_path)
+    from embedded.config import Config
+    config = Config.from_env()
+    assert config.s3_enabled is False
+    out = handle(make_worker(bucket_endpoint_url=config.bucket_endpoint_url,
+                             bucket_credentials_set=config.bucket_credentials_set),
+                 {"workflow": workflow("solid_red_image")})
+    assert out["images"][0]["type"] == "base64"
+    assert not (tmp_path / "simulated_uploaded").exists()
+
+
+def test_output_never_carries_a_local_path(make_worker, test_config):
+    text = json.dumps(handle(make_worker(), {"workflow": workflow("save_and_preview")}))
+    assert str(test_config.work_dir) not in text and "/tmp/" not in text

