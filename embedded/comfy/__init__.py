@@ -18,8 +18,10 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    keeps ComfyUI's interrupt check and per-node progress state.
 6. **The interrupt flag** (``comfy.model_management``) is set only by ``ComfyRunner.interrupt`` and
    the job timeout, and only while the job it targets runs.
-7. **Caches and loaded models** belong to the one ``execution.PromptExecutor`` of the runner thread;
-   it is only touched from that thread.
+7. **One job at a time per process.** Caches and loaded models belong to the runner's
+   ``execution.PromptExecutor`` and are only touched from its thread; a process-wide lock keeps
+   jobs of several runners (several ``Executor`` objects) from overlapping, since folders and the
+   interrupt flag are shared.
 8. **Logging**: ComfyUI logs on the root logger; boot sets the root level to ``COMFY_LOG_LEVEL`` and
    adds a stderr handler only when the process has none. ComfyUI's ``setup_logger`` (which
    replaces ``sys.stdout``/``sys.stderr``) is not called.
