@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import BootError, ExecutionError, JobInterrupted, JobTimeout, NodeError, ValidationError
+from .. import translate
+from ..errors import BootError, JobInterrupted
 from ..events import Dispatcher, EventCallback, InterruptedEvent, from_comfy
 from ..inputs import check_workflow, write_images
 from ..outputs import collect
@@ -221,8 +222,8 @@ class ComfyRunner:
             _point_folders(folder_paths, folders)
             ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
             if not ok:
-                raise _validation_error(error, node_errors, prompt)
-            warnings = [e.line() for e in _node_errors(node_errors, prompt)]
+                raise translate.validation_error(error, node_errors, prompt, _combo_options)
+            warnings = [e.line() for e in translate.node_errors(node_errors, prompt, _combo_options)]
             timings.validate = time.perf_counter() - t
 
             # --- execute -------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class ComfyRunner:
             shim.last_prompt_id = prompt_id
             extra_data = {**job.extra_data, "client_id": job.client_id}
             if running.stop_reason is not None:
-                raise self._stopped(running, None, None)
+                raise translate.stopped(running.stop_reason, job.timeout)
             ran = True
             try:
                 await self._executor.execute_async(prompt, prompt_id, extra_data, good_outputs)
@@ -263,23 +264,14 @@ class ComfyRunner:
             shutil.rmtree(job_dir, ignore_errors=True)
             timings.collect = time.perf_counter() - t
 
-    def _stopped(self, running: _Running, node_id, node_type) -> JobInterrupted:
-        if running.stop_reason == "timeout":
-            return JobTimeout(running.job.timeout, node_id, node_type)
-        return JobInterrupted(node_id=node_id, node_type=node_type)
-
     def _raise_for_status(self, running: _Running, prompt_id: str, dispatch: Dispatcher) -> None:
-        for event, data in self._executor.status_messages:
-            if event == "execution_error":
-                raise ExecutionError(str(data.get("node_id")), str(data.get("node_type")),
-                                     str(data.get("exception_type")), str(data.get("exception_message")),
-                                     data.get("traceback"))
-            if event == "execution_interrupted":
-                raise self._stopped(running, data.get("node_id"), data.get("node_type"))
+        error = translate.status_error(self._executor.status_messages, running.stop_reason, running.job.timeout)
+        if error is not None:
+            raise error
         if running.stop_reason is not None:
             # Stopped after the last interrupt check: the work is done, but the caller asked to stop.
             dispatch(InterruptedEvent(prompt_id))
-            raise self._stopped(running, None, None)
+            raise translate.stopped(running.stop_reason, running.job.timeout)
 
     def _forget_output_nodes(self, prompt: dict[str, Any]) -> None:
         """Drop cached results and instances of the prompt's output nodes (see the module doc)."""
@@ -318,41 +310,6 @@ def _combo_options(class_type: str, input_name: str) -> tuple[str, ...] | None:
     if class_def is None:
         return None
     try:
-        spec = class_def.INPUT_TYPES()
+        return translate.options_from_input_spec(class_def.INPUT_TYPES(), input_name)
     except Exception:
         return None
-    for section in ("required", "optional"):
-        info = (spec.get(section) or {}).get(input_name)
-        if not info:
-            continue
-        first = info[0]
-        if isinstance(first, (list, tuple)):
-            return tuple(str(v) for v in first)
-        if first == "COMBO" and len(info) > 1 and isinstance(info[1], dict):
-            return tuple(str(v) for v in info[1].get("options", ()))
-    return None
-
-
-def _node_errors(node_errors: dict[str, Any], prompt: dict[str, Any]) -> list[NodeError]:
-    found = []
-    for node_id, entry in (node_errors or {}).items():
-        class_type = entry.get("class_type") or prompt.get(node_id, {}).get("class_type", "?")
-        for reason in entry.get("errors", []):
-            extra = reason.get("extra_info") or {}
-            input_name = extra.get("input_name")
-            options = None
-            if reason.get("type") == "value_not_in_list" and input_name:
-                options = _combo_options(str(class_type), str(input_name))
-            found.append(NodeError(str(node_id), str(class_type), str(reason.get("type", "")),
-                                   str(reason.get("message", "")), str(reason.get("details", "")),
-                                   input_name, options))
-    return found
-
-
-def _validation_error(error: dict[str, Any], node_errors: dict[str, Any], prompt: dict[str, Any]) -> ValidationError:
-    error = error or {}
-    message = str(error.get("message") or "Workflow validation failed")
-    details = str(error.get("details") or "")
-    return ValidationError(message, str(error.get("type") or "invalid_prompt"),
-                           _node_errors(node_errors, prompt), extra=details)
-
