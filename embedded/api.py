@@ -4,8 +4,8 @@ Owns: turning a caller's arguments into a checked ``Job`` (workflow format, imag
 are checked here, before any backend sees them), the process-wide default executor that
 ``execute()`` uses, and sync/async entry points.
 
-Imports the embedded backend lazily (on ``start``), so importing ``embedded`` stays cheap and never
-boots ComfyUI by itself.
+The backend (embedded, or the legacy server mode with ``EXECUTION_MODE=server``) is created on
+``start``, so importing ``embedded`` stays cheap and never boots ComfyUI by itself.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import concurrent.futures
 import threading
 from typing import Any, Mapping
 
+from . import backend
+from .backend import Backend
 from .config import Config
 from .events import EventCallback
 from .inputs import check_images, check_workflow
@@ -27,22 +29,29 @@ class Executor:
     One job runs at a time; others wait their turn. Usable as a context manager.
     """
 
-    def __init__(self, config: Config | None = None):
+    def __init__(self, config: Config | None = None, backend: Backend | None = None):
         self.config = config or Config.from_env()
-        self._runner = None
+        self._runner: Backend | None = backend
+        self._started = False
         self._lock = threading.Lock()
 
     def start(self) -> "Executor":
-        """Boot ComfyUI (once per process) and start the runner thread. Raises ``BootError``."""
+        """Start the backend: boot ComfyUI in this process (once per process), or start its server
+        (``EXECUTION_MODE=server``). Raises ``BootError``."""
         with self._lock:
-            if self._runner is None:
-                from .comfy import ComfyRunner
-                self._runner = ComfyRunner(self.config).start()
+            if not self._started:
+                runner = self._runner or backend.create(self.config)
+                runner.start()
+                self._runner, self._started = runner, True
         return self
 
     @property
+    def mode(self) -> str:
+        return self.config.execution_mode
+
+    @property
     def boot_info(self):
-        return self._runner.booted if self._runner else None
+        return self._runner.booted if self._runner and self._started else None
 
     def make_job(self, workflow: Any, images: Mapping[str, bytes] | None = None, *, timeout: float | None = None,
                  job_id: str | None = None, extra_data: Mapping[str, Any] | None = None) -> Job:
@@ -75,13 +84,13 @@ class Executor:
 
     def interrupt(self, job_id: str | None = None) -> bool:
         """Interrupt the running job (or the job ``job_id``, running or queued)."""
-        return self._runner.interrupt(job_id) if self._runner else False
+        return self._runner.interrupt(job_id) if self._runner and self._started else False
 
     def close(self) -> None:
         with self._lock:
-            if self._runner is not None:
+            if self._runner is not None and self._started:
                 self._runner.close()
-                self._runner = None
+            self._runner, self._started = None, False
 
     def __enter__(self) -> "Executor":
         return self.start()

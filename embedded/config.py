@@ -27,16 +27,35 @@ def _path(value: str | None, default: Path | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else default
 
 
-def _seconds(value: str | None, name: str) -> float | None:
+def _seconds(value: str | None, name: str, default: float | None = None, allow_zero: bool = False) -> float | None:
     if value is None or value.strip() == "":
-        return None
+        return default
     try:
         seconds = float(value)
     except ValueError:
         raise ValueError(f"{name}={value!r}: expected a number of seconds") from None
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError(f"{name}={value!r}: expected a positive number of seconds")
     return seconds
+
+
+def _count(value: str | None, default: int, name: str) -> int:
+    if value is None or value.strip() == "":
+        return default
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a whole number") from None
+    if count < 0:
+        raise ValueError(f"{name}={value!r}: expected zero or more")
+    return count
+
+
+def _mode(value: str | None) -> str:
+    mode = (value or "embedded").strip().lower()
+    if mode not in ("embedded", "server"):
+        raise ValueError(f"EXECUTION_MODE={value!r}: expected 'embedded' or 'server'")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,17 @@ class Config:
     disable_metadata: bool = False
     #: more ComfyUI arguments, e.g. "--highvram --fast" (COMFY_ARGS)
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    # --- backends -------------------------------------------------------------------------------
+    #: "embedded" (ComfyUI in this process) or "server" (ComfyUI's main.py as a subprocess, driven
+    #: over HTTP and a websocket, as worker-comfyui does) (EXECUTION_MODE)
+    execution_mode: str = "embedded"
+    #: server mode: reconnect attempts when the websocket drops mid-job (WEBSOCKET_RECONNECT_ATTEMPTS)
+    websocket_reconnect_attempts: int = 5
+    #: server mode: seconds between reconnect attempts (WEBSOCKET_RECONNECT_DELAY_S)
+    websocket_reconnect_delay_s: float = 3.0
+    #: server mode: seconds ComfyUI's server may take to answer after it starts (COMFY_SERVER_START_TIMEOUT_S)
+    server_start_timeout_s: float = 300.0
 
     # --- the RunPod worker ------------------------------------------------------------------------
     #: ask RunPod to restart the worker after each job (REFRESH_WORKER)
@@ -103,6 +133,13 @@ class Config:
             force_cpu=None if cpu is None or cpu.strip() == "" else _flag(cpu),
             disable_metadata=_flag(env.get("COMFY_DISABLE_METADATA")),
             extra_args=tuple(shlex.split(env.get("COMFY_ARGS") or "")),
+            execution_mode=_mode(env.get("EXECUTION_MODE")),
+            websocket_reconnect_attempts=_count(env.get("WEBSOCKET_RECONNECT_ATTEMPTS"), 5,
+                                                "WEBSOCKET_RECONNECT_ATTEMPTS"),
+            websocket_reconnect_delay_s=_seconds(env.get("WEBSOCKET_RECONNECT_DELAY_S"), "WEBSOCKET_RECONNECT_DELAY_S",
+                                                 default=3.0, allow_zero=True),
+            server_start_timeout_s=_seconds(env.get("COMFY_SERVER_START_TIMEOUT_S"), "COMFY_SERVER_START_TIMEOUT_S",
+                                            default=300.0),
             refresh_worker=_flag(env.get("REFRESH_WORKER")),
             serve_api_locally=_flag(env.get("SERVE_API_LOCALLY")),
             job_timeout=_seconds(env.get("JOB_TIMEOUT_S"), "JOB_TIMEOUT_S"),

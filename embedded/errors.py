@@ -33,6 +33,18 @@ class BootError(EmbeddedError):
     kind = "boot"
 
 
+class ServerError(EmbeddedError):
+    """Server mode: talking to ComfyUI's server failed (an HTTP error, a websocket that stayed lost)."""
+
+    kind = "server"
+
+
+class ServerCrashed(ServerError):
+    """Server mode: ComfyUI's server process exited or stopped answering (the next job restarts it)."""
+
+    kind = "server_crashed"
+
+
 class WorkflowFormatError(EmbeddedError):
     """The workflow is not a ComfyUI API-format workflow (UI format, not an object, empty...)."""
 

@@ -64,6 +64,17 @@ def write_paths_config(config: Config) -> Path:
     return path
 
 
+def use_cpu(config: Config) -> bool:
+    """``--cpu`` when asked (COMFY_FORCE_CPU) or when CUDA is absent."""
+    if config.force_cpu is not None:
+        return config.force_cpu
+    try:
+        import torch
+        return not torch.cuda.is_available()
+    except Exception:  # a broken CUDA install: run on the CPU
+        return True
+
+
 def comfy_args(config: Config, cpu: bool) -> list[str]:
     """Write the model-paths file and return ComfyUI's command-line arguments for ``config``.
 

@@ -49,8 +49,12 @@ def _is_file_ref(item: Any) -> bool:
 
 
 def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
-            types: Iterable[str] = ("output", "temp")) -> tuple[list[Output], list[str]]:
-    """Every output of ``ui_outputs`` (node id -> UI dict) with its bytes, in node order.
+            types: Iterable[str] = ("output", "temp"), order: Iterable[str] = ()) -> tuple[list[Output], list[str]]:
+    """Every output of ``ui_outputs`` (node id -> UI dict) with its bytes.
+
+    Outputs come in the order of ``order`` (the workflow's node order), then any other node in
+    ComfyUI's order: ComfyUI runs independent output nodes in an order that varies from process
+    to process (it iterates a set), and a caller should not see that.
 
     Returns ``(outputs, problems)``; a file that cannot be read is a problem, not an exception, so
     that one bad file does not lose the others.
@@ -58,7 +62,9 @@ def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
     wanted = set(types)
     outputs: list[Output] = []
     problems: list[str] = []
-    for node_id, ui in ui_outputs.items():
+    rank = {node_id: i for i, node_id in enumerate(order)}
+    ordered = sorted(ui_outputs.items(), key=lambda item: rank.get(item[0], len(rank)))
+    for node_id, ui in ordered:
         if not isinstance(ui, dict):
             continue
         animated = bool(any(ui.get("animated") or ()))

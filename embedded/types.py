@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Output kinds. ``image`` covers still and animated images; ``video`` covers what SaveVideo /
@@ -90,3 +91,16 @@ class Result:
     @property
     def images(self) -> list[Output]:
         return self.by_kind(IMAGE)
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    """How a backend started: which tree, with which ComfyUI arguments, on what, how fast."""
+
+    mode: str  # "embedded" or "server"
+    tree: Path
+    args: tuple[str, ...]
+    cpu: bool
+    node_classes: int
+    seconds: float
+    import_failures: tuple[str, ...] = ()

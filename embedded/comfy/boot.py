@@ -16,46 +16,28 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
 from ..errors import BootError
-from ..launch import comfy_args
+from ..launch import comfy_args, use_cpu
+from ..types import BootInfo
 
 log = logging.getLogger("embedded.comfy")
 
 
-@dataclass(frozen=True)
-class Booted:
-    tree: Path
-    args: tuple[str, ...]
-    cpu: bool
-    node_classes: int
-    seconds: float
-    import_failures: tuple[str, ...]
-
-
 _lock = threading.Lock()
-_booted: Booted | None = None
+_booted: BootInfo | None = None
 _shim = None
 
 
-def booted() -> Booted | None:
+def booted() -> BootInfo | None:
     return _booted
 
 
 def shim():
     """The installed ``PromptServer.instance`` stand-in (after boot)."""
     return _shim
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-        return bool(torch.cuda.is_available())
-    except Exception:  # a broken CUDA install: run on the CPU
-        return False
 
 
 @contextlib.contextmanager
@@ -77,7 +59,7 @@ def _setup_logging(level: str) -> None:
         root.addHandler(handler)
 
 
-def boot(config: Config, loop: asyncio.AbstractEventLoop) -> Booted:
+def boot(config: Config, loop: asyncio.AbstractEventLoop) -> BootInfo:
     """Boot ComfyUI with ``config`` (node set-up runs on ``loop``, which must not be running).
 
     Idempotent: a second call returns the first boot; a second call for another tree raises.
@@ -107,7 +89,7 @@ def boot(config: Config, loop: asyncio.AbstractEventLoop) -> Booted:
 def _boot(config: Config, loop, tree: Path, started: float):
     if str(tree) not in sys.path:
         sys.path.insert(0, str(tree))
-    cpu = config.force_cpu if config.force_cpu is not None else not _cuda_available()
+    cpu = use_cpu(config)
     args = comfy_args(config, cpu)
 
     # 1. Arguments: ComfyUI's own parser reads our list, never the process's sys.argv.
@@ -158,7 +140,7 @@ def _boot(config: Config, loop, tree: Path, started: float):
     progress.install(stand_in)
     gc.collect()
     gc.freeze()
-    booted = Booted(tree=tree, args=tuple(args), cpu=cpu, node_classes=len(nodes.NODE_CLASS_MAPPINGS),
+    booted = BootInfo(mode="embedded", tree=tree, args=tuple(args), cpu=cpu, node_classes=len(nodes.NODE_CLASS_MAPPINGS),
                     seconds=time.perf_counter() - started,
                     import_failures=tuple(failures or ()) if isinstance(failures, (list, tuple)) else ())
     return booted, stand_in

@@ -34,7 +34,7 @@ from ..errors import BootError, JobInterrupted
 from ..events import Dispatcher, EventCallback, InterruptedEvent, from_comfy
 from ..inputs import check_workflow, write_images
 from ..outputs import collect
-from ..types import Job, Result, Timings
+from ..types import BootInfo, Job, Result, Timings
 from . import boot as _boot
 
 log = logging.getLogger("embedded.comfy")
@@ -67,7 +67,7 @@ class ComfyRunner:
         self._running: _Running | None = None
         self._state_lock = threading.Lock()
         self._pending_cancel: set[str] = set()
-        self.booted: _boot.Booted | None = None
+        self.booted: BootInfo | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "ComfyRunner":
@@ -255,7 +255,7 @@ class ComfyRunner:
             # --- collect -------------------------------------------------------------------------
             t = time.perf_counter()
             outputs, problems = collect(self._executor.history_result.get("outputs", {}),
-                                        lambda ftype, sub, name: _read(folders, ftype, sub, name))
+                                        lambda ftype, sub, name: _read(folders, ftype, sub, name), order=prompt)
             return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
         finally:
             _point_folders(folder_paths, {k: self.config.idle_dir / k for k in folders})

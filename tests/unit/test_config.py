@@ -50,3 +50,25 @@ def test_comfy_args_point_every_folder_at_the_work_folder(tmp_path):
     assert set(generated["embedded_models"]) - {"base_path", "is_default"} == set(MODEL_FOLDERS)
     assert all((tmp_path / "models" / subs[0]).is_dir() for subs in MODEL_FOLDERS.values())
     assert "--cpu" not in comfy_args(config, cpu=False)
+
+
+def test_execution_mode_and_websocket_settings():
+    config = Config.from_env({"EXECUTION_MODE": "Server", "WEBSOCKET_RECONNECT_ATTEMPTS": "2",
+                              "WEBSOCKET_RECONNECT_DELAY_S": "0.5"})
+    assert (config.execution_mode, config.websocket_reconnect_attempts, config.websocket_reconnect_delay_s) == \
+           ("server", 2, 0.5)
+    defaults = Config.from_env({})
+    assert (defaults.execution_mode, defaults.websocket_reconnect_attempts,
+            defaults.websocket_reconnect_delay_s) == ("embedded", 5, 3.0)
+    with pytest.raises(ValueError, match="EXECUTION_MODE"):
+        Config.from_env({"EXECUTION_MODE": "cloud"})
+    with pytest.raises(ValueError, match="WEBSOCKET_RECONNECT_ATTEMPTS"):
+        Config.from_env({"WEBSOCKET_RECONNECT_ATTEMPTS": "many"})
+
+
+def test_the_backend_follows_execution_mode():
+    from embedded import backend
+    from embedded.comfy import ComfyRunner
+    from embedded.server import ServerRunner
+    assert isinstance(backend.create(Config.from_env({"EXECUTION_MODE": "server"})), ServerRunner)
+    assert isinstance(backend.create(Config.from_env({})), ComfyRunner)

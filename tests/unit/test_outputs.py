@@ -12,7 +12,7 @@ def test_kinds_follow_the_key_and_the_mime_type():
     assert mime_type("x.WEBM") == "video/webm" and mime_type("noext") == "application/octet-stream"
 
 
-def test_every_file_list_and_text_is_collected_in_node_order():
+def test_every_file_list_and_text_is_collected():
     ui = {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}], "animated": [False]},
           "3": {"text": ["hello"]},
           "4": {"audio": [{"filename": "t.flac", "subfolder": "audio", "type": "output"}]},
@@ -44,3 +44,11 @@ def test_an_unreadable_file_is_reported_and_the_others_kept():
 def test_only_the_requested_folder_types_are_collected():
     ui = {"1": {"images": [{"filename": "p.png", "subfolder": "", "type": "temp"}]}}
     assert collect(ui, lambda *a: b"x", types=("output",)) == ([], [])
+
+
+def test_outputs_follow_the_workflow_order_whatever_order_comfyui_ran_them_in():
+    ui = {"9": {"text": ["nine"]}, "2": {"text": ["two"]}, "5": {"text": ["five"]}}
+    outputs, _ = collect(ui, lambda *a: b"", order=["2", "5", "9"])
+    assert [o.text for o in outputs] == ["two", "five", "nine"]
+    outputs, _ = collect(ui, lambda *a: b"", order=["5"])
+    assert [o.text for o in outputs] == ["five", "nine", "two"]

@@ -1,0 +1,120 @@
+"""ComfyUI's own ``main.py`` as a supervised subprocess on ``127.0.0.1`` and a free port.
+
+Owns: starting it with the same folders and arguments as the embedded boot (``launch.comfy_args``)
+plus ``--listen 127.0.0.1 --port <free>`` (never all interfaces), waiting until it answers while
+watching the process (if it exits, fail at once with its last log lines), knowing whether it is
+alive, and stopping it. Its output goes to ``<work>/server/comfyui.log``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+from ..config import Config
+from ..errors import BootError, ServerCrashed
+from ..launch import comfy_args, use_cpu
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    def __init__(self, config: Config):
+        self.config = config
+        self.host = "127.0.0.1"
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.cpu: bool | None = None
+        self.started_at: float | None = None
+        self.ready_seconds: float | None = None
+        self.log_path = config.work_dir / "server" / "comfyui.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        if not self.alive():
+            return False
+        try:
+            return requests.get(f"{self.url}/system_stats", timeout=timeout).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                return "".join(collections.deque(fh, maxlen=lines)).rstrip()
+        except OSError:
+            return "(no log)"
+
+    def crashed(self, during: str) -> ServerCrashed:
+        code = None
+        if self.proc is not None:
+            try:  # a process that was just killed may still be exiting
+                code = self.proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                code = None
+        state = f"exited with code {code}" if code is not None else "stopped answering"
+        return ServerCrashed(f"ComfyUI's server {state} {during}. Last log lines:\n{self.log_tail()}")
+
+    def start(self) -> "ComfyServer":
+        """Start ``main.py`` and wait until it answers; raises ``BootError`` / ``ServerCrashed``."""
+        if self.alive():
+            return self
+        tree = self.config.comfyui_path
+        if not (tree / "main.py").is_file():
+            raise BootError(f"No ComfyUI tree at {tree}: run `python -m embedded.vendor` (or `make demo`) first, "
+                            f"or set COMFYUI_PATH")
+        self.cpu = use_cpu(self.config)
+        self.port = free_port(self.host)
+        args = [sys.executable, "-u", str(tree / "main.py"), *comfy_args(self.config, self.cpu),
+                "--listen", self.host, "--port", str(self.port), "--disable-auto-launch", "--dont-print-server"]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.started_at = time.perf_counter()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(args, cwd=self.config.work_dir, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        deadline = time.monotonic() + self.config.server_start_timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise self.crashed("while starting")
+            if self.answers(timeout=1.0):
+                self.ready_seconds = time.perf_counter() - self.started_at
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise BootError(f"ComfyUI's server did not answer within {self.config.server_start_timeout_s:g} s. "
+                        f"Last log lines:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """End the process at once (tests use it to simulate a crash)."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+            except ProcessLookupError:
+                pass

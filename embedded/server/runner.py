@@ -1,0 +1,413 @@
+"""The legacy server backend: jobs run on ComfyUI's own server, driven over HTTP and a websocket.
+
+Owns the job flow worker-comfyui uses, made robust: inputs uploaded with ``/upload/image``;
+``POST /prompt`` with a ``client_id`` (validation errors, HTTP 400, map to the same errors as the
+embedded backend); the websocket (``websocket-client``) followed to the closing ``executing`` with
+``node: null``; ``/history/<id>`` read and each file downloaded with ``/view``; ``POST /interrupt``
+for interrupts and timeouts; reconnects when the websocket drops (``WEBSOCKET_RECONNECT_ATTEMPTS``,
+``WEBSOCKET_RECONNECT_DELAY_S``, only while the server still answers, and without missing a
+completion that happened while disconnected); ``WEBSOCKET_TRACE`` logs every frame; a server
+that died fails the job at once, and the next job restarts it.
+
+Jobs stay apart as in the embedded backend: one at a time; the server's input, output and temp
+folders (ours: we started it with them) are emptied after each job, so every job numbers its files
+from 1; output nodes get a per-job ``_embedded_job`` input, which ComfyUI ignores except in its
+cache key, so that an identical job runs its output nodes again (ComfyUI's HTTP API has no way to
+drop one node from its cache). That input shows in the workflow ComfyUI embeds in saved files when
+metadata is on.
+
+Must not import ComfyUI (it runs in the other process) or the embedded backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import json
+import logging
+import shutil
+import struct
+import threading
+import time
+import uuid
+from pathlib import PurePosixPath
+from typing import Any, Callable
+
+import requests
+import websocket
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .. import events, translate
+from ..config import Config
+from ..errors import BootError, EmbeddedError, JobInterrupted, ServerCrashed, ServerError
+from ..events import Dispatcher, EventCallback, InterruptedEvent, ProgressTextEvent
+from ..inputs import check_workflow
+from ..outputs import collect
+from ..types import BootInfo, Job, Result, Timings
+from .process import ComfyServer
+
+log = logging.getLogger("embedded.server")
+
+#: the input ComfyUI ignores but hashes into its cache key (see the module doc)
+JOB_TOKEN_INPUT = "_embedded_job"
+_BINARY_TEXT = 3  # protocol.BinaryEventTypes.TEXT: 4-byte node-id length, node id, UTF-8 text
+
+
+class _Running:
+    def __init__(self, job: Job):
+        self.job = job
+        self.prompt_id: str | None = None
+        self.stop_reason: str | None = None
+
+
+class ServerRunner:
+    """Same interface as ``comfy.ComfyRunner``: ``start``, ``submit``, ``run``, ``run_async``,
+    ``interrupt``, ``close``, ``booted``.
+
+    ``address`` (host, port) makes the client connect somewhere other than the server it started
+    (the reconnect tests put a TCP proxy there). ``on_frame`` receives every websocket frame as it
+    arrives (JSON frames as dicts, binary ones as ``{"type": "binary", "event": n}``).
+    """
+
+    def __init__(self, config: Config | None = None, address: tuple[str, int] | None = None):
+        self.config = config or Config.from_env()
+        self.server = ComfyServer(self.config)
+        self.address = address
+        self.on_frame: Callable[[dict[str, Any]], None] | None = None
+        self.booted: BootInfo | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._state_lock = threading.Lock()
+        self._running: _Running | None = None
+        self._pending_cancel: set[str] = set()
+        self._output_nodes: dict[str, bool] = {}
+        self._http = threading.local()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "ServerRunner":
+        if self._pool is not None:
+            return self
+        self._start_server()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="comfy-server-client")
+        return self
+
+    def _start_server(self) -> None:
+        self.server.start()
+        info = self._get("/object_info").json()
+        self._output_nodes = {name: bool(spec.get("output_node")) for name, spec in info.items()}
+        self._clean_folders()
+        self.booted = BootInfo(mode="server", tree=self.config.comfyui_path, args=tuple(), cpu=bool(self.server.cpu),
+                               node_classes=len(info), seconds=self.server.ready_seconds or 0.0)
+        log.info("server: ComfyUI's server answers on %s after %.1f s", self.server.url, self.booted.seconds)
+
+    def close(self) -> None:
+        self.interrupt()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.server.stop()
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    @property
+    def url(self) -> str:
+        host, port = self.address or (self.server.host, self.server.port)
+        return f"http://{host}:{port}"
+
+    # --- jobs -----------------------------------------------------------------------------------
+    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
+        if self._pool is None:
+            raise BootError("The runner is not started (call start() first)")
+        return self._pool.submit(self._run, job, on_event, time.perf_counter())
+
+    def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
+        return self.submit(job, on_event).result()
+
+    async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result:
+        future = self.submit(job, on_event)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self.interrupt(job.job_id)
+            raise
+
+    def interrupt(self, job_id: str | None = None) -> bool:
+        with self._state_lock:
+            running = self._running
+            if running is not None and (job_id is None or running.job.job_id == job_id):
+                if running.stop_reason is None:
+                    running.stop_reason = "interrupt"
+                self._send_interrupt(running)
+                return True
+            if job_id is not None:
+                self._pending_cancel.add(job_id)
+                return True
+        return False
+
+    def _on_timeout(self, running: _Running) -> None:
+        with self._state_lock:
+            if self._running is running and running.stop_reason is None:
+                running.stop_reason = "timeout"
+                self._send_interrupt(running)
+
+    def _send_interrupt(self, running: _Running) -> None:
+        if running.prompt_id is None:
+            return  # sent as soon as the prompt is queued
+        try:  # a fresh connection: this runs on the caller's or the timer's thread
+            requests.post(f"{self.url}/interrupt", json={"prompt_id": running.prompt_id}, timeout=5)
+        except requests.RequestException as exc:
+            log.warning("server: interrupt request failed: %s", exc)
+
+    def _run(self, job: Job, on_event: EventCallback | None, queued: float) -> Result:
+        timings = Timings(wait=time.perf_counter() - queued)
+        running = _Running(job)
+        with self._state_lock:
+            if job.job_id in self._pending_cancel:
+                self._pending_cancel.discard(job.job_id)
+                raise JobInterrupted("The job was cancelled before it started")
+            self._running = running
+        timer = None
+        if job.timeout is not None:
+            timer = threading.Timer(job.timeout, self._on_timeout, args=(running,))
+            timer.daemon = True
+            timer.start()
+        try:
+            return self._run_job(running, timings, Dispatcher(on_event, trace_frames=False))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._state_lock:
+                self._running = None
+            if self.server.alive():
+                self._clean_folders()
+
+    def _run_job(self, running: _Running, timings: Timings, dispatch: Dispatcher) -> Result:
+        job = running.job
+        t = time.perf_counter()
+        if not self.server.alive():
+            log.warning("server: ComfyUI's server is not running; starting it again")
+            self._start_server()
+        prompt = copy.deepcopy(check_workflow(job.workflow))
+        prompt_id = str(uuid.uuid4())
+        self._mark_output_nodes(prompt, prompt_id)
+        for name, data in job.images.items():
+            self._upload(name, data)
+        ws = self._connect(job.client_id)
+        try:
+            response = self._post("/prompt", {"prompt": prompt, "client_id": job.client_id, "prompt_id": prompt_id,
+                                              "extra_data": dict(job.extra_data)}, ok=(200, 400))
+            body = response.json()
+            if response.status_code == 400:
+                raise translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options)
+            warnings = [e.line() for e in translate.node_errors(body.get("node_errors"), prompt, self._options)]
+            with self._state_lock:
+                running.prompt_id = prompt_id
+                if running.stop_reason is not None:
+                    self._send_interrupt(running)
+            timings.validate = time.perf_counter() - t
+
+            t = time.perf_counter()
+            ws = self._follow(ws, running, dispatch)
+            timings.execute = time.perf_counter() - t
+        finally:
+            if ws is not None:
+                ws.close()
+
+        t = time.perf_counter()
+        entry = self._history(prompt_id)
+        if entry is None:
+            raise ServerError(f"ComfyUI's history has no entry for prompt {prompt_id}")
+        error = translate.status_error((entry.get("status") or {}).get("messages") or [], running.stop_reason,
+                                       job.timeout)
+        if error is not None:
+            raise error
+        if running.stop_reason is not None:
+            dispatch(InterruptedEvent(prompt_id))
+            raise translate.stopped(running.stop_reason, job.timeout)
+        outputs, problems = collect(entry.get("outputs") or {}, self._view, order=prompt)
+        self._post("/history", {"delete": [prompt_id]})
+        timings.collect = time.perf_counter() - t
+        return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
+
+    # --- the websocket ----------------------------------------------------------------------------
+    def _connect(self, client_id: str) -> websocket.WebSocket:
+        ws_url = self.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
+        try:
+            return websocket.create_connection(ws_url, timeout=10)
+        except (websocket.WebSocketException, OSError) as exc:
+            if not self.server.alive():
+                raise self.server.crashed("before the job started") from None
+            raise ServerError(f"Could not open ComfyUI's websocket at {ws_url}: {exc}") from None
+
+    def _follow(self, ws: websocket.WebSocket, running: _Running, dispatch: Dispatcher) -> websocket.WebSocket | None:
+        """Relay frames until the closing ``executing``/``null`` of our prompt; returns the socket
+        (``None`` when a reconnect found the prompt already finished)."""
+        prompt_id = running.prompt_id
+        ws.settimeout(1.0)
+        while True:
+            try:
+                message = ws.recv()
+            except websocket.WebSocketTimeoutException:
+                if not self.server.alive():
+                    raise self.server.crashed("during the job") from None
+                if running.stop_reason is not None:
+                    self._send_interrupt(running)  # in case it arrived before the prompt started
+                continue
+            except (websocket.WebSocketException, OSError) as exc:
+                ws.close()
+                ws = self._reconnect(running, exc)
+                if ws is None:
+                    return None
+                ws.settimeout(1.0)
+                continue
+            if isinstance(message, (bytes, bytearray)):
+                self._binary(bytes(message), prompt_id, dispatch)
+                continue
+            if not message:
+                continue
+            frame = json.loads(message)
+            if self.config.websocket_trace:
+                events.trace(frame, source="server")
+            if self.on_frame is not None:
+                self.on_frame(frame)
+            kind, data = frame.get("type"), frame.get("data") or {}
+            if data.get("prompt_id") != prompt_id:
+                continue  # status frames, other clients' prompts, the reconnect "executing" replay
+            if kind == "execution_start" and running.stop_reason is not None:
+                self._send_interrupt(running)
+            ev = events.from_comfy(kind, data)
+            if ev is not None:
+                dispatch(ev)
+            if kind == "executing" and data.get("node") is None:
+                return ws
+
+    def _binary(self, message: bytes, prompt_id: str | None, dispatch: Dispatcher) -> None:
+        event = struct.unpack(">I", message[:4])[0] if len(message) >= 4 else None
+        if self.config.websocket_trace:
+            events.trace({"type": "binary", "event": event, "bytes": len(message)}, source="server")
+        if self.on_frame is not None:
+            self.on_frame({"type": "binary", "event": event})
+        if event == _BINARY_TEXT and len(message) >= 8:
+            (length,) = struct.unpack(">I", message[4:8])
+            node_id = message[8:8 + length].decode("utf-8", "replace")
+            text = message[8 + length:].decode("utf-8", "replace")
+            dispatch(ProgressTextEvent(prompt_id, node_id, text))
+        # previews (events 1, 2, 4) are not relayed, as in the embedded backend
+
+    def _reconnect(self, running: _Running, cause: Exception) -> websocket.WebSocket | None:
+        attempts, delay = self.config.websocket_reconnect_attempts, self.config.websocket_reconnect_delay_s
+        log.warning("server: websocket dropped during prompt %s (%s); reconnecting (%d attempts, %g s apart)",
+                    running.prompt_id, cause, attempts, delay)
+        self._reset_session()  # its pooled connections went down with the websocket
+        for attempt in range(1, attempts + 1):
+            if not self._answers():
+                raise self.server.crashed(f"during the job (the websocket dropped: {cause})")
+            time.sleep(delay)
+            try:
+                ws = websocket.create_connection(self.url.replace("http://", "ws://", 1)
+                                                 + f"/ws?clientId={running.job.client_id}", timeout=10)
+            except (websocket.WebSocketException, OSError) as exc:
+                log.warning("server: reconnect attempt %d/%d failed: %s", attempt, attempts, exc)
+                continue
+            # Connected again: did the prompt finish while we were away?
+            if self._history(running.prompt_id) is not None:
+                ws.close()
+                return None
+            log.info("server: websocket reconnected on attempt %d/%d", attempt, attempts)
+            return ws
+        if not self._answers():
+            raise self.server.crashed(f"during the job (the websocket dropped: {cause})")
+        raise ServerError(f"Lost the websocket to ComfyUI ({cause}) and could not reconnect in {attempts} attempts")
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    def _session(self) -> requests.Session:
+        """This thread's keep-alive session; GETs are retried on a dropped connection (a pooled
+        connection may be dead after a network cut), other requests are not."""
+        session = getattr(self._http, "session", None)
+        if session is None:
+            session = self._http.session = requests.Session()
+            retry = Retry(total=2, connect=2, read=2, status=0, backoff_factor=0.1, allowed_methods={"GET"},
+                          raise_on_status=False)
+            session.mount("http://", HTTPAdapter(max_retries=retry))
+        return session
+
+    def _reset_session(self) -> None:
+        session = getattr(self._http, "session", None)
+        if session is not None:
+            session.close()
+            self._http.session = None
+
+    def _answers(self) -> bool:
+        """Whether ComfyUI's HTTP port still answers (on a fresh connection)."""
+        if not self.server.alive():
+            return False
+        try:
+            return requests.get(f"{self.url}/system_stats", timeout=3).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _request(self, method: str, path: str, ok=(200,), **kwargs) -> requests.Response:
+        try:
+            response = self._session().request(method, f"{self.url}{path}", timeout=60, **kwargs)
+        except requests.RequestException as exc:
+            if not self.server.alive():
+                raise self.server.crashed(f"during {method} {path}") from None
+            raise ServerError(f"{method} {path} failed: {exc}") from None
+        if response.status_code not in ok:
+            raise ServerError(f"{method} {path} answered HTTP {response.status_code}: {response.text[:300]}")
+        return response
+
+    def _get(self, path: str, **kwargs) -> requests.Response:
+        return self._request("GET", path, **kwargs)
+
+    def _post(self, path: str, payload: Any, ok=(200,)) -> requests.Response:
+        return self._request("POST", path, ok=ok, json=payload)
+
+    def _upload(self, name: str, data: bytes) -> None:
+        path = PurePosixPath(name)
+        subfolder = str(path.parent) if str(path.parent) != "." else ""
+        self._request("POST", "/upload/image", files={"image": (path.name, data)},
+                      data={"type": "input", "subfolder": subfolder, "overwrite": "true"})
+
+    def _history(self, prompt_id: str) -> dict[str, Any] | None:
+        return self._get(f"/history/{prompt_id}").json().get(prompt_id)
+
+    def _view(self, ftype: str, subfolder: str, filename: str) -> bytes:
+        response = self._session().get(f"{self.url}/view", timeout=60,
+                                       params={"filename": filename, "subfolder": subfolder, "type": ftype})
+        if response.status_code != 200:
+            raise OSError(f"/view answered HTTP {response.status_code}")
+        return response.content
+
+    def _options(self, class_type: str, input_name: str) -> tuple[str, ...] | None:
+        try:
+            info = self._get(f"/object_info/{class_type}").json().get(class_type) or {}
+        except (EmbeddedError, ValueError):
+            return None
+        return translate.options_from_input_spec(info.get("input"), input_name)
+
+    # --- job hygiene -------------------------------------------------------------------------------
+    def _mark_output_nodes(self, prompt: dict[str, Any], token: str) -> None:
+        for node in prompt.values():
+            if isinstance(node, dict) and self._output_nodes.get(node.get("class_type")):
+                inputs = node.setdefault("inputs", {})
+                if isinstance(inputs, dict):
+                    inputs[JOB_TOKEN_INPUT] = token
+
+    def _clean_folders(self) -> None:
+        """Empty the server's input, output and temp folders (ours; one job at a time)."""
+        for sub in ("input", "output", "temp"):
+            folder = self.config.idle_dir / sub
+            if not folder.is_dir():
+                continue
+            for child in folder.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+
+__all__ = ["ServerRunner", "ServerError", "ServerCrashed"]
