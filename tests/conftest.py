@@ -50,3 +50,16 @@ def s3(tmp_path_factory):
     server.create_bucket("outputs")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def models(executor, test_config):
+    """Random-weight model files (tiny SD3 checkpoint, tiny SD1.5 checkpoint with CLIP-L, the
+    split SD3 files), generated once per cache and linked into the test models folder."""
+    from embedded.comfy import modelgen
+
+    cache = modelgen.default_cache_dir()
+    installed = {}
+    for recipe in ("tiny-sd3", "tiny-sd15", "tiny-sd3-split"):
+        installed[recipe] = modelgen.install(recipe, test_config.models, cache, seed=0)
+    return installed

@@ -163,3 +163,12 @@ def test_repeat_jobs_return_outputs_in_both_modes(backends):
     for ex in backends.values():
         first, second = ex.run(workflow("solid_red_image")), ex.run(workflow("solid_red_image"))
         assert comparable(first) == comparable(second) and first.outputs
+
+
+@pytest.mark.parametrize("name", ["txt2img_checkpoint", "txt2img_split_loaders"])
+def test_sampling_gives_identical_bytes_in_both_modes(backends, models, name):
+    wf = workflow(name)
+    wf["5"]["inputs"]["seed"] = 1234
+    results = {mode: ex.run(wf) for mode, ex in backends.items()}
+    assert results["embedded"].outputs
+    assert comparable(results["embedded"]) == comparable(results["server"])
