@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: demo test vendor install clean
+.PHONY: demo test bench vendor install clean
 
 demo: vendor
 	COMFY_LOG_LEVEL=$${COMFY_LOG_LEVEL:-WARNING} $(BIN)/python -m embedded run examples/image_ops.json \
@@ -16,6 +16,9 @@ demo: vendor
 
 test: vendor
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: vendor
+	$(BIN)/python bench/run.py
 
 vendor: install
 	$(BIN)/python -m embedded.vendor

@@ -1,0 +1,137 @@
+"""``make bench``: the embedded executor against the legacy server mode, side by side, in one run.
+
+Writes ``bench/results/latest.json`` (one object per scenario: ``embedded``, ``server``, ``ratio``
+= embedded / server, and the unit; below 1 means embedded is faster or smaller) and
+``bench/results/latest.md`` (the same as a table, with the machine it ran on).
+
+Scenarios: cold start (process start to first result, median of BENCH_COLD_RUNS fresh processes per
+mode; server mode pays the server start, HTTP readiness and the first job, as worker-comfyui does);
+per-job wall time and overhead (median, p95, p99 over BENCH_JOBS jobs) for a model-free 512 px
+workflow and tiny txt2img at 64 and 512 px; resident memory after boot and after BENCH_RSS_JOBS
+jobs; ``/runsync`` through runpod's local API against a direct ``execute()`` call.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BENCH, REPO, WORK, machine  # noqa: E402
+
+COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "3"))
+MODES = ("embedded", "server")
+
+
+def cold_start(mode: str) -> float:
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(BENCH / "cold_start.py"), mode], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith("FIRST_RESULT"):
+            elapsed = time.perf_counter() - started
+            proc.wait(120)
+            return elapsed
+    raise RuntimeError(f"{mode} cold start produced no result (exit {proc.wait()})")
+
+
+def ratio(a, b):
+    return round(a / b, 3) if b else None
+
+
+def scenario(unit, embedded, server, note=""):
+    if isinstance(embedded, dict):
+        keys = ("median", "p95", "p99")
+        entry = {"unit": unit, "embedded": {k: round(embedded[k], 3) for k in keys} | {"n": embedded["n"]},
+                 "server": {k: round(server[k], 3) for k in keys} | {"n": server["n"]},
+                 "ratio": {k: ratio(embedded[k], server[k]) for k in keys}}
+    else:
+        entry = {"unit": unit, "embedded": round(embedded, 3), "server": round(server, 3),
+                 "ratio": ratio(embedded, server)}
+    if note:
+        entry["note"] = note
+    return entry
+
+
+def main() -> int:
+    started = time.perf_counter()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    cold = {mode: [] for mode in MODES}
+    for _ in range(COLD_RUNS):
+        for mode in MODES:  # interleaved, so that a noisy minute hits both
+            cold[mode].append(cold_start(mode))
+            print(f"bench: cold start {mode}: {cold[mode][-1]:.2f} s", flush=True)
+    figures = {}
+    for mode in MODES:
+        out = WORK / f"{mode}.json"
+        subprocess.run([sys.executable, str(BENCH / "jobs.py"), mode, str(out)], cwd=REPO, check=True,
+                       stderr=subprocess.DEVNULL)
+        figures[mode] = json.loads(out.read_text())
+        print(f"bench: {mode} jobs done", flush=True)
+    emb, srv = figures["embedded"], figures["server"]
+    scenarios = {
+        "cold_start": scenario("s", statistics.median(cold["embedded"]), statistics.median(cold["server"]),
+                               f"median of {COLD_RUNS} fresh processes: process start to the first result"),
+    }
+    for name in ["model_free_512"] + sorted((k for k in emb if k.startswith("txt2img_") and k != "txt2img_model"),
+                                            key=lambda k: int(k.split("_")[1])):
+        scenarios[f"{name}_wall"] = scenario("ms", emb[name]["wall_ms"], srv[name]["wall_ms"])
+        scenarios[f"{name}_overhead"] = scenario("ms", emb[name]["overhead_ms"], srv[name]["overhead_ms"],
+                                                 "wall time minus ComfyUI's own execution time")
+    scenarios["rss_start"] = scenario("MiB", emb["rss_start_mb"], srv["rss_start_mb"],
+                                      "after boot and one job; server mode: client + ComfyUI server processes")
+    scenarios["rss_after_jobs"] = scenario("MiB", emb["rss_after_jobs_mb"], srv["rss_after_jobs_mb"],
+                                           f"after {emb['rss_jobs']} more jobs")
+    runsync = emb["runsync"]
+    scenarios["runsync_vs_direct"] = {
+        "unit": "ms", "direct_execute": runsync["direct_ms"], "runsync_local_api": runsync["runsync_ms"],
+        "ratio": {k: ratio(runsync["direct_ms"][k], runsync["runsync_ms"][k]) for k in ("median", "p95", "p99")},
+        "note": "model-free 512 px, embedded mode: a direct execute() call against /runsync through runpod's "
+                "local API (the worker as a subprocess); ratio = direct / runsync"}
+    result = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "txt2img_model": emb["txt2img_model"],
+              "jobs_per_scenario": emb["model_free_512"]["wall_ms"]["n"], "boot_s": {m: figures[m]["boot_s"] for m in MODES},
+              "bench_seconds": round(time.perf_counter() - started, 1), "scenarios": scenarios}
+    out_dir = Path(os.environ.get("BENCH_OUT") or BENCH / "results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "latest.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"Benchmark of {result['generated']} on {m['cores']} cores ({m['cpu']}), {m['ram_gb']} GiB RAM, "
+             f"{m['device']}; Python {m['python']}, torch {m['torch']}. Ratio = embedded / server "
+             f"(below 1: embedded is faster or smaller). {result['jobs_per_scenario']} jobs per scenario; "
+             f"txt2img uses {result['txt2img_model']['checkpoint']} (random weights), "
+             f"{result['txt2img_model']['steps']} steps; "
+             f"the whole run took {result['bench_seconds']:.0f} s.", "",
+             "| scenario | unit | embedded | server | ratio |", "|---|---|---|---|---|"]
+    for name, s in result["scenarios"].items():
+        if name == "runsync_vs_direct":
+            continue
+        if isinstance(s["embedded"], dict):
+            for k in ("median", "p95", "p99"):
+                lines.append(f"| {name} ({k}) | {s['unit']} | {s['embedded'][k]:.2f} | {s['server'][k]:.2f} | "
+                             f"{s['ratio'][k]:.2f} |")
+        else:
+            lines.append(f"| {name} | {s['unit']} | {s['embedded']:.2f} | {s['server']:.2f} | {s['ratio']:.2f} |")
+    r = result["scenarios"]["runsync_vs_direct"]
+    lines += ["", "| embedded mode, model-free 512 px | unit | direct `execute()` | `/runsync` (local API) | ratio |",
+              "|---|---|---|---|---|"]
+    for k in ("median", "p95", "p99"):
+        lines.append(f"| {k} | ms | {r['direct_execute'][k]:.2f} | {r['runsync_local_api'][k]:.2f} | {r['ratio'][k]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
