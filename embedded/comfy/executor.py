@@ -30,9 +30,10 @@ from typing import Any
 
 from ..config import Config
 from .. import translate
-from ..errors import BootError, JobInterrupted
+from ..errors import BootError
 from ..events import Dispatcher, EventCallback, InterruptedEvent, from_comfy
 from ..inputs import check_workflow, write_images
+from ..jobcontrol import JobControl, Running
 from ..outputs import collect
 from ..types import BootInfo, Job, Result, Timings
 from . import boot as _boot
@@ -44,29 +45,19 @@ log = logging.getLogger("embedded.comfy")
 _one_job_per_process = threading.Lock()
 
 
-class _Running:
-    """The job on the runner thread right now, and why it should stop (if it should)."""
-
-    def __init__(self, job: Job):
-        self.job = job
-        self.stop_reason: str | None = None  # "interrupt" or "timeout"
-
-
-class ComfyRunner:
+class ComfyRunner(JobControl):
     """Runs jobs on the booted ComfyUI, one at a time, on its own thread.
 
     ``submit`` may be called from any thread; ``run_async`` from any event loop.
     """
 
     def __init__(self, config: Config | None = None):
+        super().__init__()
         self.config = config or Config.from_env()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = None  # execution.PromptExecutor, created on the runner thread
         self._job_lock: asyncio.Lock | None = None
-        self._running: _Running | None = None
-        self._state_lock = threading.Lock()
-        self._pending_cancel: set[str] = set()
         self.booted: BootInfo | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -127,46 +118,9 @@ class ComfyRunner:
             raise BootError("The runner is not started (call start() first)")
         return asyncio.run_coroutine_threadsafe(self._run(job, on_event), self._loop)
 
-    def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
-        return self.submit(job, on_event).result()
-
-    async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result:
-        """Await a job from any event loop. Cancelling the awaiting task interrupts the job."""
-        future = self.submit(job, on_event)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            self.interrupt(job.job_id)
-            raise
-
-    def interrupt(self, job_id: str | None = None) -> bool:
-        """Stop the running job (or, with ``job_id``, that job, running or queued).
-
-        Returns whether a job was targeted. The job ends with ``JobInterrupted`` at its next
-        interrupt check (between nodes, at every progress step).
-        """
-        with self._state_lock:
-            running = self._running
-            if running is not None and (job_id is None or running.job.job_id == job_id):
-                if running.stop_reason is None:
-                    running.stop_reason = "interrupt"
-                self._raise_interrupt_flag()
-                return True
-            if job_id is not None:
-                self._pending_cancel.add(job_id)
-                return True
-        return False
-
-    @staticmethod
-    def _raise_interrupt_flag() -> None:
+    def _stop(self, running: Running) -> None:
         import comfy.model_management
         comfy.model_management.interrupt_current_processing(True)
-
-    def _on_timeout(self, running: _Running) -> None:
-        with self._state_lock:
-            if self._running is running and running.stop_reason is None:
-                running.stop_reason = "timeout"
-                self._raise_interrupt_flag()
 
     async def _run(self, job: Job, on_event: EventCallback | None) -> Result:
         queued = time.perf_counter()
@@ -179,28 +133,15 @@ class ComfyRunner:
 
     async def _run_alone(self, job: Job, on_event: EventCallback | None, queued: float) -> Result:
         timings = Timings(wait=time.perf_counter() - queued)
-        running = _Running(job)
-        with self._state_lock:
-            if job.job_id in self._pending_cancel:
-                self._pending_cancel.discard(job.job_id)
-                raise JobInterrupted("The job was cancelled before it started")
-            self._running = running
-        timer = None
-        if job.timeout is not None:
-            timer = threading.Timer(job.timeout, self._on_timeout, args=(running,))
-            timer.daemon = True
-            timer.start()
+        running, timer = self._begin(job)
         try:
             return await self._run_locked(running, timings, on_event)
         finally:
-            if timer is not None:
-                timer.cancel()
-            with self._state_lock:
-                self._running = None
+            self._end(timer)
             import nodes
             nodes.interrupt_processing(False)
 
-    async def _run_locked(self, running: _Running, timings: Timings, on_event: EventCallback | None) -> Result:
+    async def _run_locked(self, running: Running, timings: Timings, on_event: EventCallback | None) -> Result:
         import execution
         import folder_paths
 
@@ -264,7 +205,7 @@ class ComfyRunner:
             shutil.rmtree(job_dir, ignore_errors=True)
             timings.collect = time.perf_counter() - t
 
-    def _raise_for_status(self, running: _Running, prompt_id: str, dispatch: Dispatcher) -> None:
+    def _raise_for_status(self, running: Running, prompt_id: str, dispatch: Dispatcher) -> None:
         error = translate.status_error(self._executor.status_messages, running.stop_reason, running.job.timeout)
         if error is not None:
             raise error

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..vendor import sha256_file
+
 RECIPE_VERSION = 1  # bump when a recipe changes what it writes
 
 
@@ -195,14 +197,6 @@ _BUILDERS: dict[str, Callable[[int], dict[str, dict]]] = {
 
 # --- cache and install -----------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_key(name: str, seed: int) -> str:
     import comfyui_version
 
@@ -220,14 +214,14 @@ def ensure(name: str, cache_dir: Path, seed: int = 0, log=print) -> dict[str, Pa
     files = {f.filename: folder / f.filename for f in RECIPES[name]}
     if manifest.is_file():
         recorded = json.loads(manifest.read_text())
-        if all(path.is_file() and recorded.get(fn) == _sha256(path) for fn, path in files.items()):
+        if all(path.is_file() and recorded.get(fn) == sha256_file(path) for fn, path in files.items()):
             log(f"modelgen: {name} (seed {seed}) reused from {folder}")
             return files
     started = time.perf_counter()
     state_dicts = _BUILDERS[name](seed)
     for filename, sd in state_dicts.items():
         _save(sd, files[filename])
-    manifest.write_text(json.dumps({fn: _sha256(path) for fn, path in files.items()}, indent=1))
+    manifest.write_text(json.dumps({fn: sha256_file(path) for fn, path in files.items()}, indent=1))
     size = sum(p.stat().st_size for p in files.values())
     log(f"modelgen: {name} (seed {seed}) generated in {time.perf_counter() - started:.1f} s, "
         f"{size / 1e6:.0f} MB, in {folder}")

@@ -21,7 +21,6 @@ Must not import ComfyUI (it runs in the other process) or the embedded backend.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import copy
 import json
@@ -41,9 +40,10 @@ from urllib3.util.retry import Retry
 
 from .. import events, translate
 from ..config import Config
-from ..errors import BootError, EmbeddedError, JobInterrupted, ServerCrashed, ServerError
+from ..errors import BootError, EmbeddedError, ServerCrashed, ServerError
 from ..events import Dispatcher, EventCallback, InterruptedEvent, ProgressTextEvent
 from ..inputs import check_workflow
+from ..jobcontrol import JobControl, Running
 from ..outputs import collect
 from ..types import BootInfo, Job, Result, Timings
 from .process import ComfyServer
@@ -55,14 +55,7 @@ JOB_TOKEN_INPUT = "_embedded_job"
 _BINARY_TEXT = 3  # protocol.BinaryEventTypes.TEXT: 4-byte node-id length, node id, UTF-8 text
 
 
-class _Running:
-    def __init__(self, job: Job):
-        self.job = job
-        self.prompt_id: str | None = None
-        self.stop_reason: str | None = None
-
-
-class ServerRunner:
+class ServerRunner(JobControl):
     """Same interface as ``comfy.ComfyRunner``: ``start``, ``submit``, ``run``, ``run_async``,
     ``interrupt``, ``close``, ``booted``.
 
@@ -72,15 +65,13 @@ class ServerRunner:
     """
 
     def __init__(self, config: Config | None = None, address: tuple[str, int] | None = None):
+        super().__init__()
         self.config = config or Config.from_env()
         self.server = ComfyServer(self.config)
         self.address = address
         self.on_frame: Callable[[dict[str, Any]], None] | None = None
         self.booted: BootInfo | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._state_lock = threading.Lock()
-        self._running: _Running | None = None
-        self._pending_cancel: set[str] = set()
         self._output_nodes: dict[str, bool] = {}
         self._http = threading.local()
 
@@ -123,37 +114,7 @@ class ServerRunner:
             raise BootError("The runner is not started (call start() first)")
         return self._pool.submit(self._run, job, on_event, time.perf_counter())
 
-    def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
-        return self.submit(job, on_event).result()
-
-    async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result:
-        future = self.submit(job, on_event)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            self.interrupt(job.job_id)
-            raise
-
-    def interrupt(self, job_id: str | None = None) -> bool:
-        with self._state_lock:
-            running = self._running
-            if running is not None and (job_id is None or running.job.job_id == job_id):
-                if running.stop_reason is None:
-                    running.stop_reason = "interrupt"
-                self._send_interrupt(running)
-                return True
-            if job_id is not None:
-                self._pending_cancel.add(job_id)
-                return True
-        return False
-
-    def _on_timeout(self, running: _Running) -> None:
-        with self._state_lock:
-            if self._running is running and running.stop_reason is None:
-                running.stop_reason = "timeout"
-                self._send_interrupt(running)
-
-    def _send_interrupt(self, running: _Running) -> None:
+    def _stop(self, running: Running) -> None:
         if running.prompt_id is None:
             return  # sent as soon as the prompt is queued
         try:  # a fresh connection: this runs on the caller's or the timer's thread
@@ -163,28 +124,15 @@ class ServerRunner:
 
     def _run(self, job: Job, on_event: EventCallback | None, queued: float) -> Result:
         timings = Timings(wait=time.perf_counter() - queued)
-        running = _Running(job)
-        with self._state_lock:
-            if job.job_id in self._pending_cancel:
-                self._pending_cancel.discard(job.job_id)
-                raise JobInterrupted("The job was cancelled before it started")
-            self._running = running
-        timer = None
-        if job.timeout is not None:
-            timer = threading.Timer(job.timeout, self._on_timeout, args=(running,))
-            timer.daemon = True
-            timer.start()
+        running, timer = self._begin(job)
         try:
             return self._run_job(running, timings, Dispatcher(on_event, trace_frames=False))
         finally:
-            if timer is not None:
-                timer.cancel()
-            with self._state_lock:
-                self._running = None
+            self._end(timer)
             if self.server.alive():
                 self._clean_folders()
 
-    def _run_job(self, running: _Running, timings: Timings, dispatch: Dispatcher) -> Result:
+    def _run_job(self, running: Running, timings: Timings, dispatch: Dispatcher) -> Result:
         job = running.job
         t = time.perf_counter()
         if not self.server.alive():
@@ -206,7 +154,7 @@ class ServerRunner:
             with self._state_lock:
                 running.prompt_id = prompt_id
                 if running.stop_reason is not None:
-                    self._send_interrupt(running)
+                    self._stop(running)
             timings.validate = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -242,7 +190,7 @@ class ServerRunner:
                 raise self.server.crashed("before the job started") from None
             raise ServerError(f"Could not open ComfyUI's websocket at {ws_url}: {exc}") from None
 
-    def _follow(self, ws: websocket.WebSocket, running: _Running, dispatch: Dispatcher) -> websocket.WebSocket | None:
+    def _follow(self, ws: websocket.WebSocket, running: Running, dispatch: Dispatcher) -> websocket.WebSocket | None:
         """Relay frames until the closing ``executing``/``null`` of our prompt; returns the socket
         (``None`` when a reconnect found the prompt already finished)."""
         prompt_id = running.prompt_id
@@ -254,7 +202,7 @@ class ServerRunner:
                 if not self.server.alive():
                     raise self.server.crashed("during the job") from None
                 if running.stop_reason is not None:
-                    self._send_interrupt(running)  # in case it arrived before the prompt started
+                    self._stop(running)  # in case it arrived before the prompt started
                 continue
             except (websocket.WebSocketException, OSError) as exc:
                 ws.close()
@@ -277,7 +225,7 @@ class ServerRunner:
             if data.get("prompt_id") != prompt_id:
                 continue  # status frames, other clients' prompts, the reconnect "executing" replay
             if kind == "execution_start" and running.stop_reason is not None:
-                self._send_interrupt(running)
+                self._stop(running)
             ev = events.from_comfy(kind, data)
             if ev is not None:
                 dispatch(ev)
@@ -297,7 +245,7 @@ class ServerRunner:
             dispatch(ProgressTextEvent(prompt_id, node_id, text))
         # previews (events 1, 2, 4) are not relayed, as in the embedded backend
 
-    def _reconnect(self, running: _Running, cause: Exception) -> websocket.WebSocket | None:
+    def _reconnect(self, running: Running, cause: Exception) -> websocket.WebSocket | None:
         attempts, delay = self.config.websocket_reconnect_attempts, self.config.websocket_reconnect_delay_s
         log.warning("server: websocket dropped during prompt %s (%s); reconnecting (%d attempts, %g s apart)",
                     running.prompt_id, cause, attempts, delay)
