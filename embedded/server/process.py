@@ -38,6 +38,7 @@ class ComfyServer:
         self.cpu: bool | None = None
         self.started_at: float | None = None
         self.ready_seconds: float | None = None
+        self.args: list[str] = []
         self.log_path = config.work_dir / "server" / "comfyui.log"
 
     @property
@@ -82,8 +83,9 @@ class ComfyServer:
                             f"or set COMFYUI_PATH")
         self.cpu = use_cpu(self.config)
         self.port = free_port(self.host)
-        args = [sys.executable, "-u", str(tree / "main.py"), *comfy_args(self.config, self.cpu),
-                "--listen", self.host, "--port", str(self.port), "--disable-auto-launch", "--dont-print-server"]
+        self.args = [*comfy_args(self.config, self.cpu), "--listen", self.host, "--port", str(self.port),
+                     "--disable-auto-launch", "--dont-print-server"]
+        args = [sys.executable, "-u", str(tree / "main.py"), *self.args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.started_at = time.perf_counter()

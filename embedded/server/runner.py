@@ -88,7 +88,8 @@ class ServerRunner(JobControl):
         info = self._get("/object_info").json()
         self._output_nodes = {name: bool(spec.get("output_node")) for name, spec in info.items()}
         self._clean_folders()
-        self.booted = BootInfo(mode="server", tree=self.config.comfyui_path, args=tuple(), cpu=bool(self.server.cpu),
+        self.booted = BootInfo(mode="server", tree=self.config.comfyui_path, args=tuple(self.server.args),
+                               cpu=bool(self.server.cpu),
                                node_classes=len(info), seconds=self.server.ready_seconds or 0.0)
         log.info("server: ComfyUI's server answers on %s after %.1f s", self.server.url, self.booted.seconds)
 

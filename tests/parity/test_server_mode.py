@@ -115,3 +115,12 @@ def test_websocket_trace_logs_every_server_frame(proxied, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "embedded.events"]
     assert any(line.startswith("websocket trace [server]") and '"type": "execution_start"' in line for line in lines)
     assert any('"node": null, "prompt_id": "%s"' % result.prompt_id in line for line in lines)
+
+
+def test_the_server_listens_on_loopback_with_the_embedded_arguments(proxied, server_config):
+    from embedded.launch import comfy_args
+    args = list(proxied.booted.args)
+    assert args[args.index("--listen") + 1] == "127.0.0.1"
+    assert args[:len(comfy_args(proxied.config, proxied.booted.cpu))] == comfy_args(proxied.config,
+                                                                                      proxied.booted.cpu)
+    assert proxied.booted.mode == "server" and proxied.booted.node_classes > 500
