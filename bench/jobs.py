@@ -32,7 +32,7 @@ def timed_jobs(executor, make, n):
     for i in range(n):
         stamps = {}
 
-        def on_event(ev):
+        def on_event(ev, stamps=stamps):
             if isinstance(ev, (StartEvent, SuccessEvent)):
                 stamps[type(ev).__name__] = ev.timestamp
 

@@ -4,7 +4,6 @@ every output kind, S3 delivery against a real S3 server, and its failure modes."
 import asyncio
 import base64
 import dataclasses
-import io
 import json
 import urllib.parse
 
