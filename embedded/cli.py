@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import EmbeddedError, Executor
-from .events import CachedEvent, ExecutedEvent, ExecutingEvent, ProgressEvent
+from .events import ExecutingEvent, NodesDone, ProgressEvent
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -28,28 +28,17 @@ class ProgressBar:
     def __init__(self, total_nodes: int, enabled: bool):
         self.bar = tqdm(total=total_nodes, unit="node", disable=not enabled, file=sys.stderr,
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} nodes [{elapsed}] {postfix}")
-        self.done: set[str] = set()
-        self.current: str | None = None
+        self.nodes = NodesDone()
 
     def __call__(self, ev) -> None:
-        if isinstance(ev, CachedEvent):
-            self._finish(*ev.nodes)
-        elif isinstance(ev, ExecutingEvent):
-            if self.current is not None:  # ComfyUI runs one node at a time: the previous one is done
-                self._finish(self.current)
-            self.current = ev.node_id
+        finished = self.nodes.update(ev)
+        if finished:
+            self.bar.update(finished)
+        if isinstance(ev, ExecutingEvent):
             self.bar.set_description(f"node {ev.node_id}")
             self.bar.set_postfix_str("")
         elif isinstance(ev, ProgressEvent):
             self.bar.set_postfix_str(f"step {int(ev.value)}/{int(ev.max)}")
-        elif isinstance(ev, ExecutedEvent):
-            self._finish(ev.node_id)
-
-    def _finish(self, *node_ids: str) -> None:
-        new = [n for n in node_ids if n not in self.done]
-        self.done.update(new)
-        if new:
-            self.bar.update(len(new))
 
     def close(self) -> None:
         self.bar.n = self.bar.total

@@ -207,6 +207,30 @@ def trace(frame: dict[str, Any], source: str = "embedded") -> None:
     log.info("websocket trace [%s] %s", source, text)
 
 
+class NodesDone:
+    """Which nodes of a job have finished, from its events: the cached ones, each node once the
+    next one starts (ComfyUI runs one node at a time), and those that report ``executed``."""
+
+    def __init__(self) -> None:
+        self.done: set[str] = set()
+        self.current: str | None = None
+
+    def update(self, ev: Event) -> int:
+        """Take one event; returns how many nodes it finished."""
+        if isinstance(ev, CachedEvent):
+            finished = set(ev.nodes)
+        elif isinstance(ev, ExecutingEvent):
+            finished = {self.current} if self.current is not None else set()
+            self.current = ev.node_id
+        elif isinstance(ev, ExecutedEvent):
+            finished = {ev.node_id}
+        else:
+            return 0
+        new = finished - self.done
+        self.done |= new
+        return len(new)
+
+
 class Dispatcher:
     """Delivers a job's events to its callback (errors in the callback are logged, never raised
     into ComfyUI) and traces their compat frames when asked to."""

@@ -15,8 +15,9 @@ import asyncio
 import concurrent.futures
 import threading
 
+from . import translate
 from .errors import JobInterrupted
-from .events import EventCallback
+from .events import Dispatcher, EventCallback, InterruptedEvent
 from .types import Job, Result
 
 
@@ -63,6 +64,17 @@ class JobControl:
             timer.cancel()
         with self._state_lock:
             self._running = None
+
+    @staticmethod
+    def _raise_for_status(running: Running, messages, dispatch: Dispatcher) -> None:
+        """Raise what a finished prompt's status messages call for; a stop asked for after the
+        last interrupt check (the work is done, but the caller asked to stop) also ends it."""
+        error = translate.status_error(messages, running.stop_reason, running.job.timeout)
+        if error is not None:
+            raise error
+        if running.stop_reason is not None:
+            dispatch(InterruptedEvent(running.prompt_id))
+            raise translate.stopped(running.stop_reason, running.job.timeout)
 
     # --- public ----------------------------------------------------------------------------------
     def run(self, job: Job, on_event: EventCallback | None = None) -> Result:

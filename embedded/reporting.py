@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from .events import CachedEvent, Event, ExecutedEvent, ExecutingEvent, ProgressEvent
+from .events import Event, ExecutingEvent, NodesDone, ProgressEvent
 
 
 class ProgressReporter:
@@ -23,29 +23,22 @@ class ProgressReporter:
         self.send = send
         self.interval = interval
         self.clock = clock
-        self.done: set[str] = set()
-        self.current: str | None = None
+        self.nodes = NodesDone()
         self.last_step_sent = float("-inf")
 
     def __call__(self, ev: Event) -> None:
-        if isinstance(ev, CachedEvent):
-            self.done.update(ev.nodes)
-        elif isinstance(ev, ExecutingEvent):
-            if self.current is not None:  # one node runs at a time: the previous one is done
-                self.done.add(self.current)
-            self.current = ev.node_id
+        self.nodes.update(ev)
+        if isinstance(ev, ExecutingEvent):
             self._report(ev.node_id, None, None)
         elif isinstance(ev, ProgressEvent):
             now = self.clock()
             last_step = ev.max and ev.value >= ev.max
             if now - self.last_step_sent >= self.interval or last_step:
                 self.last_step_sent = now
-                self._report(ev.node_id or self.current, ev.value, ev.max)
-        elif isinstance(ev, ExecutedEvent):
-            self.done.add(ev.node_id)
+                self._report(ev.node_id or self.nodes.current, ev.value, ev.max)
 
     def _report(self, node_id: str | None, value: float | None, maximum: float | None) -> None:
-        done = len(self.done & set(self.workflow)) if self.workflow else len(self.done)
+        done = len(self.nodes.done & set(self.workflow)) if self.workflow else len(self.nodes.done)
         fraction = (value / maximum) if value is not None and maximum else 0.0
         percent = 100.0 * (done + fraction) / self.total if self.total else 0.0
         node = self.workflow.get(node_id, {}) if node_id else {}

@@ -31,7 +31,7 @@ from typing import Any
 from ..config import Config
 from .. import translate
 from ..errors import BootError
-from ..events import Dispatcher, EventCallback, InterruptedEvent, from_comfy
+from ..events import Dispatcher, EventCallback, from_comfy
 from ..inputs import check_workflow, write_images
 from ..jobcontrol import JobControl, Running
 from ..outputs import collect
@@ -148,7 +148,7 @@ class ComfyRunner(JobControl):
         job = running.job
         shim = _boot.shim()
         dispatch = Dispatcher(on_event, trace_frames=self.config.websocket_trace)
-        prompt_id = str(uuid.uuid4())
+        prompt_id = running.prompt_id = str(uuid.uuid4())
         job_dir = self.config.jobs_dir / prompt_id  # never the caller's job id: it could hold "../"
         folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
         prompt: dict[str, Any] = {}
@@ -191,7 +191,7 @@ class ComfyRunner(JobControl):
             finally:
                 shim.attach(None)
             timings.execute = time.perf_counter() - t
-            self._raise_for_status(running, prompt_id, dispatch)
+            self._raise_for_status(running, self._executor.status_messages, dispatch)
 
             # --- collect -------------------------------------------------------------------------
             t = time.perf_counter()
@@ -204,15 +204,6 @@ class ComfyRunner(JobControl):
                 self._forget_output_nodes(prompt)
             shutil.rmtree(job_dir, ignore_errors=True)
             timings.collect = time.perf_counter() - t
-
-    def _raise_for_status(self, running: Running, prompt_id: str, dispatch: Dispatcher) -> None:
-        error = translate.status_error(self._executor.status_messages, running.stop_reason, running.job.timeout)
-        if error is not None:
-            raise error
-        if running.stop_reason is not None:
-            # Stopped after the last interrupt check: the work is done, but the caller asked to stop.
-            dispatch(InterruptedEvent(prompt_id))
-            raise translate.stopped(running.stop_reason, running.job.timeout)
 
     def _forget_output_nodes(self, prompt: dict[str, Any]) -> None:
         """Drop cached results and instances of the prompt's output nodes (see the module doc)."""

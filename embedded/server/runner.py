@@ -41,7 +41,7 @@ from urllib3.util.retry import Retry
 from .. import events, translate
 from ..config import Config
 from ..errors import BootError, EmbeddedError, ServerCrashed, ServerError
-from ..events import Dispatcher, EventCallback, InterruptedEvent, ProgressTextEvent
+from ..events import Dispatcher, EventCallback, ProgressTextEvent
 from ..inputs import check_workflow
 from ..jobcontrol import JobControl, Running
 from ..outputs import collect
@@ -169,21 +169,18 @@ class ServerRunner(JobControl):
         entry = self._history(prompt_id)
         if entry is None:
             raise ServerError(f"ComfyUI's history has no entry for prompt {prompt_id}")
-        error = translate.status_error((entry.get("status") or {}).get("messages") or [], running.stop_reason,
-                                       job.timeout)
-        if error is not None:
-            raise error
-        if running.stop_reason is not None:
-            dispatch(InterruptedEvent(prompt_id))
-            raise translate.stopped(running.stop_reason, job.timeout)
+        self._raise_for_status(running, (entry.get("status") or {}).get("messages") or [], dispatch)
         outputs, problems = collect(entry.get("outputs") or {}, self._view, order=prompt)
         self._post("/history", {"delete": [prompt_id]})
         timings.collect = time.perf_counter() - t
         return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
 
     # --- the websocket ----------------------------------------------------------------------------
+    def _ws_url(self, client_id: str) -> str:
+        return self.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
+
     def _connect(self, client_id: str) -> websocket.WebSocket:
-        ws_url = self.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
+        ws_url = self._ws_url(client_id)
         try:
             return websocket.create_connection(ws_url, timeout=10)
         except (websocket.WebSocketException, OSError) as exc:
@@ -256,8 +253,7 @@ class ServerRunner(JobControl):
                 raise self.server.crashed(f"during the job (the websocket dropped: {cause})")
             time.sleep(delay)
             try:
-                ws = websocket.create_connection(self.url.replace("http://", "ws://", 1)
-                                                 + f"/ws?clientId={running.job.client_id}", timeout=10)
+                ws = websocket.create_connection(self._ws_url(running.job.client_id), timeout=10)
             except (websocket.WebSocketException, OSError) as exc:
                 log.warning("server: reconnect attempt %d/%d failed: %s", attempt, attempts, exc)
                 continue
