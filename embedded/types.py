@@ -16,7 +16,6 @@ from typing import Any
 # Output kinds. ``image`` covers still and animated images; ``video`` covers what SaveVideo /
 # SaveWEBM report (under ComfyUI's ``images`` key with ``animated``); ``file`` is anything else.
 IMAGE, VIDEO, AUDIO, TEXT, FILE = "image", "video", "audio", "text", "file"
-KINDS = (IMAGE, VIDEO, AUDIO, TEXT, FILE)
 
 
 def new_id() -> str:

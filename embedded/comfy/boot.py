@@ -31,10 +31,6 @@ _booted: BootInfo | None = None
 _shim = None
 
 
-def booted() -> BootInfo | None:
-    return _booted
-
-
 def shim():
     """The installed ``PromptServer.instance`` stand-in (after boot)."""
     return _shim

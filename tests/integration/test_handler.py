@@ -10,7 +10,7 @@ import urllib.parse
 import pytest
 import requests
 
-from embedded.handler import Worker, _local_api_args
+from embedded.worker.handler import Worker, _local_api_args
 
 from ..helpers import close_to, open_image, png_bytes, workflow
 

@@ -10,7 +10,7 @@ import pytest
 
 from embedded import ExecutionError, ValidationError
 from embedded.events import CachedEvent
-from embedded.handler import Worker
+from embedded.worker.handler import Worker
 
 from ..helpers import open_image, workflow
 

@@ -9,8 +9,8 @@ import random
 import pytest
 
 from embedded import EmbeddedError, events
-from embedded.handler import Worker
-from embedded.response import failure
+from embedded.worker.handler import Worker
+from embedded.worker.response import failure
 
 from ..helpers import png_bytes, workflow
 

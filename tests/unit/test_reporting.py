@@ -1,7 +1,7 @@
 """Progress reports: every node change, throttled steps, nodes done/total and a percentage."""
 
 from embedded import events as ev
-from embedded.reporting import ProgressReporter
+from embedded.worker.reporting import ProgressReporter
 
 WF = {"1": {"class_type": "A"}, "2": {"class_type": "KSampler"}, "3": {"class_type": "SaveImage"},
       "4": {"class_type": "B"}}

@@ -5,7 +5,7 @@ import base64
 import pytest
 
 from embedded import ValidationError, WorkflowFormatError
-from embedded.request import IMAGES_FAILED, RequestError, decode_base64_image, parse
+from embedded.worker.request import IMAGES_FAILED, RequestError, decode_base64_image, parse
 
 from ..helpers import png_bytes, workflow
 

@@ -3,9 +3,9 @@
 import base64
 
 from embedded import ExecutionError, JobTimeout, NodeError, ValidationError
-from embedded.delivery import Delivery
-from embedded.request import RequestError
-from embedded.response import failure, success
+from embedded.worker.delivery import Delivery
+from embedded.worker.request import RequestError
+from embedded.worker.response import failure, success
 from embedded.types import Output, Result, Timings
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from .delivery import Delivery
-from .errors import EmbeddedError, ExecutionError, ValidationError
+from ..errors import EmbeddedError, ExecutionError, ValidationError
 from .request import RequestError
-from .types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Result
+from ..types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Result
 
 _KEYS = {VIDEO: "videos", AUDIO: "audio", FILE: "files"}
 

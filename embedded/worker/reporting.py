@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from .events import Event, ExecutingEvent, NodesDone, ProgressEvent
+from ..events import Event, ExecutingEvent, NodesDone, ProgressEvent
 
 
 class ProgressReporter:

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .types import IMAGE, Output
+from ..types import IMAGE, Output
 
 log = logging.getLogger("embedded.delivery")
 

@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError
-from .inputs import check_image_bytes, check_image_name, check_workflow
+from ..errors import InputError
+from ..inputs import check_image_bytes, check_image_name, check_workflow
 
 # worker-comfyui's messages, kept word for word.
 NO_INPUT = "Please provide input"
