@@ -23,6 +23,10 @@ def _flag(value: str | None, default: bool = False) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _optional_flag(value: str | None) -> bool | None:
+    return None if value is None or value.strip() == "" else _flag(value)
+
+
 def _path(value: str | None, default: Path | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else default
 
@@ -76,8 +80,10 @@ class Config:
     websocket_trace: bool = False
     #: True: --cpu; False: never; None: when CUDA is absent (COMFY_FORCE_CPU)
     force_cpu: bool | None = None
-    #: write the workflow into PNG metadata, as ComfyUI does by default (COMFY_DISABLE_METADATA)
-    disable_metadata: bool = False
+    #: True: write no workflow into saved files (ComfyUI's --disable-metadata); False: write it;
+    #: None (unset): ComfyUI's default (write it) for the Python API and CLI, and no metadata in
+    #: the RunPod worker, as worker-comfyui (COMFY_DISABLE_METADATA)
+    disable_metadata: bool | None = None
     #: more ComfyUI arguments, e.g. "--highvram --fast" (COMFY_ARGS)
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -130,8 +136,8 @@ class Config:
             extra_model_paths=tuple(Path(p).expanduser().resolve() for p in extra.split(os.pathsep) if p),
             log_level=level,
             websocket_trace=_flag(env.get("WEBSOCKET_TRACE")),
-            force_cpu=None if cpu is None or cpu.strip() == "" else _flag(cpu),
-            disable_metadata=_flag(env.get("COMFY_DISABLE_METADATA")),
+            force_cpu=_optional_flag(cpu),
+            disable_metadata=_optional_flag(env.get("COMFY_DISABLE_METADATA")),
             extra_args=tuple(shlex.split(env.get("COMFY_ARGS") or "")),
             execution_mode=_mode(env.get("EXECUTION_MODE")),
             websocket_reconnect_attempts=_count(env.get("WEBSOCKET_RECONNECT_ATTEMPTS"), 5,

@@ -117,7 +117,11 @@ class ValidationError(EmbeddedError):
 
 
 class ExecutionError(EmbeddedError):
-    """A node raised while the workflow ran."""
+    """A node raised while the workflow ran.
+
+    ``outputs`` holds what the output nodes that finished before the failure produced (``Output``
+    objects, as a ``Result`` has them), and ``warnings`` the problems met reading them.
+    """
 
     kind = "execution"
 
@@ -126,8 +130,12 @@ class ExecutionError(EmbeddedError):
         self.node_id = node_id
         self.node_type = node_type
         self.exception_type = exception_type
-        self.exception_message = exception_message.strip()  # ComfyUI appends a newline
+        #: the message exactly as ComfyUI reports it (it appends a newline and, for OOM, tips)
+        self.comfy_message = exception_message
+        self.exception_message = exception_message.strip()
         self.traceback = list(traceback or [])
+        self.outputs: list = []
+        self.warnings: list[str] = []
         super().__init__(f"Node {node_id} ({node_type}) failed: {exception_type}: {self.exception_message}")
 
     def details(self) -> list[str]:

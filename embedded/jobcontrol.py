@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from typing import Callable
 
 from . import translate
-from .errors import JobInterrupted
+from .errors import ExecutionError, JobInterrupted
 from .events import Dispatcher, EventCallback, InterruptedEvent
-from .types import Job, Result
+from .types import Job, Output, Result
 
 
 class Running:
@@ -66,15 +67,23 @@ class JobControl:
             self._running = None
 
     @staticmethod
-    def _raise_for_status(running: Running, messages, dispatch: Dispatcher) -> None:
-        """Raise what a finished prompt's status messages call for; a stop asked for after the
-        last interrupt check (the work is done, but the caller asked to stop) also ends it."""
+    def _finish(running: Running, messages, dispatch: Dispatcher,
+                collect_outputs: Callable[[], tuple[list[Output], list[str]]]) -> tuple[list[Output], list[str]]:
+        """A finished prompt's outputs and warnings, or the error its status messages call for.
+
+        A node that raised ends the job with an ``ExecutionError`` that carries the outputs of
+        the output nodes that finished before it. A stop asked for after the last interrupt check
+        (the work is done, but the caller asked to stop) also ends it.
+        """
         error = translate.status_error(messages, running.stop_reason, running.job.timeout)
+        if isinstance(error, ExecutionError):
+            error.outputs, error.warnings = collect_outputs()
         if error is not None:
             raise error
         if running.stop_reason is not None:
             dispatch(InterruptedEvent(running.prompt_id))
             raise translate.stopped(running.stop_reason, running.job.timeout)
+        return collect_outputs()
 
     # --- public ----------------------------------------------------------------------------------
     def run(self, job: Job, on_event: EventCallback | None = None) -> Result:

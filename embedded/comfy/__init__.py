@@ -8,7 +8,10 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    Do not boot two trees in one process; a second boot with another configuration is refused.
 2. **Arguments** (``comfy.cli_args.args``): parsed once by ComfyUI's own parser from the list that
    ``Config.comfy_args`` builds (the server backend passes the same list to ``main.py``); our
-   ``sys.argv`` (RunPod's ``--rp_serve_api`` and friends) is never shown to it.
+   ``sys.argv`` (RunPod's ``--rp_serve_api`` and friends) is never shown to it. One value changes
+   after boot: ``args.disable_metadata``, set by the runner at the start of each job from its own
+   configuration (save nodes read it when they run), so runners with different settings share a
+   process.
 3. **Folders** (``folder_paths``): model folders, custom nodes and the user folder are set at boot.
    Input, output and temp folders are switched to the running job's own folders by the executor
    and back to the empty idle folders after it: only one job runs at a time.

@@ -142,6 +142,7 @@ class ComfyRunner(JobControl):
             nodes.interrupt_processing(False)
 
     async def _run_locked(self, running: Running, timings: Timings, on_event: EventCallback | None) -> Result:
+        import comfy.cli_args
         import execution
         import folder_paths
 
@@ -152,6 +153,8 @@ class ComfyRunner(JobControl):
         job_dir = self.config.jobs_dir / prompt_id  # never the caller's job id: it could hold "../"
         folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
         prompt: dict[str, Any] = {}
+        # Process-wide, read by save nodes at run time: this runner's own setting for its jobs.
+        comfy.cli_args.args.disable_metadata = bool(self.config.disable_metadata)
         ran = False  # execute_async saw this prompt: its caches hold the prompt's output nodes
         t = time.perf_counter()
         try:
@@ -191,12 +194,13 @@ class ComfyRunner(JobControl):
             finally:
                 shim.attach(None)
             timings.execute = time.perf_counter() - t
-            self._raise_for_status(running, self._executor.status_messages, dispatch)
 
             # --- collect -------------------------------------------------------------------------
             t = time.perf_counter()
-            outputs, problems = collect(self._executor.history_result.get("outputs", {}),
-                                        lambda ftype, sub, name: _read(folders, ftype, sub, name), order=prompt)
+            outputs, problems = self._finish(
+                running, self._executor.status_messages, dispatch,
+                lambda: collect(self._executor.history_result.get("outputs", {}),
+                                lambda ftype, sub, name: _read(folders, ftype, sub, name), order=prompt))
             return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
         finally:
             _point_folders(folder_paths, {k: self.config.idle_dir / k for k in folders})

@@ -1,7 +1,8 @@
 """ComfyUI's own ``main.py`` as a supervised subprocess on ``127.0.0.1`` and a free port.
 
 Owns: starting it with the same folders and arguments as the embedded boot (``launch.comfy_args``)
-plus ``--listen 127.0.0.1 --port <free>`` (never all interfaces), waiting until it answers while
+plus our server-side custom-node packs (``comfy_nodes/``) and ``--listen 127.0.0.1 --port <free>``
+(never all interfaces), waiting until it answers while
 watching the process (if it exits, fail at once with its last log lines), knowing whether it is
 alive, and stopping it. Its output goes to ``<work>/server/comfyui.log``.
 """
@@ -15,12 +16,17 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import requests
+import yaml
 
 from ..config import Config
 from ..errors import BootError, ServerCrashed
 from ..launch import comfy_args, use_cpu
+
+#: custom-node packs loaded into the server process only (see their docstrings)
+COMFY_NODES = Path(__file__).resolve().parent / "comfy_nodes"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -83,8 +89,8 @@ class ComfyServer:
                             f"or set COMFYUI_PATH")
         self.cpu = use_cpu(self.config)
         self.port = free_port(self.host)
-        self.args = [*comfy_args(self.config, self.cpu), "--listen", self.host, "--port", str(self.port),
-                     "--disable-auto-launch", "--dont-print-server"]
+        self.args = [*comfy_args(self.config, self.cpu), "--extra-model-paths-config", str(self._plugin_paths()),
+                     "--listen", self.host, "--port", str(self.port), "--disable-auto-launch", "--dont-print-server"]
         args = [sys.executable, "-u", str(tree / "main.py"), *self.args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -103,6 +109,13 @@ class ComfyServer:
         self.stop()
         raise BootError(f"ComfyUI's server did not answer within {self.config.server_start_timeout_s:g} s. "
                         f"Last log lines:\n{self.log_tail()}")
+
+    def _plugin_paths(self) -> Path:
+        """A model-paths file whose ``custom_nodes`` is our folder of server-side adaptations."""
+        path = self.config.work_dir / "server" / "extra_model_paths.server.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({"embedded_server": {"custom_nodes": str(COMFY_NODES)}}))
+        return path
 
     def kill(self) -> None:
         """End the process at once (tests use it to simulate a crash)."""

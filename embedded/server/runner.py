@@ -11,10 +11,9 @@ that died fails the job at once, and the next job restarts it.
 
 Jobs stay apart as in the embedded backend: one at a time; the server's input, output and temp
 folders (ours: we started it with them) are emptied after each job, so every job numbers its files
-from 1; output nodes get a per-job ``_embedded_job`` input, which ComfyUI ignores except in its
-cache key, so that an identical job runs its output nodes again (ComfyUI's HTTP API has no way to
-drop one node from its cache). That input shows in the workflow ComfyUI embeds in saved files when
-metadata is on.
+from 1; the workflow is sent as the user wrote it, and an identical job still runs its output nodes
+again (``comfy_nodes/embedded_repeat_outputs``, loaded into the server process, keys their cache
+entries by prompt).
 
 Must not import ComfyUI (it runs in the other process) or the embedded backend.
 """
@@ -50,8 +49,6 @@ from .process import ComfyServer
 
 log = logging.getLogger("embedded.server")
 
-#: the input ComfyUI ignores but hashes into its cache key (see the module doc)
-JOB_TOKEN_INPUT = "_embedded_job"
 _BINARY_TEXT = 3  # protocol.BinaryEventTypes.TEXT: 4-byte node-id length, node id, UTF-8 text
 
 
@@ -72,7 +69,6 @@ class ServerRunner(JobControl):
         self.on_frame: Callable[[dict[str, Any]], None] | None = None
         self.booted: BootInfo | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._output_nodes: dict[str, bool] = {}
         self._http = threading.local()
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -86,7 +82,6 @@ class ServerRunner(JobControl):
     def _start_server(self) -> None:
         self.server.start()
         info = self._get("/object_info").json()
-        self._output_nodes = {name: bool(spec.get("output_node")) for name, spec in info.items()}
         self._clean_folders()
         self.booted = BootInfo(mode="server", tree=self.config.comfyui_path, args=tuple(self.server.args),
                                cpu=bool(self.server.cpu),
@@ -141,7 +136,6 @@ class ServerRunner(JobControl):
             self._start_server()
         prompt = copy.deepcopy(check_workflow(job.workflow))
         prompt_id = str(uuid.uuid4())
-        self._mark_output_nodes(prompt, prompt_id)
         for name, data in job.images.items():
             self._upload(name, data)
         ws = self._connect(job.client_id)
@@ -169,9 +163,11 @@ class ServerRunner(JobControl):
         entry = self._history(prompt_id)
         if entry is None:
             raise ServerError(f"ComfyUI's history has no entry for prompt {prompt_id}")
-        self._raise_for_status(running, (entry.get("status") or {}).get("messages") or [], dispatch)
-        outputs, problems = collect(entry.get("outputs") or {}, self._view, order=prompt)
-        self._post("/history", {"delete": [prompt_id]})
+        try:
+            outputs, problems = self._finish(running, (entry.get("status") or {}).get("messages") or [], dispatch,
+                                             lambda: collect(entry.get("outputs") or {}, self._view, order=prompt))
+        finally:
+            self._post("/history", {"delete": [prompt_id]})
         timings.collect = time.perf_counter() - t
         return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
 
@@ -335,13 +331,6 @@ class ServerRunner(JobControl):
         return translate.options_from_input_spec(info.get("input"), input_name)
 
     # --- job hygiene -------------------------------------------------------------------------------
-    def _mark_output_nodes(self, prompt: dict[str, Any], token: str) -> None:
-        for node in prompt.values():
-            if isinstance(node, dict) and self._output_nodes.get(node.get("class_type")):
-                inputs = node.setdefault("inputs", {})
-                if isinstance(inputs, dict):
-                    inputs[JOB_TOKEN_INPUT] = token
-
     def _clean_folders(self) -> None:
         """Empty the server's input, output and temp folders (ours; one job at a time)."""
         for sub in ("input", "output", "temp"):

@@ -12,6 +12,7 @@ Talks to ComfyUI only through the public API (``Executor``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from . import request, response
 from ..api import Executor
 from ..config import Config
 from .delivery import Delivery
-from ..errors import BootError, EmbeddedError
+from ..errors import BootError, EmbeddedError, ExecutionError
 from .reporting import ProgressReporter
 
 log = logging.getLogger("embedded.worker")
@@ -32,7 +33,10 @@ class Worker:
     """One worker process: a booted executor and the handler RunPod calls for each job."""
 
     def __init__(self, config: Config | None = None, executor: Executor | None = None):
-        self.config = config or Config.from_env()
+        config = config or Config.from_env()
+        if config.disable_metadata is None:  # as worker-comfyui: no workflow in outputs unless asked
+            config = dataclasses.replace(config, disable_metadata=True)
+        self.config = config
         self.executor = executor or Executor(self.config)
         self.delivery = Delivery(self.config.s3_enabled)
         self.boot_error: BaseException | None = None
@@ -83,6 +87,9 @@ class Worker:
             result = await self.executor.run_async(req.workflow, req.images, on_event=reporter,
                                                    timeout=self.config.job_timeout, job_id=job_id or None,
                                                    extra_data=extra)
+        except ExecutionError as exc:
+            log.warning("job %s failed: %s", job_id, exc)
+            return await asyncio.to_thread(response.execution_failure, job_id, exc, self.delivery)
         except (request.RequestError, EmbeddedError) as exc:
             log.warning("job %s failed: %s", job_id, " ".join(str(exc).split()))
             return response.failure(exc)

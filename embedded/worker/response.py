@@ -10,46 +10,73 @@ Must not import ComfyUI or the backends.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .delivery import Delivery
 from ..errors import EmbeddedError, ExecutionError, ValidationError
 from .request import RequestError
-from ..types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Result
+from ..types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Output, Result
 
 _KEYS = {VIDEO: "videos", AUDIO: "audio", FILE: "files"}
 
+#: upstream's ``error`` when a job produced no image but has errors (a node that raised, say)
+JOB_FAILED = "Job processing failed"
+
 
 def success(result: Result, delivery: Delivery) -> dict[str, Any]:
-    errors = list(result.warnings)
+    return _with_outputs(result.job_id, result.outputs, list(result.warnings), delivery, failed=False)
+
+
+def execution_failure(job_id: str, exc: ExecutionError, delivery: Delivery) -> dict[str, Any]:
+    """A node raised: upstream's line under ``errors`` beside the outputs that output nodes made
+    before the failure, or ``{"error": "Job processing failed", "details": [line]}`` when there is
+    no image. ``execution_error`` (a key upstream lacks) names the node and the exception type."""
+    line = (f"Workflow execution error: Node Type: {exc.node_type}, Node ID: {exc.node_id}, "
+            f"Message: {exc.comfy_message}")
+    body = _with_outputs(job_id, exc.outputs, [line, *exc.warnings], delivery, failed=True)
+    body["execution_error"] = {"node_id": exc.node_id, "node_type": exc.node_type,
+                               "exception_type": exc.exception_type,
+                               "exception_message": scrub_paths(exc.exception_message)}
+    return body
+
+
+def _with_outputs(job_id: str, outputs: list[Output], errors: list[str], delivery: Delivery,
+                  failed: bool) -> dict[str, Any]:
+    """Upstream's shape: ``images`` (temp outputs skipped) and ``errors`` for problems; with no
+    image, ``status: "success_no_images"``, or ``{"error": "Job processing failed", "details":
+    errors}`` when the job failed or nothing at all came back. Other kinds go under keys upstream
+    lacks, in either shape."""
     images: list[dict[str, Any]] = []
     extra: dict[str, list[dict[str, Any]]] = {}
-    for out in result.outputs:
+    for out in outputs:
         if out.type == "temp":  # PreviewImage and friends: not results (as upstream)
             continue
         if out.kind == TEXT:
             extra.setdefault("text", []).append({"node_id": out.node_id, "filename": out.filename, "type": "text",
                                                  "mime_type": out.mime_type, "data": out.text})
             continue
-        sent = delivery.deliver(result.job_id, out, errors)
+        sent = delivery.deliver(job_id, out, errors)
         if out.kind == IMAGE:
             images.append({"filename": out.filename, "type": sent.type, "data": sent.data})
         else:
             extra.setdefault(_KEYS[out.kind], []).append({"node_id": out.node_id, "filename": out.filename,
                                                            "mime_type": out.mime_type, "type": sent.type,
                                                            "data": sent.data})
-    if not images and not extra and errors:
-        return {"error": "Job processing failed", "details": errors}
+    errors = [scrub_paths(e) for e in errors]
+    if not images and errors and (failed or not extra):
+        return {"error": JOB_FAILED, "details": errors, **extra}
     response: dict[str, Any] = {"images": images, **extra}
     if errors:
         response["errors"] = errors
-    if not images and not errors:
+    if not images:
         response["status"] = "success_no_images"
     return response
 
 
 def failure(exc: BaseException) -> dict[str, Any]:
-    """``{"error": message}`` or ``{"error": message, "details": [...]}`` for an exception."""
+    """``{"error": message}`` or ``{"error": message, "details": [...]}`` for an exception (an
+    ``ExecutionError`` has outputs to deliver: ``execution_failure``)."""
     if isinstance(exc, RequestError):
         return _shape(exc.message, exc.details)
     if isinstance(exc, ValidationError):
@@ -62,13 +89,21 @@ def failure(exc: BaseException) -> dict[str, Any]:
         if not details:
             details = [exc.message + (f": {exc.extra}" if exc.extra else "")]
         return _shape("Workflow validation failed:\n" + "\n".join(f"• {d}" for d in details), details)
-    if isinstance(exc, ExecutionError):
-        return _shape(f"Workflow execution error: Node Type: {exc.node_type}, Node ID: {exc.node_id}, "
-                      f"Message: {exc.exception_message}", [f"{exc.exception_type}: {exc.exception_message}"])
     if isinstance(exc, EmbeddedError):
         return _shape(str(exc), exc.details())
     return _shape(f"An unexpected error occurred: {type(exc).__name__}: {exc}", [])
 
 
 def _shape(message: str, details: list[str]) -> dict[str, Any]:
-    return {"error": message, "details": list(details)} if details else {"error": message}
+    message, details = scrub_paths(message), [scrub_paths(d) for d in details]
+    return {"error": message, "details": details} if details else {"error": message}
+
+
+#: an absolute POSIX path (not the path part of a URL): starts with "/" after a space, quote or
+#: line start
+_LOCAL_PATH = re.compile(r"(?<![\w:/.])/[^\s'\":,;)]+")
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with every absolute local path replaced by ``<path>``: a client never sees one."""
+    return _LOCAL_PATH.sub("<path>", text)

@@ -127,11 +127,23 @@ def test_a_missing_model_lists_the_available_files_of_that_kind(make_worker, tes
     assert listed == set(folder_paths.get_filename_list("checkpoints")) | {"tiny-a.safetensors", "tiny-b.safetensors"}
 
 
-def test_an_execution_error_names_node_type_and_message(make_worker):
+UPSTREAM_EXECUTION_LINE = "Workflow execution error: Node Type: EmbeddedTestRaise, Node ID: {}, Message: deliberate failure\n"
+
+
+def test_an_execution_error_is_upstreams_job_failed_with_the_node_line(make_worker):
     out = handle(make_worker(), {"workflow": workflow("node_raises")})
-    assert out == {"error": "Workflow execution error: Node Type: EmbeddedTestRaise, Node ID: 2, "
-                            "Message: deliberate failure",
-                   "details": ["RuntimeError: deliberate failure"]}
+    assert out == {"error": "Job processing failed", "details": [UPSTREAM_EXECUTION_LINE.format(2)],
+                   "execution_error": {"node_id": "2", "node_type": "EmbeddedTestRaise",
+                                       "exception_type": "RuntimeError", "exception_message": "deliberate failure"}}
+
+
+def test_an_execution_error_returns_the_images_saved_before_it_with_the_line_under_errors(make_worker):
+    out = handle(make_worker(), {"workflow": workflow("node_raises_after_output")})
+    assert [i["filename"] for i in out["images"]] == ["before_00001_.png"]
+    assert open_image(base64.b64decode(out["images"][0]["data"])).getpixel((0, 0)) == (0, 0, 255)
+    assert out["errors"] == [UPSTREAM_EXECUTION_LINE.format(3)]
+    assert "error" not in out and "status" not in out
+    assert out["execution_error"]["node_id"] == "3"
 
 
 def test_a_ui_format_workflow_is_told_to_use_export_api(make_worker):

@@ -25,3 +25,22 @@ def server_executor(server_config):
 @pytest.fixture(scope="session")
 def backends(executor, server_executor):
     return {"embedded": executor, "server": server_executor}
+
+
+@pytest.fixture(scope="session")
+def backends_with_metadata(test_config, server_config, tmp_path_factory):
+    """Both backends again, writing the workflow into saved files (ComfyUI's default)."""
+    embedded = Executor(dataclasses.replace(test_config, disable_metadata=False)).start()
+    server = Executor(dataclasses.replace(server_config, disable_metadata=False,
+                                          work_dir=tmp_path_factory.mktemp("server-work-metadata"))).start()
+    yield {"embedded": embedded, "server": server}
+    server.close()
+    embedded.close()
+
+
+@pytest.fixture(params=["metadata off", "metadata on"])
+def backends_both_ways(request, backends):
+    """The parity pair with metadata off (the session's), then with metadata on."""
+    if request.param == "metadata off":
+        return backends
+    return request.getfixturevalue("backends_with_metadata")

@@ -10,7 +10,8 @@ import pytest
 
 from embedded import EmbeddedError, events
 from embedded.worker.handler import Worker
-from embedded.worker.response import failure
+from embedded.worker.delivery import Delivery
+from embedded.worker.response import execution_failure, failure
 
 from ..helpers import png_bytes, workflow
 
@@ -46,10 +47,8 @@ def comparable(result):
 
     Compared otherwise, and why:
     - PreviewImage's temp file names carry a random part (ComfyUI's, in either mode);
-    - a WebM file carries a random Matroska TrackUID (the muxer's, in either mode), and SaveWEBM
-      writes the workflow into the file even with --disable-metadata; in server mode that workflow
-      holds the per-job ``_embedded_job`` cache token (see ``embedded/server/runner.py``). WebM
-      outputs are compared by their decoded frames.
+    - a WebM file carries a random Matroska TrackUID (the muxer's, in either mode): WebM outputs
+      are compared by their decoded frames.
     """
     return [(o.node_id, o.kind, o.filename if o.type == "output" else "<temp>", o.subfolder, o.type,
              o.mime_type, o.animated, webm_fingerprint(o.data) if o.mime_type == "video/webm" else o.data)
@@ -67,8 +66,8 @@ def webm_fingerprint(data: bytes):
 
 
 @pytest.mark.parametrize("name", PARITY_WORKFLOWS)
-def test_outputs_are_byte_identical(backends, name):
-    results = {mode: ex.run(workflow(name), IMAGES.get(name)) for mode, ex in backends.items()}
+def test_outputs_are_byte_identical_with_metadata_off_and_on(backends_both_ways, name):
+    results = {mode: ex.run(workflow(name), IMAGES.get(name)) for mode, ex in backends_both_ways.items()}
     assert results["embedded"].outputs, "the workflow produced nothing"
     assert comparable(results["embedded"]) == comparable(results["server"])
     assert results["embedded"].warnings == results["server"].warnings == []
@@ -159,10 +158,31 @@ def test_error_frames_match_the_server(backends):
     assert embedded[-2:] == ["execution_error", "executing"]
 
 
-def test_repeat_jobs_return_outputs_in_both_modes(backends):
-    for ex in backends.values():
-        first, second = ex.run(workflow("solid_red_image")), ex.run(workflow("solid_red_image"))
+@pytest.mark.parametrize("name", ["solid_red_image", "video_mp4", "audio_tone", "save_and_preview"])
+def test_repeat_jobs_return_the_same_outputs_in_both_modes(backends_both_ways, name):
+    for ex in backends_both_ways.values():
+        first, second = ex.run(workflow(name)), ex.run(workflow(name))
         assert comparable(first) == comparable(second) and first.outputs
+
+
+def test_the_server_receives_the_workflow_exactly_as_written(backends_with_metadata):
+    """Metadata on: the PNG's embedded prompt is the user's workflow, nothing added, in both modes."""
+    import json
+
+    from ..helpers import open_image
+    for ex in backends_with_metadata.values():
+        png = open_image(ex.run(workflow("solid_red_image")).outputs[0].data)
+        assert json.loads(png.info["prompt"]) == workflow("solid_red_image")
+
+
+def test_an_execution_error_keeps_the_outputs_made_before_it_in_both_modes(backends, test_config):
+    answers = {}
+    for mode, ex in backends.items():
+        with pytest.raises(EmbeddedError) as info:
+            ex.run(workflow("node_raises_after_output"))
+        assert [o.filename for o in info.value.outputs] == ["before_00001_.png"]
+        answers[mode] = execution_failure(f"parity-{mode}", info.value, Delivery(False))
+    assert answers["embedded"] == answers["server"]
 
 
 @pytest.mark.parametrize("name", ["txt2img_checkpoint", "txt2img_split_loaders"])

@@ -5,7 +5,7 @@ import base64
 from embedded import ExecutionError, JobTimeout, NodeError, ValidationError
 from embedded.worker.delivery import Delivery
 from embedded.worker.request import RequestError
-from embedded.worker.response import failure, success
+from embedded.worker.response import execution_failure, failure, success
 from embedded.types import Output, Result, Timings
 
 
@@ -52,6 +52,44 @@ def test_failure_shapes():
         "No values available for 'ckpt_name' (node 4): the folder is empty"]
     assert failure(ValidationError("Prompt has no outputs", "prompt_no_outputs")) == {
         "error": "Workflow validation failed:\n• Prompt has no outputs", "details": ["Prompt has no outputs"]}
-    assert failure(ExecutionError("2", "X", "ValueError", "bad\n"))["details"] == ["ValueError: bad"]
     assert failure(JobTimeout(3)) == {"error": "The job exceeded its timeout of 3 s and was stopped"}
     assert failure(KeyError("k"))["error"] == "An unexpected error occurred: KeyError: 'k'"
+
+
+def test_no_response_carries_a_local_path():
+    assert failure(OSError(2, "No such file or directory", "/work/jobs/x/input/a.png")) == {
+        "error": "An unexpected error occurred: FileNotFoundError: [Errno 2] No such file or directory: '<path>'"}
+    assert failure(RequestError("bad", ["/etc/passwd is not readable", "see https://example.com/a/b"]))["details"] == [
+        "<path> is not readable", "see https://example.com/a/b"]
+
+
+def raised(outputs=(), message="bad\n"):
+    exc = ExecutionError("2", "X", "ValueError", message)
+    exc.outputs = list(outputs)
+    return exc
+
+
+def test_an_execution_error_without_images_is_upstreams_job_failed():
+    assert execution_failure("job", raised(), Delivery(False)) == {
+        "error": "Job processing failed",
+        "details": ["Workflow execution error: Node Type: X, Node ID: 2, Message: bad\n"],
+        "execution_error": {"node_id": "2", "node_type": "X", "exception_type": "ValueError",
+                            "exception_message": "bad"}}
+
+
+def test_an_execution_error_after_images_returns_them_with_the_line_under_errors():
+    body = execution_failure("job", raised([out("image", "a.png", "image/png", b"A"),
+                                            out("text", "t.txt", "text/plain", b"t")]), Delivery(False))
+    assert body["images"] == [{"filename": "a.png", "type": "base64", "data": base64.b64encode(b"A").decode()}]
+    assert body["errors"] == ["Workflow execution error: Node Type: X, Node ID: 2, Message: bad\n"]
+    assert body["text"][0]["data"] == "t" and "error" not in body and "status" not in body
+
+
+def test_an_execution_error_with_only_other_kinds_is_still_a_failure_that_keeps_them():
+    body = execution_failure("job", raised([out("video", "v.mp4", "video/mp4", b"V")]), Delivery(False))
+    assert body["error"] == "Job processing failed" and body["videos"][0]["filename"] == "v.mp4"
+
+
+def test_a_success_with_only_other_kinds_and_a_warning_is_no_failure():
+    body = success(result(out("video", "v.mp4", "video/mp4", b"V"), warnings=["w"]), Delivery(False))
+    assert body["errors"] == ["w"] and body["status"] == "success_no_images" and "error" not in body
