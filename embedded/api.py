@@ -19,7 +19,7 @@ from . import backend
 from .backend import Backend
 from .config import Config
 from .events import EventCallback
-from .inputs import check_images, check_workflow
+from .inputs import check_inputs, check_workflow
 from .types import Job, Result
 
 
@@ -55,7 +55,7 @@ class Executor:
 
     def make_job(self, workflow: Any, images: Mapping[str, bytes] | None = None, *, timeout: float | None = None,
                  job_id: str | None = None, extra_data: Mapping[str, Any] | None = None) -> Job:
-        job = Job(workflow=check_workflow(workflow), images=check_images(images),
+        job = Job(workflow=check_workflow(workflow), images=check_inputs(images),
                   extra_data=dict(extra_data or {}), timeout=timeout)
         if job_id is not None:
             job.job_id = str(job_id)

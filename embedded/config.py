@@ -31,6 +31,12 @@ def _path(value: str | None, default: Path | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else default
 
 
+def _paths(value: str | None) -> tuple[Path, ...] | None:
+    """A ``:``-separated list of paths; ``None`` when unset or empty."""
+    paths = tuple(Path(p).expanduser().resolve() for p in (value or "").split(os.pathsep) if p)
+    return paths or None
+
+
 def _seconds(value: str | None, name: str, default: float | None = None, allow_zero: bool = False) -> float | None:
     if value is None or value.strip() == "":
         return default
@@ -74,6 +80,11 @@ class Config:
     user_dir: Path | None = None
     #: a ComfyUI-format extra_model_paths.yaml (COMFY_EXTRA_MODEL_PATHS): model folders, custom_nodes
     extra_model_paths: tuple[Path, ...] = ()
+    #: folders of static input files every job sees beside its own (COMFY_INPUT_DIRS, ``:``-separated;
+    #: default: the tree's ``input`` and the network volume's ``input``); first one wins a name
+    input_dirs: tuple[Path, ...] | None = None
+    #: where RunPod mounts a network volume (NETWORK_VOLUME_PATH)
+    network_volume: Path = Path("/runpod-volume")
     #: ComfyUI's log level (COMFY_LOG_LEVEL)
     log_level: str = "DEBUG"
     #: log every websocket-compat frame (WEBSOCKET_TRACE)
@@ -127,13 +138,15 @@ class Config:
         if level not in LOG_LEVELS:
             raise ValueError(f"COMFY_LOG_LEVEL={level!r}: expected one of {', '.join(LOG_LEVELS)}")
         cpu = env.get("COMFY_FORCE_CPU")
-        extra = env.get("COMFY_EXTRA_MODEL_PATHS") or ""
+        extra = env.get("COMFY_EXTRA_MODEL_PATHS")
         return cls(
             comfyui_path=_path(env.get("COMFYUI_PATH"), REPO_ROOT / "vendor" / "ComfyUI"),
             work_dir=work,
             models_dir=_path(env.get("COMFY_MODELS_DIR"), work / "models"),
             user_dir=_path(env.get("COMFY_USER_DIR"), work / "user"),
-            extra_model_paths=tuple(Path(p).expanduser().resolve() for p in extra.split(os.pathsep) if p),
+            extra_model_paths=_paths(extra) or (),
+            input_dirs=_paths(env.get("COMFY_INPUT_DIRS")),
+            network_volume=_path(env.get("NETWORK_VOLUME_PATH"), Path("/runpod-volume")),
             log_level=level,
             websocket_trace=_flag(env.get("WEBSOCKET_TRACE")),
             force_cpu=_optional_flag(cpu),
@@ -167,6 +180,13 @@ class Config:
     @property
     def jobs_dir(self) -> Path:
         return self.work_dir / "jobs"
+
+    @property
+    def static_inputs(self) -> tuple[Path, ...]:
+        """The static input folders, in the order a name is looked up."""
+        if self.input_dirs is not None:
+            return self.input_dirs
+        return (self.comfyui_path / "input", self.network_volume / "input")
 
     @property
     def idle_dir(self) -> Path:

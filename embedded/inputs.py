@@ -1,8 +1,10 @@
 """What a job brings in: the workflow's format and the input images.
 
 Owns: the checks that run before ComfyUI sees anything: the workflow is an API-format object (a
-UI-format export gets a "use Export (API)" error), image names stay inside the job's input folder,
-image bytes decode as an image. Writes the images into a job's input folder.
+UI-format export gets a "use Export (API)" error); input file names stay inside the job's input
+folder and can all exist together; a file named as an image decodes as one (any other file, video,
+audio, text..., is taken as it is). Lays out a job's input folder: the static input files
+(``COMFY_INPUT_DIRS``) linked in, the job's own files written over them.
 
 Must not import ComfyUI or the backends.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from PIL import Image, UnidentifiedImageError
 
@@ -54,56 +56,163 @@ def check_workflow(workflow: Any) -> dict[str, Any]:
     return workflow
 
 
+#: the flags ComfyUI puts on a list input whose values are files of the input folder
+UPLOAD_FLAGS = ("image_upload", "audio_upload", "video_upload")
+_ANNOTATIONS = (" [input]", " [output]", " [temp]")
+
+
+def file_inputs(spec: Any) -> frozenset[str]:
+    """The inputs of a node's ``INPUT_TYPES()`` (or ``/object_info`` input) that pick an input file."""
+    names = set()
+    for section in ("required", "optional"):
+        for name, info in ((spec or {}).get(section) or {}).items() if isinstance(spec, dict) else ():
+            if isinstance(info, (list, tuple)) and len(info) > 1 and isinstance(info[1], dict) \
+                    and any(info[1].get(flag) for flag in UPLOAD_FLAGS):
+                names.add(name)
+    return frozenset(names)
+
+
+def check_file_inputs(workflow: dict[str, Any], file_inputs_of: Callable[[str], frozenset[str]]) -> None:
+    """Loader inputs (``LoadImage``'s ``image``, ``LoadAudio``'s ``audio``...) name a file inside the
+    input folders: an absolute path or ``..`` is a ``ValidationError`` before anything runs."""
+    bad = []
+    for node_id, node in workflow.items():
+        inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
+        names = file_inputs_of(str(node.get("class_type"))) if inputs else frozenset()
+        for name in names:
+            value = inputs.get(name)
+            if not isinstance(value, str):
+                continue
+            plain = next((value[:-len(a)] for a in _ANNOTATIONS if value.endswith(a)), value)
+            try:
+                check_input_name(plain)
+            except InputError as exc:
+                bad.append(NodeError(str(node_id), str(node.get("class_type")), "input_file_outside_input_folder",
+                                     exc.message.replace("Input name", "File name", 1), input_name=name))
+    if bad:
+        raise ValidationError("Prompt outputs failed validation", "prompt_outputs_failed_validation", bad)
+
+
 def _is_link(value: Any) -> bool:
     """ComfyUI's ``is_link``: ``["<node id>", <output index>]``."""
     return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
             and isinstance(value[1], (int, float)) and not isinstance(value[1], bool))
 
 
-def check_image_name(name: Any) -> str:
-    """A relative POSIX path inside the input folder: no absolute path, ``..``, NUL or backslash."""
+#: file extensions whose bytes must decode as an image (other inputs, video, audio, masks, text...,
+#: are taken as they are: the loader node that reads them says what it thinks of them)
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+#: longest name part and whole name, in UTF-8 bytes (common file-system limits)
+MAX_PART_BYTES, MAX_NAME_BYTES = 255, 1024
+
+
+def check_input_name(name: Any) -> str:
+    """A relative POSIX path inside the input folder: not absolute, no ``..``/``.``/empty part, no
+    NUL or backslash, each part at most 255 bytes. Spaces, ``~`` and non-ASCII are fine."""
     if not isinstance(name, str) or not name.strip():
-        raise InputError(f"Image name must be a non-empty string, got {name!r}")
+        raise InputError(f"Input name must be a non-empty string, got {name!r}")
     if "\x00" in name:
-        raise InputError(f"Image name {name!r} contains a NUL character")
+        raise InputError(f"Input name {name!r} contains a NUL character")
     if "\\" in name:
-        raise InputError(f"Image name {name!r} contains a backslash; use '/' for sub-folders")
-    path = PurePosixPath(name)
-    if path.is_absolute() or name.startswith("~"):
-        raise InputError(f"Image name {name!r} is an absolute path; give a name relative to the input folder")
-    if any(part in ("..", ".", "") for part in name.split("/")):
-        raise InputError(f"Image name {name!r} contains '..', '.' or '//'; give a plain relative name")
+        raise InputError(f"Input name {name!r} contains a backslash; use '/' for sub-folders")
+    if name.startswith("/"):
+        raise InputError(f"Input name {name!r} is an absolute path; give a name relative to the input folder")
+    parts = name.split("/")
+    if any(part in ("..", ".", "") for part in parts):
+        raise InputError(f"Input name {name!r} contains '..', '.' or '//'; give a plain relative name")
+    if len(name.encode()) > MAX_NAME_BYTES or any(len(part.encode()) > MAX_PART_BYTES for part in parts):
+        raise InputError(f"Input name {name[:40]!r}... is too long: at most {MAX_PART_BYTES} bytes a part "
+                         f"and {MAX_NAME_BYTES} in all")
     return name
 
 
-def check_image_bytes(name: str, data: Any) -> bytes:
+def check_names_together(names: list[str]) -> None:
+    """Names that cannot all exist in one folder: the same name twice, or one name that is both a
+    file and the folder of another (``a`` and ``a/b.png``)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"Input name {name!r} is given twice")
+        seen.add(name)
+    folders = {"/".join(name.split("/")[:i]) for name in names for i in range(1, name.count("/") + 1)}
+    clash = sorted(seen & folders)
+    if clash:
+        inner = next(n for n in sorted(seen) if n.startswith(clash[0] + "/"))
+        raise InputError(f"Input names {clash[0]!r} and {inner!r} clash: {clash[0]!r} cannot be both a file "
+                         f"and a folder")
+
+
+def check_input_bytes(name: str, data: Any) -> bytes:
+    """Bytes for an input; a name with an image extension must hold a readable image."""
     if not isinstance(data, (bytes, bytearray)):
-        raise InputError(f"Image {name!r}: expected bytes, got {type(data).__name__}")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"Image {name!r} is not a readable image: {exc}") from None
+        raise InputError(f"Input {name!r}: expected bytes, got {type(data).__name__}")
+    if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise InputError(f"Input {name!r} is not a readable image: {exc}") from None
     return bytes(data)
 
 
-def check_images(images: Mapping[str, Any] | None) -> dict[str, bytes]:
-    if images is None:
+def check_inputs(files: Mapping[str, Any] | None) -> dict[str, bytes]:
+    """Check a job's input files (name -> bytes) by name, together and by content."""
+    if files is None:
         return {}
-    if not isinstance(images, Mapping):
-        raise InputError(f"images must map names to bytes, got {type(images).__name__}")
-    return {check_image_name(n): check_image_bytes(n, d) for n, d in images.items()}
+    if not isinstance(files, Mapping):
+        raise InputError(f"images must map names to bytes, got {type(files).__name__}")
+    checked = {check_input_name(n): check_input_bytes(n, d) for n, d in files.items()}
+    check_names_together(list(checked))
+    return checked
 
 
-def write_images(images: Mapping[str, bytes], folder: Path) -> list[Path]:
-    """Write checked images under ``folder`` (created); returns the paths written."""
+def prepare_input_folder(folder: Path, static_dirs: tuple[Path, ...], names: Iterable[str]) -> None:
+    """Make ``folder`` show the static input files, with room for the job's own ``names``.
+
+    Each top-level entry of the static folders (first folder first) is linked into ``folder``. A
+    job's name replaces the link on its path: a file link is removed, a linked folder is made a
+    real folder of links one level down, so that writing the job's file never writes into a
+    static folder. The job's file wins for that job only; the static folders are never changed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for static in static_dirs:
+        if not static.is_dir():
+            continue
+        for entry in static.iterdir():
+            link = folder / entry.name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(entry, target_is_directory=entry.is_dir())
+    for name in names:
+        current = folder
+        for part in name.split("/")[:-1]:
+            current = current / part
+            if current.is_symlink():
+                target = current.resolve()
+                current.unlink()
+                current.mkdir()
+                if target.is_dir():
+                    for entry in target.iterdir():
+                        (current / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+        leaf = folder / name
+        if leaf.is_symlink():
+            leaf.unlink()
+
+
+def write_inputs(files: Mapping[str, bytes], folder: Path) -> list[Path]:
+    """Write checked input files under ``folder``; returns the paths written. A file-system
+    refusal is an ``InputError`` that names the input, never the folder."""
     written = []
     root = folder.resolve()
-    for name, data in images.items():
-        target = (root / check_image_name(name)).resolve()
-        if root not in target.parents:
-            raise InputError(f"Image name {name!r} escapes the input folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    for name, data in files.items():
+        target = root / check_input_name(name)
+        if root not in target.parent.resolve().parents and target.parent.resolve() != root:
+            raise InputError(f"Input name {name!r} escapes the input folder")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink():  # a static file of that name: this job's file replaces the link
+                target.unlink()
+            target.write_bytes(data)
+        except OSError as exc:
+            raise InputError(f"Input {name!r} could not be written: {exc.strerror or type(exc).__name__}") from None
         written.append(target)
     return written

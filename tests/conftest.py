@@ -22,7 +22,13 @@ def network_volume(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def test_config(work_dir, network_volume, tmp_path_factory) -> Config:
+def static_input(tmp_path_factory):
+    """The static input folder every job sees (COMFY_INPUT_DIRS), as /comfyui/input in the image."""
+    return tmp_path_factory.mktemp("static-input")
+
+
+@pytest.fixture(scope="session")
+def test_config(work_dir, network_volume, static_input, tmp_path_factory) -> Config:
     config_dir = tmp_path_factory.mktemp("config")
     volume = config_dir / "runpod.yaml"
     volume.write_text(EXAMPLES.joinpath("extra_model_paths.runpod.yaml").read_text()
@@ -30,7 +36,8 @@ def test_config(work_dir, network_volume, tmp_path_factory) -> Config:
     paths = config_dir / "extra_model_paths.yaml"
     paths.write_text(f"tests:\n  custom_nodes: {CUSTOM_NODES}\n")
     return Config.from_env({"COMFY_WORK_DIR": str(work_dir), "COMFY_EXTRA_MODEL_PATHS": f"{paths}:{volume}",
-                            "COMFY_LOG_LEVEL": "INFO", "COMFY_DISABLE_METADATA": "true"})
+                            "COMFY_LOG_LEVEL": "INFO", "COMFY_DISABLE_METADATA": "true",
+                            "COMFY_INPUT_DIRS": str(static_input)})
 
 
 @pytest.fixture(scope="session")

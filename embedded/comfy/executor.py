@@ -32,7 +32,7 @@ from ..config import Config
 from .. import translate
 from ..errors import BootError
 from ..events import Dispatcher, EventCallback, from_comfy
-from ..inputs import check_workflow, write_images
+from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder, write_inputs
 from ..jobcontrol import JobControl, Running
 from ..outputs import collect
 from ..types import BootInfo, Job, Result, Timings
@@ -160,9 +160,11 @@ class ComfyRunner(JobControl):
         try:
             # --- validate ------------------------------------------------------------------------
             prompt = copy.deepcopy(check_workflow(job.workflow))
+            check_file_inputs(prompt, _file_inputs)
             for folder in folders.values():
                 folder.mkdir(parents=True, exist_ok=True)
-            write_images(job.images, folders["input"])
+            prepare_input_folder(folders["input"], self.config.static_inputs, job.images)
+            write_inputs(job.images, folders["input"])
             _point_folders(folder_paths, folders)
             ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
             if not ok:
@@ -249,3 +251,15 @@ def _combo_options(class_type: str, input_name: str) -> tuple[str, ...] | None:
         return translate.options_from_input_spec(class_def.INPUT_TYPES(), input_name)
     except Exception:
         return None
+
+
+def _file_inputs(class_type: str) -> frozenset[str]:
+    """The inputs of a node class that pick a file of the input folder."""
+    import nodes
+    class_def = nodes.NODE_CLASS_MAPPINGS.get(class_type)
+    if class_def is None:
+        return frozenset()
+    try:
+        return file_inputs(class_def.INPUT_TYPES())
+    except Exception:
+        return frozenset()

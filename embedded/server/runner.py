@@ -41,7 +41,7 @@ from .. import events, translate
 from ..config import Config
 from ..errors import BootError, EmbeddedError, ServerCrashed, ServerError
 from ..events import Dispatcher, EventCallback, ProgressTextEvent
-from ..inputs import check_workflow
+from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder
 from ..jobcontrol import JobControl, Running
 from ..outputs import collect
 from ..types import BootInfo, Job, Result, Timings
@@ -70,6 +70,7 @@ class ServerRunner(JobControl):
         self.booted: BootInfo | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._http = threading.local()
+        self._file_inputs: dict[str, frozenset[str]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "ServerRunner":
@@ -82,6 +83,7 @@ class ServerRunner(JobControl):
     def _start_server(self) -> None:
         self.server.start()
         info = self._get("/object_info").json()
+        self._file_inputs = {name: file_inputs(spec.get("input")) for name, spec in info.items()}
         self._clean_folders()
         self.booted = BootInfo(mode="server", tree=self.config.comfyui_path, args=tuple(self.server.args),
                                cpu=bool(self.server.cpu),
@@ -135,7 +137,11 @@ class ServerRunner(JobControl):
             log.warning("server: ComfyUI's server is not running; starting it again")
             self._start_server()
         prompt = copy.deepcopy(check_workflow(job.workflow))
+        check_file_inputs(prompt, lambda class_type: self._file_inputs.get(class_type, frozenset()))
         prompt_id = str(uuid.uuid4())
+        # The server's input folder is ours: static files linked in, room made for the job's own
+        # (an upload over a link would write into the static folder).
+        prepare_input_folder(self.config.idle_dir / "input", self.config.static_inputs, job.images)
         for name, data in job.images.items():
             self._upload(name, data)
         ws = self._connect(job.client_id)

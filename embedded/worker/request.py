@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
-from ..inputs import check_image_bytes, check_image_name, check_workflow
+from ..inputs import check_input_bytes, check_input_name, check_names_together, check_workflow
 
 # worker-comfyui's messages, kept word for word.
 NO_INPUT = "Please provide input"
@@ -44,7 +44,7 @@ class WorkerRequest:
 
 
 def decode_base64_image(data: Any) -> bytes:
-    """Base64 (a ``data:image/...;base64,`` prefix is optional) -> bytes; raises ValueError."""
+    """Base64 (a ``data:<type>;base64,`` prefix is optional) -> bytes; raises ValueError."""
     if not isinstance(data, str):
         raise ValueError(f"expected a base64 string, got {type(data).__name__}")
     if data.startswith("data:"):
@@ -82,22 +82,28 @@ def parse(job_input: Any) -> WorkerRequest:
 
 
 def _decode_images(images: list[dict[str, Any]]) -> dict[str, bytes]:
+    """Every file of ``images`` (any kind: images, video, audio, masks, text...), each problem one line."""
     decoded: dict[str, bytes] = {}
     problems: list[str] = []
     for item in images:
         name = item["name"]
         try:
-            check_image_name(name)
+            check_input_name(name)
         except InputError as exc:
             problems.append(exc.message)
             continue
         if name in decoded:
-            problems.append(f"Image name {name!r} is given twice")
+            problems.append(f"Input name {name!r} is given twice")
             continue
         try:
-            decoded[name] = check_image_bytes(name, decode_base64_image(item["image"]))
+            decoded[name] = check_input_bytes(name, decode_base64_image(item["image"]))
         except ValueError as exc:
             problems.append(f"Error decoding base64 for {name}: {exc}")
+        except InputError as exc:
+            problems.append(exc.message)
+    if not problems:
+        try:
+            check_names_together(list(decoded))
         except InputError as exc:
             problems.append(exc.message)
     if problems:

@@ -1,9 +1,13 @@
 """Workflows and input images are checked before ComfyUI sees them."""
 
+import struct
+import zlib
+
 import pytest
 
 from embedded import InputError, ValidationError, WorkflowFormatError
-from embedded.inputs import check_image_name, check_images, check_workflow, write_images
+from embedded.inputs import (check_file_inputs, check_input_name, check_inputs, check_workflow, file_inputs,
+                             prepare_input_folder, write_inputs)
 
 from ..helpers import png_bytes, workflow
 
@@ -25,24 +29,95 @@ def test_a_link_to_a_missing_node_is_a_validation_error_naming_both_nodes():
                                     "which is not in the workflow"]
 
 
-@pytest.mark.parametrize("name", ["/etc/passwd", "../x.png", "a/../../x.png", "a\\b.png", "x\x00.png", "", "~/x.png",
-                                  "./x.png", 5, None])
-def test_names_that_could_leave_the_input_folder_are_refused(name):
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x.png", "a/../../x.png", "a\\b.png", "x\x00.png", "",
+                                  "./x.png", "a//b.png", "x" * 256 + ".png", "a/" * 600 + "b.png", 5, None])
+def test_names_that_could_leave_the_input_folder_or_cannot_exist_are_refused(name):
     with pytest.raises(InputError):
-        check_image_name(name)
+        check_input_name(name)
 
 
-@pytest.mark.parametrize("name", ["in.png", "sub/in.png", "my image (1).jpg"])
-def test_plain_relative_names_are_accepted(name):
-    assert check_image_name(name) == name
+@pytest.mark.parametrize("name", ["in.png", "sub/in.png", "my image (1).jpg", "~draft.png", "~/x.png",
+                                  "café/日本語.png", "x" * 250 + ".png"])
+def test_plain_relative_names_are_accepted_with_tilde_spaces_and_non_ascii(name):
+    assert check_input_name(name) == name
+
+
+@pytest.mark.parametrize("names, message", [
+    (["a", "a/b.txt"], "'a' and 'a/b.txt' clash"),
+    (["x/y/z.wav", "x/y"], "'x/y' and 'x/y/z.wav' clash"),
+])
+def test_names_that_cannot_exist_together_are_refused(names, message):
+    with pytest.raises(InputError, match=message):
+        check_inputs({n: b"data" for n in names})
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "text"])
-def test_bytes_that_are_no_image_are_refused(data):
+def test_bytes_that_are_no_image_are_refused_under_an_image_name(data):
     with pytest.raises(InputError, match="in.png"):
-        check_images({"in.png": data})
+        check_inputs({"in.png": data})
 
 
-def test_images_are_written_inside_the_folder(tmp_path):
-    written = write_images({"a.png": png_bytes(), "sub/b.png": png_bytes()}, tmp_path)
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == ["a.png", "sub/b.png"]
+def test_a_decompression_bomb_is_an_input_error():
+    with pytest.raises(InputError, match="bomb.png"):
+        check_inputs({"bomb.png": png_header_only(20000, 10000)})
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "voice.wav", "prompt.txt", "mask", "model.latent"])
+def test_files_of_any_other_kind_are_taken_as_they_are(name):
+    assert check_inputs({name: b"\x00\x01 any bytes"}) == {name: b"\x00\x01 any bytes"}
+
+
+def test_inputs_are_written_inside_the_folder(tmp_path):
+    written = write_inputs({"a.png": png_bytes(), "sub/b.mp4": b"video"}, tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == ["a.png", "sub/b.mp4"]
+
+
+def test_static_inputs_are_linked_in_and_the_jobs_file_wins_without_touching_them(tmp_path):
+    static = tmp_path / "static"
+    (static / "masks").mkdir(parents=True)
+    (static / "logo.png").write_bytes(b"static logo")
+    (static / "masks" / "m.png").write_bytes(b"static mask")
+    job = tmp_path / "job"
+    files = {"logo.png": b"job logo", "masks/new.png": b"job mask"}
+    prepare_input_folder(job, (static, tmp_path / "absent"), files)
+    write_inputs(files, job)
+    assert (job / "logo.png").read_bytes() == b"job logo"
+    assert (job / "masks" / "m.png").read_bytes() == b"static mask"  # still seen, through a link
+    assert (job / "masks" / "new.png").read_bytes() == b"job mask"
+    assert (static / "logo.png").read_bytes() == b"static logo"
+    assert sorted(p.name for p in (static / "masks").iterdir()) == ["m.png"]  # nothing landed there
+
+
+def test_the_first_static_folder_wins_a_name(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "x.txt").write_text(folder.name)
+    prepare_input_folder(tmp_path / "job", (first, second), [])
+    assert (tmp_path / "job" / "x.txt").read_text() == "first"
+
+
+LOADER_SPEC = {"required": {"image": (["a.png"], {"image_upload": True}), "note": ("STRING", {})}}
+
+
+@pytest.mark.parametrize("value", ["/etc/passwd", "../../secret.png", "sub/../../x.png", "/abs.png [input]"])
+def test_loader_inputs_cannot_reach_outside_the_input_folders(value):
+    wf = {"1": {"class_type": "Loader", "inputs": {"image": value, "note": "/not/a/file/input"}}}
+    with pytest.raises(ValidationError) as info:
+        check_file_inputs(wf, lambda class_type: file_inputs(LOADER_SPEC))
+    assert info.value.node_errors[0].input_name == "image"
+    assert info.value.node_errors[0].type == "input_file_outside_input_folder"
+
+
+def test_loader_inputs_inside_the_input_folders_pass():
+    wf = {"1": {"class_type": "Loader", "inputs": {"image": "sub/a.png [output]", "note": "/x"}}}
+    check_file_inputs(wf, lambda class_type: file_inputs(LOADER_SPEC))
+    assert file_inputs(LOADER_SPEC) == {"image"}
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that only claims its size (a signature, IHDR and IEND): a few dozen bytes."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))

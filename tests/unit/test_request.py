@@ -40,8 +40,8 @@ def test_every_bad_image_is_listed_in_details():
     assert len(details) == 4
     assert "'../x.png'" in details[0]
     assert details[1].startswith("Error decoding base64 for ok.png")
-    assert details[2].startswith("Image 'text.png' is not a readable image")
-    assert details[3] == "Image name 'good.png' is given twice"
+    assert details[2].startswith("Input 'text.png' is not a readable image")
+    assert details[3] == "Input name 'good.png' is given twice"
 
 
 @pytest.mark.parametrize("workflow_value, error", [([], WorkflowFormatError), ("{}", WorkflowFormatError),
