@@ -12,9 +12,12 @@ allowed values of a list input (model files), which ComfyUI leaves out of long l
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Iterable
 
+from . import packs
 from .errors import ExecutionError, JobInterrupted, JobTimeout, NodeError, ValidationError
+from .types import FailedPack
 
 OptionsLookup = Callable[[str, str], "tuple[str, ...] | None"]
 
@@ -38,12 +41,22 @@ def node_errors(raw: dict[str, Any] | None, prompt: dict[str, Any],
 
 
 def validation_error(error: dict[str, Any] | None, raw_node_errors: dict[str, Any] | None,
-                     prompt: dict[str, Any], options_for: OptionsLookup | None = None) -> ValidationError:
+                     prompt: dict[str, Any], options_for: OptionsLookup | None = None,
+                     failed_packs: Iterable[FailedPack] = ()) -> ValidationError:
+    """``failed_packs``: a node type that does not exist is explained by the pack that failed."""
     error = error or {}
-    return ValidationError(str(error.get("message") or "Workflow validation failed"),
-                           str(error.get("type") or "invalid_prompt"),
-                           node_errors(raw_node_errors, prompt, options_for),
-                           extra=str(error.get("details") or ""))
+    message = str(error.get("message") or "Workflow validation failed")
+    extra = str(error.get("details") or "")
+    missing = _MISSING_NODE.match(message)
+    why = packs.hint(missing["class_type"], failed_packs) if missing else ""
+    if why:
+        extra = f"{extra}; {why}" if extra else why
+    return ValidationError(message, str(error.get("type") or "invalid_prompt"),
+                           node_errors(raw_node_errors, prompt, options_for), extra=extra)
+
+
+#: ComfyUI's message for a node type it does not know
+_MISSING_NODE = re.compile(r"Cannot execute because node (?P<class_type>.+) does not exist\.$")
 
 
 def options_from_input_spec(spec: Any, input_name: str) -> tuple[str, ...] | None:

@@ -93,6 +93,15 @@ class Result:
 
 
 @dataclass(frozen=True)
+class FailedPack:
+    """A custom-node pack that did not import at boot, and why (ComfyUI's own words)."""
+
+    name: str
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class BootInfo:
     """How a backend started: which tree, with which ComfyUI arguments, on what, how fast."""
 
@@ -103,3 +112,5 @@ class BootInfo:
     node_classes: int
     seconds: float
     import_failures: tuple[str, ...] = ()
+    #: custom-node packs that failed to import (a job using one of their nodes is told)
+    failed_packs: tuple[FailedPack, ...] = ()

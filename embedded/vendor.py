@@ -103,6 +103,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: what users add to a tree (models baked in, node packs, static inputs, outputs, their own model
+#: paths): extra files there do not make the tree foreign; the pinned files there are still checked
+USER_OWNED = ("models/", "custom_nodes/", "input/", "output/", "user/", "temp/", "extra_model_paths.yaml")
+
+
 def tree_files(root: Path) -> dict[str, Path]:
     """Every regular file under ``root`` by its POSIX relative path, Python byte-code excluded."""
     files: dict[str, Path] = {}
@@ -137,7 +142,7 @@ def verify(root: Path, manifest: dict[str, str] | None = None) -> Verification:
         return Verification(missing=tuple(sorted(manifest)))
     present = tree_files(root)
     missing = sorted(set(manifest) - set(present))
-    unexpected = sorted(set(present) - set(manifest))
+    unexpected = sorted(rel for rel in set(present) - set(manifest) if not rel.startswith(USER_OWNED))
     changed = sorted(rel for rel in set(manifest) & set(present) if sha256_file(present[rel]) != manifest[rel])
     return Verification(tuple(missing), tuple(changed), tuple(unexpected))
 

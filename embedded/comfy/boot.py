@@ -2,8 +2,9 @@
 
 Owns the start-up order that works on the pinned tree (see the rules in ``embedded/comfy``):
 ``sys.path`` -> arguments parsed by ComfyUI's parser from our list -> logging -> ``utils.extra_config``
-before ``nodes`` -> folders -> our ``PromptServer.instance`` -> node modules (built-in, extras, API,
-custom) -> progress hook -> ``gc.freeze()``.
+before ``nodes`` -> folders (the tree's own ``extra_model_paths.yaml`` first, as main.py) -> custom
+nodes' prestartup scripts -> our ``PromptServer.instance`` -> node modules (built-in, extras, API,
+custom; packs that fail are recorded) -> progress hook -> ``gc.freeze()``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import importlib.util
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,8 +23,9 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import BootError
+from .. import packs
 from ..launch import comfy_args, use_cpu
-from ..types import BootInfo
+from ..types import BootInfo, FailedPack
 
 log = logging.getLogger("embedded.comfy")
 
@@ -105,6 +109,9 @@ def _boot(config: Config, loop, tree: Path, started: float):
     # 3. utils.extra_config before nodes (nodes.py shadows top-level "utils"), then folders.
     import utils.extra_config
     import folder_paths
+    own_paths = tree / "extra_model_paths.yaml"  # main.py reads the tree's own file first
+    if own_paths.is_file():
+        utils.extra_config.load_extra_path_config(str(own_paths))
     for path in parsed.extra_model_paths_config or []:
         for item in (path if isinstance(path, list) else [path]):
             utils.extra_config.load_extra_path_config(item)
@@ -113,30 +120,80 @@ def _boot(config: Config, loop, tree: Path, started: float):
     folder_paths.set_user_directory(str(Path(parsed.user_directory).resolve()))
     folder_paths.set_temp_directory(str(Path(parsed.temp_directory).resolve() / "temp"))
 
-    # 4. Our PromptServer.instance before any node module is imported.
+    # 4. Custom nodes' prestartup scripts, as main.py runs them: before torch and the nodes.
+    _run_prestartup_scripts(parsed, folder_paths.get_folder_paths("custom_nodes"))
+
+    # 5. Our PromptServer.instance before any node module is imported.
     import server
     from .shim import ServerShim
     stand_in = ServerShim(loop)
     server.PromptServer.instance = stand_in
 
-    # 5. Node modules.
+    # 6. Node modules (a pack that fails to import is recorded with ComfyUI's reason).
     import execution  # noqa: F401  (imports comfy.model_management with the parsed arguments)
     import hook_breaker_ac10a0
     import nodes
     hook_breaker_ac10a0.save_functions()
+    failed_packs = _FailedPackRecorder()
+    logging.getLogger().addHandler(failed_packs)
     try:
         failures = loop.run_until_complete(nodes.init_extra_nodes(
             init_custom_nodes=(not parsed.disable_all_custom_nodes) or len(parsed.whitelist_custom_nodes) > 0,
             init_api_nodes=not parsed.disable_api_nodes))
     finally:
+        logging.getLogger().removeHandler(failed_packs)
         hook_breaker_ac10a0.restore_functions()
+    for pack in failed_packs.packs.values():
+        log.warning("embedded: custom-node pack %s failed to import: %s", pack.name, pack.reason)
 
-    # 6. Progress hook, then freeze what boot allocated.
+    # 7. Progress hook, then freeze what boot allocated.
     from . import progress
     progress.install(stand_in)
     gc.collect()
     gc.freeze()
     booted = BootInfo(mode="embedded", tree=tree, args=tuple(args), cpu=cpu, node_classes=len(nodes.NODE_CLASS_MAPPINGS),
                     seconds=time.perf_counter() - started,
-                    import_failures=tuple(failures or ()) if isinstance(failures, (list, tuple)) else ())
+                    import_failures=tuple(failures or ()) if isinstance(failures, (list, tuple)) else (),
+                    failed_packs=tuple(failed_packs.packs.values()))
     return booted, stand_in
+
+
+class _FailedPackRecorder(logging.Handler):
+    """Collects ComfyUI's "Cannot import <pack> module for custom nodes" messages during node loading."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.packs: dict[Path, FailedPack] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pack = packs.parse(record.getMessage())
+        if pack is not None:
+            self.packs.setdefault(pack.path, pack)
+
+
+def _run_prestartup_scripts(parsed, custom_node_dirs: list[str]) -> None:
+    """Run each custom-node pack's ``prestartup_script.py`` as ComfyUI's main.py does (same order,
+    same skips: files, ``.disabled``, ``__pycache__``, packs left out by ``--disable-all-custom-nodes``
+    unless whitelisted); a failing script is logged, not fatal."""
+    if parsed.disable_all_custom_nodes and not parsed.whitelist_custom_nodes:
+        return
+    for folder in custom_node_dirs:
+        try:
+            entries = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        except OSError:
+            continue
+        for entry in entries:
+            pack = os.path.join(folder, entry)
+            script = os.path.join(pack, "prestartup_script.py")
+            if os.path.isfile(pack) or entry.endswith(".disabled") or entry == "__pycache__" \
+                    or not os.path.exists(script):
+                continue
+            if parsed.disable_all_custom_nodes and entry not in parsed.whitelist_custom_nodes:
+                continue
+            try:
+                spec = importlib.util.spec_from_file_location(os.path.splitext(script)[0], script)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                log.info("embedded: ran the prestartup script of %s", entry)
+            except Exception as exc:  # as main.py: a broken script is reported, boot goes on
+                log.error("embedded: the prestartup script of %s failed: %s: %s", entry, type(exc).__name__, exc)

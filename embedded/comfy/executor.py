@@ -168,7 +168,8 @@ class ComfyRunner(JobControl):
             _point_folders(folder_paths, folders)
             ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
             if not ok:
-                raise translate.validation_error(error, node_errors, prompt, _combo_options)
+                raise translate.validation_error(error, node_errors, prompt, _combo_options,
+                                                self.booted.failed_packs)
             warnings = [e.line() for e in translate.node_errors(node_errors, prompt, _combo_options)]
             timings.validate = time.perf_counter() - t
 

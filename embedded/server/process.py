@@ -21,9 +21,11 @@ from pathlib import Path
 import requests
 import yaml
 
+from .. import packs
 from ..config import Config
 from ..errors import BootError, ServerCrashed
 from ..launch import comfy_args, use_cpu
+from ..types import FailedPack
 
 #: custom-node packs loaded into the server process only (see their docstrings)
 COMFY_NODES = Path(__file__).resolve().parent / "comfy_nodes"
@@ -68,6 +70,14 @@ class ComfyServer:
                 return "".join(collections.deque(fh, maxlen=lines)).rstrip()
         except OSError:
             return "(no log)"
+
+    def failed_packs(self) -> tuple[FailedPack, ...]:
+        """The custom-node packs the server's log says failed to import."""
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                return packs.parse_lines(fh)
+        except OSError:
+            return ()
 
     def crashed(self, during: str) -> ServerCrashed:
         code = None

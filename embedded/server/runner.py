@@ -87,7 +87,10 @@ class ServerRunner(JobControl):
         self._clean_folders()
         self.booted = BootInfo(mode="server", tree=self.config.comfyui_path, args=tuple(self.server.args),
                                cpu=bool(self.server.cpu),
-                               node_classes=len(info), seconds=self.server.ready_seconds or 0.0)
+                               node_classes=len(info), seconds=self.server.ready_seconds or 0.0,
+                               failed_packs=self.server.failed_packs())
+        for pack in self.booted.failed_packs:
+            log.warning("server: custom-node pack %s failed to import: %s", pack.name, pack.reason)
         log.info("server: ComfyUI's server answers on %s after %.1f s", self.server.url, self.booted.seconds)
 
     def close(self) -> None:
@@ -150,7 +153,8 @@ class ServerRunner(JobControl):
                                               "extra_data": dict(job.extra_data)}, ok=(200, 400))
             body = response.json()
             if response.status_code == 400:
-                raise translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options)
+                raise translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options,
+                                                 self.booted.failed_packs)
             warnings = [e.line() for e in translate.node_errors(body.get("node_errors"), prompt, self._options)]
             with self._state_lock:
                 running.prompt_id = prompt_id

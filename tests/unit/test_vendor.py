@@ -119,3 +119,15 @@ def test_a_source_that_gives_other_bytes_never_replaces_the_tree(small_pin, monk
         vendor.ensure(tree, log=lambda m: None)
     assert (tree / "a.py").read_text() == "tampered\n"  # left as it was, and reported again next time
     assert not list(tree.parent.glob(".ComfyUI-*"))
+
+
+def test_what_users_add_to_a_tree_does_not_make_it_foreign(small_pin):
+    tree, _ = small_pin
+    vendor.ensure(tree, log=lambda m: None)
+    for rel in ("models/checkpoints/x.safetensors", "custom_nodes/pack/__init__.py", "input/static.png",
+                "extra_model_paths.yaml"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("user's")
+    assert vendor.verify(tree).ok
+    vendor.ensure(tree, log=lambda m: None)
+    assert (tree / "models/checkpoints/x.safetensors").read_text() == "user's"
