@@ -39,20 +39,30 @@ RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" \
 
 COPY pyproject.toml README.md ./
 COPY embedded ./embedded
-RUN pip install -e .
+RUN pip install -e . "comfy-cli==1.23.0"
 
-# The pinned ComfyUI, fetched and verified by the same step as on a developer machine.
+# The pinned ComfyUI at /comfyui (where worker-comfyui has it), fetched and verified by the same
+# step as on a developer machine. Derived images add to its models/, custom_nodes/ and input/.
 COPY vendor/comfyui.lock.json vendor/comfyui.manifest ./vendor/
-RUN python -m embedded.vendor --source "${COMFYUI_SOURCE}"
+RUN python -m embedded.vendor --source "${COMFYUI_SOURCE}" --tree /comfyui
 
-COPY examples/extra_model_paths.runpod.yaml ./extra_model_paths.runpod.yaml
+# The network volume (/runpod-volume/models/..., /runpod-volume/custom_nodes), read at boot as
+# ComfyUI's main.py reads the tree's own extra_model_paths.yaml.
+COPY examples/extra_model_paths.runpod.yaml /comfyui/extra_model_paths.yaml
 COPY test_input.json ./test_input.json
 COPY docker/start.sh /start.sh
+COPY docker/comfy-node-install /usr/local/bin/comfy-node-install
 
-# Models: /comfyui/models inside the image, and /runpod-volume/models/... on a network volume.
-ENV COMFY_WORK_DIR=/comfyui \
+# comfy-cli as in worker-comfyui's image: workspace /comfyui, tracking off, so that derived images'
+# `RUN comfy-node-install ...` and `RUN comfy model download ...` lines work unchanged.
+RUN comfy --skip-prompt tracking disable \
+    && comfy --skip-prompt set-default /comfyui \
+    && python -m compileall -q /comfyui /app/embedded
+
+# ComfyUI's tree, models baked into it, our work folder (per-job folders) outside it.
+ENV COMFYUI_PATH=/comfyui \
     COMFY_MODELS_DIR=/comfyui/models \
-    COMFY_EXTRA_MODEL_PATHS=/app/extra_model_paths.runpod.yaml \
+    COMFY_WORK_DIR=/app/work \
     COMFY_LOG_LEVEL=DEBUG
 
 CMD ["/start.sh"]

@@ -120,6 +120,11 @@ def _boot(config: Config, loop, tree: Path, started: float):
     folder_paths.set_user_directory(str(Path(parsed.user_directory).resolve()))
     folder_paths.set_temp_directory(str(Path(parsed.temp_directory).resolve() / "temp"))
 
+    # A custom_nodes folder that does not exist (a network volume's, on a worker without one) is
+    # left out: ComfyUI would fail to list it.
+    node_dirs, extensions = folder_paths.folder_names_and_paths["custom_nodes"]
+    folder_paths.folder_names_and_paths["custom_nodes"] = ([d for d in node_dirs if os.path.isdir(d)], extensions)
+
     # 4. Custom nodes' prestartup scripts, as main.py runs them: before torch and the nodes.
     _run_prestartup_scripts(parsed, folder_paths.get_folder_paths("custom_nodes"))
 

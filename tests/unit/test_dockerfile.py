@@ -66,10 +66,25 @@ def test_the_image_vendors_comfyui_through_the_verified_fetch_step():
     assert "vendor/ComfyUI" not in copied
 
 
-def test_the_image_maps_the_network_volume_and_runs_the_worker():
+def test_the_image_has_comfyui_at_slash_comfyui_with_comfy_cli_and_comfy_node_install():
+    """What users' derived Dockerfiles assume of worker-comfyui's image (README, "Switching")."""
     envs = " ".join(rest for keyword, rest in instructions() if keyword == "ENV")
-    assert "COMFY_EXTRA_MODEL_PATHS=/app/extra_model_paths.runpod.yaml" in envs
+    assert "COMFYUI_PATH=/comfyui" in envs and "COMFY_MODELS_DIR=/comfyui/models" in envs
+    runs = " ".join(rest for keyword, rest in instructions() if keyword == "RUN")
+    assert "--tree /comfyui" in runs and "comfy-cli==" in runs
+    assert "comfy --skip-prompt tracking disable" in runs and "comfy --skip-prompt set-default /comfyui" in runs
+    assert ("COPY", "docker/comfy-node-install /usr/local/bin/comfy-node-install") in instructions()
+    tool = REPO / "docker" / "comfy-node-install"
+    assert tool.stat().st_mode & 0o111
+    assert subprocess.run(["bash", "-n", str(tool)], capture_output=True).returncode == 0
+    usage = subprocess.run(["bash", str(tool)], capture_output=True, text=True)
+    assert usage.returncode == 64 and "usage: comfy-node-install" in usage.stderr
+
+
+def test_the_image_maps_the_network_volume_and_runs_the_worker():
+    assert ("COPY", "examples/extra_model_paths.runpod.yaml /comfyui/extra_model_paths.yaml") in instructions()
     volume = (REPO / "examples" / "extra_model_paths.runpod.yaml").read_text()
     for folder in ("diffusion_models", "text_encoders", "checkpoints", "loras", "vae"):
         assert f"models/{folder}/" in volume
+    assert "custom_nodes: custom_nodes/" in volume
     assert ("CMD", '["/start.sh"]') in instructions()
