@@ -85,6 +85,8 @@ class Config:
     input_dirs: tuple[Path, ...] | None = None
     #: where RunPod mounts a network volume (NETWORK_VOLUME_PATH)
     network_volume: Path = Path("/runpod-volume")
+    #: log a report of the network volume's model folders at boot (NETWORK_VOLUME_DEBUG)
+    network_volume_debug: bool = False
     #: ComfyUI's log level (COMFY_LOG_LEVEL)
     log_level: str = "DEBUG"
     #: log every websocket-compat frame (WEBSOCKET_TRACE)
@@ -147,6 +149,7 @@ class Config:
             extra_model_paths=_paths(extra) or (),
             input_dirs=_paths(env.get("COMFY_INPUT_DIRS")),
             network_volume=_path(env.get("NETWORK_VOLUME_PATH"), Path("/runpod-volume")),
+            network_volume_debug=_flag(env.get("NETWORK_VOLUME_DEBUG")),
             log_level=level,
             websocket_trace=_flag(env.get("WEBSOCKET_TRACE")),
             force_cpu=_optional_flag(cpu),

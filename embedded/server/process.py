@@ -97,6 +97,7 @@ class ComfyServer:
         if not (tree / "main.py").is_file():
             raise BootError(f"No ComfyUI tree at {tree}: run `python -m embedded.vendor` (or `make demo`) first, "
                             f"or set COMFYUI_PATH")
+        self._make_custom_node_folders()
         self.cpu = use_cpu(self.config)
         self.port = free_port(self.host)
         self.args = [*comfy_args(self.config, self.cpu), "--extra-model-paths-config", str(self._plugin_paths()),
@@ -119,6 +120,19 @@ class ComfyServer:
         self.stop()
         raise BootError(f"ComfyUI's server did not answer within {self.config.server_start_timeout_s:g} s. "
                         f"Last log lines:\n{self.log_tail()}")
+
+    def _make_custom_node_folders(self) -> None:
+        """main.py fails to start when a ``custom_nodes`` folder of a model-paths file does not exist
+        (a network volume's, on a worker without one; the embedded boot skips those): create them."""
+        files = [self.config.comfyui_path / "extra_model_paths.yaml", *self.config.extra_model_paths]
+        for file in (f for f in files if f.is_file()):
+            for conf in (yaml.safe_load(file.read_text()) or {}).values():
+                if not isinstance(conf, dict) or not conf.get("custom_nodes"):
+                    continue
+                base = Path(os.path.expandvars(os.path.expanduser(str(conf.get("base_path") or file.parent))))
+                for entry in str(conf["custom_nodes"]).splitlines():
+                    if entry.strip():
+                        (file.parent / base / entry.strip()).mkdir(parents=True, exist_ok=True)
 
     def _plugin_paths(self) -> Path:
         """A model-paths file whose ``custom_nodes`` is our folder of server-side adaptations."""

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-from . import request, response
+from . import diagnostics, request, response
 from ..api import Executor
 from ..config import Config
 from .delivery import Delivery
@@ -43,6 +43,8 @@ class Worker:
 
     def boot(self) -> None:
         """Boot ComfyUI and run the warm-up workflow; never raises (a failure is kept for every job)."""
+        if self.config.network_volume_debug:
+            diagnostics.log_report(self.config.network_volume)
         try:
             self.executor.start()
         except Exception as exc:  # BootError, or anything a broken install raises
