@@ -80,3 +80,21 @@ def test_network_volume_folders_list_their_models(executor, network_volume):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"on_volume_{sub}.safetensors").write_bytes(b"")
         assert f"on_volume_{sub}.safetensors" in folder_paths.get_filename_list(kind), (kind, sub)
+
+
+def test_the_is_changed_cache_our_server_side_pack_wraps(executor):
+    """embedded/server/comfy_nodes/embedded_repeat_outputs wraps IsChangedCache.get in server mode."""
+    import execution
+    assert list(inspect.signature(execution.IsChangedCache.__init__).parameters) == [
+        "self", "prompt_id", "dynprompt", "outputs_cache"]
+    assert inspect.iscoroutinefunction(execution.IsChangedCache.get)
+    assert list(inspect.signature(execution.IsChangedCache.get).parameters) == ["self", "node_id"]
+
+
+def test_comfyuis_failed_pack_message_is_the_one_we_read():
+    import nodes
+
+    from embedded import packs
+    source = inspect.getsource(nodes.load_custom_node)
+    assert 'f"Cannot import {module_path} module for custom nodes: {e}"' in source
+    assert packs.parse("Cannot import /x/pack module for custom nodes: boom").reason == "boom"
