@@ -9,10 +9,10 @@
 from .api import Executor, default_executor, execute
 from .config import Config
 from .errors import (BootError, EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, NodeError,
-                     ServerCrashed, ServerError, ValidationError, WorkflowFormatError)
+                     ServerCrashed, ServerError, ValidationError, WorkerStuck, WorkflowFormatError)
 from .events import Event
 from .types import Job, Output, Result, Timings
 
 __all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output", "Result", "Timings", "Event",
            "EmbeddedError", "BootError", "WorkflowFormatError", "InputError", "ValidationError", "NodeError",
-           "ExecutionError", "JobInterrupted", "JobTimeout", "ServerError", "ServerCrashed"]
+           "ExecutionError", "JobInterrupted", "JobTimeout", "WorkerStuck", "ServerError", "ServerCrashed"]

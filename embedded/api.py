@@ -54,37 +54,43 @@ class Executor:
         return self._runner.booted if self._runner and self._started else None
 
     def make_job(self, workflow: Any, images: Mapping[str, bytes] | None = None, *, timeout: float | None = None,
-                 job_id: str | None = None, extra_data: Mapping[str, Any] | None = None) -> Job:
-        job = Job(workflow=check_workflow(workflow), images=check_inputs(images),
-                  extra_data=dict(extra_data or {}), timeout=timeout)
+                 job_id: str | None = None, extra_data: Mapping[str, Any] | None = None,
+                 unload_models: bool = False, free_memory: bool = False) -> Job:
+        """A checked ``Job``. ``unload_models`` / ``free_memory`` run after it, as ComfyUI's ``/free``."""
+        job = Job(workflow=check_workflow(workflow), images=check_inputs(images, self.config.input_limits),
+                  extra_data=dict(extra_data or {}), timeout=timeout, unload_models=bool(unload_models),
+                  free_memory=bool(free_memory))
         if job_id is not None:
             job.job_id = str(job_id)
         return job
 
     def submit(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-               on_event: EventCallback | None = None, timeout: float | None = None, job_id: str | None = None,
-               extra_data: Mapping[str, Any] | None = None) -> concurrent.futures.Future:
-        """Queue a job; returns a future of its ``Result``."""
-        job = self.make_job(workflow, images, timeout=timeout, job_id=job_id, extra_data=extra_data)
+               on_event: EventCallback | None = None, **job_options: Any) -> concurrent.futures.Future:
+        """Queue a job; returns a future of its ``Result``. ``job_options`` are ``make_job``'s."""
+        job = self.make_job(workflow, images, **job_options)
         return self.start()._runner.submit(job, on_event)
 
     def run(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-            on_event: EventCallback | None = None, timeout: float | None = None, job_id: str | None = None,
-            extra_data: Mapping[str, Any] | None = None) -> Result:
-        """Run a workflow and return its ``Result``; raises an ``EmbeddedError`` subclass on failure."""
-        return self.submit(workflow, images, on_event=on_event, timeout=timeout, job_id=job_id,
-                           extra_data=extra_data).result()
+            on_event: EventCallback | None = None, **job_options: Any) -> Result:
+        """Run a workflow and return its ``Result``; raises an ``EmbeddedError`` subclass on failure.
+        ``job_options`` are ``make_job``'s (``timeout``, ``job_id``, ``free_memory``...)."""
+        return self.submit(workflow, images, on_event=on_event, **job_options).result()
 
     async def run_async(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-                        on_event: EventCallback | None = None, timeout: float | None = None,
-                        job_id: str | None = None, extra_data: Mapping[str, Any] | None = None) -> Result:
-        """Like ``run`` for async callers; cancelling the awaiting task interrupts the job."""
-        job = self.make_job(workflow, images, timeout=timeout, job_id=job_id, extra_data=extra_data)
+                        on_event: EventCallback | None = None, **job_options: Any) -> Result:
+        """Like ``run`` for async callers. Cancelling the awaiting task interrupts the job and waits
+        for it to stop (at most ``JOB_STOP_GRACE_S``)."""
+        job = self.make_job(workflow, images, **job_options)
         return await self.start()._runner.run_async(job, on_event)
 
     def interrupt(self, job_id: str | None = None) -> bool:
         """Interrupt the running job (or the job ``job_id``, running or queued)."""
         return self._runner.interrupt(job_id) if self._runner and self._started else False
+
+    @property
+    def stuck(self) -> bool:
+        """Whether a stopped job's node still holds the process (no job can run; see ``WorkerStuck``)."""
+        return bool(self._runner and self._started and self._runner.stuck)
 
     def close(self) -> None:
         with self._lock:

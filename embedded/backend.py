@@ -17,6 +17,8 @@ from .types import BootInfo, Job, Result
 
 class Backend(Protocol):
     booted: BootInfo | None
+    #: a stopped job's node still holds the backend (see ``jobcontrol``)
+    stuck: bool
 
     def start(self) -> "Backend": ...
 

@@ -13,6 +13,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .inputs import InputLimits
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -59,6 +61,19 @@ def _count(value: str | None, default: int, name: str) -> int:
     if count < 0:
         raise ValueError(f"{name}={value!r}: expected zero or more")
     return count
+
+
+def _positive(value: str | None, default: float | None, name: str) -> float | None:
+    """A number > 0 (sizes, percentages); ``None`` when unset and no default."""
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a number") from None
+    if not number > 0:
+        raise ValueError(f"{name}={value!r}: expected a number above zero")
+    return number
 
 
 def _mode(value: str | None) -> str:
@@ -118,6 +133,16 @@ class Config:
     serve_api_locally: bool = False
     #: seconds a job may run before it is stopped; None = no limit (JOB_TIMEOUT_S)
     job_timeout: float | None = None
+    #: seconds a job asked to stop may take before it is answered anyway (JOB_STOP_GRACE_S); a node
+    #: still running then is abandoned: the server is restarted, or the worker asks to be replaced
+    job_stop_grace_s: float = 10.0
+    #: largest input file, in bytes (INPUT_MAX_BYTES)
+    input_max_bytes: int = InputLimits.max_bytes
+    #: largest input image, in pixels (INPUT_MAX_PIXELS)
+    input_max_pixels: int = InputLimits.max_pixels
+    #: ask to replace the worker once its processes have grown more than this percentage over their
+    #: size after boot and warm-up; None = never (MAX_RSS_GROWTH_PCT)
+    max_rss_growth_pct: float | None = None
     #: an API-format workflow run once after boot to load models (WARMUP_WORKFLOW)
     warmup_workflow: Path | None = None
     #: default key for Comfy.org API nodes (COMFY_ORG_API_KEY); never logged
@@ -127,6 +152,10 @@ class Config:
     #: whether BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY are both set (their values stay in
     #: the environment, where runpod's rp_upload reads them, and are never copied or logged)
     bucket_credentials_set: bool = False
+
+    @property
+    def input_limits(self) -> InputLimits:
+        return InputLimits(self.input_max_bytes, self.input_max_pixels)
 
     @property
     def s3_enabled(self) -> bool:
@@ -165,6 +194,10 @@ class Config:
             refresh_worker=_flag(env.get("REFRESH_WORKER")),
             serve_api_locally=_flag(env.get("SERVE_API_LOCALLY")),
             job_timeout=_seconds(env.get("JOB_TIMEOUT_S"), "JOB_TIMEOUT_S"),
+            job_stop_grace_s=_seconds(env.get("JOB_STOP_GRACE_S"), "JOB_STOP_GRACE_S", default=10.0),
+            input_max_bytes=int(_positive(env.get("INPUT_MAX_BYTES"), InputLimits.max_bytes, "INPUT_MAX_BYTES")),
+            input_max_pixels=int(_positive(env.get("INPUT_MAX_PIXELS"), InputLimits.max_pixels, "INPUT_MAX_PIXELS")),
+            max_rss_growth_pct=_positive(env.get("MAX_RSS_GROWTH_PCT"), None, "MAX_RSS_GROWTH_PCT"),
             warmup_workflow=_path(env.get("WARMUP_WORKFLOW"), None),
             comfy_org_api_key=env.get("COMFY_ORG_API_KEY") or None,
             bucket_endpoint_url=env.get("BUCKET_ENDPOINT_URL") or None,

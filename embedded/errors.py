@@ -151,9 +151,23 @@ class JobInterrupted(EmbeddedError):
                  node_type: str | None = None):
         self.node_id = node_id
         self.node_type = node_type
+        #: the node did not stop and still holds this process: the worker should be replaced
+        self.refresh_worker = False
         if node_id is not None:
             message += f" at node {node_id} ({node_type})"
         super().__init__(message)
+
+    def abandoned(self, grace: float, freed: str | None) -> "JobInterrupted":
+        """Say that the job's node did not stop within ``grace`` seconds of being asked to, and
+        what became of it: ``freed`` says how the backend got free of it, or None (it still runs)."""
+        if freed:
+            self.message += f"; its node did not stop within {grace:g} s, so {freed}"
+        else:
+            self.message += (f"; its node did not stop within {grace:g} s and still runs, so this worker takes "
+                             f"no new job and asks to be replaced")
+            self.refresh_worker = True
+        self.args = (self.message,)
+        return self
 
 
 class JobTimeout(JobInterrupted):
@@ -164,3 +178,9 @@ class JobTimeout(JobInterrupted):
     def __init__(self, timeout: float, node_id: str | None = None, node_type: str | None = None):
         self.timeout = timeout
         super().__init__(f"The job exceeded its timeout of {timeout:g} s and was stopped", node_id, node_type)
+
+
+class WorkerStuck(EmbeddedError):
+    """A stopped job's node never returned and holds this process: no job can run here now."""
+
+    kind = "stuck"

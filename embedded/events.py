@@ -235,11 +235,15 @@ class Dispatcher:
     """Delivers a job's events to its callback (errors in the callback are logged, never raised
     into ComfyUI) and traces their compat frames when asked to."""
 
-    def __init__(self, callback: EventCallback | None, trace_frames: bool = False):
+    def __init__(self, callback: EventCallback | None, trace_frames: bool = False,
+                 observer: EventCallback | None = None):
         self.callback = callback
         self.trace_frames = trace_frames
+        self.observer = observer  # the job's own bookkeeping (which node runs), before the callback
 
     def __call__(self, ev: Event) -> None:
+        if self.observer is not None:
+            self.observer(ev)
         if self.trace_frames:
             for frame in to_frames(ev):
                 trace(frame)

@@ -12,6 +12,7 @@ Must not import ComfyUI or the backends.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Mapping
 
@@ -53,7 +54,36 @@ def check_workflow(workflow: Any) -> dict[str, Any]:
     ]
     if dangling:
         raise ValidationError("Prompt outputs failed validation", "prompt_outputs_failed_validation", dangling)
+    unusable = [NodeError(str(node_id), str(node.get("class_type", "?")), "invalid_input_value", problem,
+                          input_name=str(name))
+                for node_id, node in workflow.items()
+                for name, value in (node["inputs"] if isinstance(node.get("inputs"), dict) else {}).items()
+                for problem in [_value_problem(value)] if problem]
+    if unusable:
+        raise ValidationError("Prompt outputs failed validation", "prompt_outputs_failed_validation", unusable)
     return workflow
+
+
+#: how deep lists and objects may nest inside one input value (ComfyUI hashes values recursively)
+MAX_VALUE_DEPTH = 32
+#: integers ComfyUI's INT inputs can hold: signed or unsigned 64-bit
+MIN_INT, MAX_INT = -(2 ** 63), 2 ** 64 - 1
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why an input value cannot be handed to ComfyUI (too deep, an integer beyond 64 bits), or None."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not MIN_INT <= item <= MAX_INT:
+            return f"Integer with {item.bit_length()} bits is out of range: inputs take 64-bit integers"
+        if isinstance(item, (list, tuple, dict)):
+            if depth >= MAX_VALUE_DEPTH:
+                return f"Value is nested more than {MAX_VALUE_DEPTH} levels deep"
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return None
 
 
 #: the flags ComfyUI puts on a list input whose values are files of the input folder
@@ -142,26 +172,45 @@ def check_names_together(names: list[str]) -> None:
                          f"and a folder")
 
 
-def check_input_bytes(name: str, data: Any) -> bytes:
-    """Bytes for an input; a name with an image extension must hold a readable image."""
+@dataclass(frozen=True)
+class InputLimits:
+    """How large one input file may be (``INPUT_MAX_BYTES``) and one input image
+    (``INPUT_MAX_PIXELS``, width times height)."""
+
+    max_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = 100_000_000
+
+
+def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits()) -> bytes:
+    """Bytes for an input, within the size limit; a name with an image extension must hold a
+    readable image within the pixel limit (read from its header: nothing is decoded)."""
     if not isinstance(data, (bytes, bytearray)):
         raise InputError(f"Input {name!r}: expected bytes, got {type(data).__name__}")
+    if len(data) > limits.max_bytes:
+        raise InputError(f"Input {name!r} is {len(data)} bytes; the limit is {limits.max_bytes} (INPUT_MAX_BYTES)")
     if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS:
         try:
             with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
                 im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError:
+            raise InputError(f"Input {name!r} has more pixels than Pillow opens; the limit is "
+                             f"{limits.max_pixels} (INPUT_MAX_PIXELS)") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RecursionError) as exc:
             raise InputError(f"Input {name!r} is not a readable image: {exc}") from None
+        if width * height > limits.max_pixels:
+            raise InputError(f"Input {name!r} is {width}x{height} pixels; the limit is {limits.max_pixels} "
+                             f"pixels (INPUT_MAX_PIXELS)")
     return bytes(data)
 
 
-def check_inputs(files: Mapping[str, Any] | None) -> dict[str, bytes]:
+def check_inputs(files: Mapping[str, Any] | None, limits: InputLimits = InputLimits()) -> dict[str, bytes]:
     """Check a job's input files (name -> bytes) by name, together and by content."""
     if files is None:
         return {}
     if not isinstance(files, Mapping):
         raise InputError(f"images must map names to bytes, got {type(files).__name__}")
-    checked = {check_input_name(n): check_input_bytes(n, d) for n, d in files.items()}
+    checked = {check_input_name(n): check_input_bytes(n, d, limits) for n, d in files.items()}
     check_names_together(list(checked))
     return checked
 

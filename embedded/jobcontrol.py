@@ -1,10 +1,23 @@
-"""What both backends do the same way around a job: one running job, its stop reason, cancels of
-queued jobs, the timeout timer, and sync/async entry points.
+"""What both backends do the same way around a job: the queue of submitted jobs, the one running
+job and why it should stop, cancels, the timeout timer, the stop grace period, and sync/async
+entry points.
 
-Owns: ``Running`` (the job on a runner now, its prompt id, why it should stop) and ``JobControl``,
-the base of ``comfy.ComfyRunner`` and ``server.ServerRunner``. A subclass says how to queue a job
-(``submit``) and how to stop a running one (``_stop``: ComfyUI's interrupt flag in-process,
-``POST /interrupt`` for the server).
+Owns: ``Ticket`` (a submitted job and the future its caller waits on), ``Running`` (the job on a
+runner now, its prompt id, the node it is in, why it should stop) and ``JobControl``, the base of
+``comfy.ComfyRunner`` and ``server.ServerRunner``. A subclass says how to queue a ticket
+(``_enqueue``), how to ask a running job to stop (``_stop``: ComfyUI's interrupt flag in-process,
+``POST /interrupt`` for the server) and what to do with a job that did not stop (``_abandon``).
+
+Every job ends. A job asked to stop (its timeout, ``interrupt``, a cancel) that is still running
+``stop_grace`` seconds later (a node that never checks ComfyUI's interrupt flag) is answered at
+once with its stop error, marked with what happened to it: the server backend kills ComfyUI's
+process (the next job starts a new one); in-process nothing can take a thread back, so the runner
+is *stuck*: it refuses new jobs (``WorkerStuck``) and fails the queued ones until the node returns,
+and the error says that the worker should be replaced (``refresh_worker``).
+
+Cancels are kept only for jobs that are queued (each ticket carries its own); a cancel for a job
+that is unknown or already ended is not remembered, so a later job with the same id runs.
+No backend call (an HTTP request, a process kill) is made while the state lock is held.
 
 Must not import ComfyUI or either backend.
 """
@@ -13,58 +26,116 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
+import time
 from typing import Callable
 
 from . import translate
-from .errors import ExecutionError, JobInterrupted
-from .events import Dispatcher, EventCallback, InterruptedEvent
+from .errors import ExecutionError, JobInterrupted, WorkerStuck
+from .events import Dispatcher, Event, EventCallback, ExecutingEvent, InterruptedEvent
 from .types import Job, Output, Result
+
+log = logging.getLogger("embedded.jobs")
+
+
+class Ticket:
+    """A submitted job: what it is, who listens to it, when it was submitted, and the future its
+    caller waits on (answered by the job's end, a cancel while queued, or the stop grace period)."""
+
+    def __init__(self, job: Job, on_event: EventCallback | None):
+        self.job = job
+        self.on_event = on_event
+        self.submitted = time.perf_counter()
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        #: the stop grace period is over: the watchdog answers, not the run's own end
+        self.abandoned = False
+
+    def answer(self, result: Result | None = None, error: BaseException | None = None) -> bool:
+        """Resolve the caller's future unless it is already resolved; returns whether it was."""
+        try:
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+            return True
+        except concurrent.futures.InvalidStateError:
+            return False
 
 
 class Running:
-    """The job a runner is running, and why it should stop (``"interrupt"``, ``"timeout"``, or None)."""
+    """The job a runner is running, the node it is in, and why it should stop (``"interrupt"``,
+    ``"timeout"``, or None)."""
 
-    def __init__(self, job: Job):
-        self.job = job
+    def __init__(self, ticket: Ticket):
+        self.ticket = ticket
+        self.job = ticket.job
         self.prompt_id: str | None = None
+        self.node_id: str | None = None
         self.stop_reason: str | None = None
+        self.started = time.monotonic()
+        self.timers: list[threading.Timer] = []
+        self.task: asyncio.Task | None = None  # the embedded runner's task running it
+
+    def see(self, ev: Event) -> None:
+        if isinstance(ev, ExecutingEvent):
+            self.node_id = ev.node_id
+
+    def stopped_error(self) -> JobInterrupted:
+        node = self.job.workflow.get(self.node_id) if self.node_id else None
+        node_type = node.get("class_type") if isinstance(node, dict) else None
+        return translate.stopped(self.stop_reason, self.job.timeout, self.node_id if node_type else None, node_type)
 
 
 class JobControl:
-    def __init__(self) -> None:
+    def __init__(self, stop_grace: float):
+        self.stop_grace = stop_grace
         self._state_lock = threading.Lock()
         self._running: Running | None = None
-        self._pending_cancel: set[str] = set()
+        self._queued: list[Ticket] = []
+        self._stuck: Running | None = None
 
     # --- for subclasses ---------------------------------------------------------------------------
-    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
+    def _enqueue(self, ticket: Ticket) -> concurrent.futures.Future:
+        """Queue ``ticket`` on the backend's thread; the returned future ends when its run ends."""
         raise NotImplementedError
 
     def _stop(self, running: Running) -> None:
-        """Ask the backend to stop ``running`` (called with the state lock held)."""
+        """Ask the backend to stop ``running`` (never called with the state lock held)."""
         raise NotImplementedError
 
-    def _begin(self, job: Job) -> tuple[Running, threading.Timer | None]:
-        """Make ``job`` the running one (unless it was cancelled while queued) and arm its timeout."""
-        running = Running(job)
-        with self._state_lock:
-            if job.job_id in self._pending_cancel:
-                self._pending_cancel.discard(job.job_id)
-                raise JobInterrupted("The job was cancelled before it started")
-            self._running = running
-        timer = None
-        if job.timeout is not None:
-            timer = threading.Timer(job.timeout, self._on_timeout, args=(running,))
-            timer.daemon = True
-            timer.start()
-        return running, timer
+    def _abandon(self, running: Running) -> str | None:
+        """``running`` did not stop within the grace period: free the backend if it can. Returns
+        how it did (for the job's error: "ComfyUI's server was restarted"), or None."""
+        return None
 
-    def _end(self, timer: threading.Timer | None) -> None:
-        if timer is not None:
-            timer.cancel()
+    def _begin(self, ticket: Ticket) -> Running:
+        """Make ``ticket`` the running job (unless it was answered while queued) and arm its timeout."""
         with self._state_lock:
-            self._running = None
+            if ticket in self._queued:
+                self._queued.remove(ticket)
+            if ticket.future.done():
+                raise JobInterrupted("The job was cancelled before it started")
+            if self._stuck is not None:
+                raise self._stuck_error()
+            running = self._running = Running(ticket)
+        if ticket.job.timeout is not None:
+            self._arm(running, ticket.job.timeout, self._on_timeout)
+        return running
+
+    def _end(self, running: Running) -> None:
+        with self._state_lock:
+            for timer in running.timers:
+                timer.cancel()
+            if self._running is running:
+                self._running = None
+            if self._stuck is running:
+                self._stuck = None
+                log.warning("the stopped job's node returned after %.0f s; the runner takes jobs again",
+                            time.monotonic() - running.started)
+
+    def _dispatcher(self, running: Running, trace_frames: bool) -> Dispatcher:
+        return Dispatcher(running.ticket.on_event, trace_frames=trace_frames, observer=running.see)
 
     @staticmethod
     def _finish(running: Running, messages, dispatch: Dispatcher,
@@ -86,38 +157,141 @@ class JobControl:
         return collect_outputs()
 
     # --- public ----------------------------------------------------------------------------------
+    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
+        """Queue ``job``; the future resolves to a ``Result`` or raises an ``EmbeddedError``."""
+        return self._submit(job, on_event).future
+
     def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
         return self.submit(job, on_event).result()
 
     async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result:
-        """Await a job from any event loop. Cancelling the awaiting task interrupts the job."""
-        future = self.submit(job, on_event)
+        """Await a job from any event loop.
+
+        Cancelling the awaiting task interrupts the job and waits for it to end (at most the stop
+        grace period) before the cancel goes on: nothing is cancelled inside ComfyUI. A job whose
+        node did not stop raises its stop error instead (``refresh_worker`` says what it means).
+        """
+        ticket = self._submit(job, on_event)
+        waiter = asyncio.wrap_future(ticket.future)
         try:
-            return await asyncio.wrap_future(future)
+            return await asyncio.shield(waiter)
         except asyncio.CancelledError:
-            self.interrupt(job.job_id)
+            self._cancel(ticket)
+            try:
+                await waiter
+            except JobInterrupted as exc:
+                if exc.refresh_worker:
+                    raise exc from None
+            except BaseException:  # noqa: BLE001 - the job's own end does not matter to a cancel
+                pass
             raise
 
     def interrupt(self, job_id: str | None = None) -> bool:
         """Stop the running job (or, with ``job_id``, that job, running or queued).
 
-        Returns whether a job was targeted. The job ends with ``JobInterrupted`` at its next
-        interrupt check (between nodes, at every progress step).
+        Returns whether a job was targeted. A running job ends with ``JobInterrupted`` at its next
+        interrupt check (between nodes, at every progress step) or, for a node that never checks,
+        when the stop grace period is over; a queued one is answered at once.
         """
         with self._state_lock:
             running = self._running
-            if running is not None and (job_id is None or running.job.job_id == job_id):
-                if running.stop_reason is None:
-                    running.stop_reason = "interrupt"
-                self._stop(running)
-                return True
-            if job_id is not None:
-                self._pending_cancel.add(job_id)
-                return True
-        return False
+            if running is not None and job_id is not None and running.job.job_id != job_id:
+                running = None
+            queued = [t for t in self._queued if job_id is not None and t.job.job_id == job_id]
+        for ticket in queued:
+            self._cancel(ticket)
+        if running is not None:
+            self._request_stop(running, "interrupt")
+        return running is not None or bool(queued)
+
+    @property
+    def stuck(self) -> bool:
+        """Whether a stopped job's node is still running in this process (no job can run)."""
+        return self._stuck is not None
+
+    # --- internals -------------------------------------------------------------------------------
+    def _submit(self, job: Job, on_event: EventCallback | None) -> Ticket:
+        ticket = Ticket(job, on_event)
+        with self._state_lock:
+            if self._stuck is not None:
+                raise self._stuck_error()
+            self._queued.append(ticket)
+        try:
+            inner = self._enqueue(ticket)
+        except BaseException:
+            with self._state_lock:
+                self._queued.remove(ticket)
+            raise
+        inner.add_done_callback(lambda f: self._settle(ticket, f))
+        return ticket
+
+    @staticmethod
+    def _settle(ticket: Ticket, inner: concurrent.futures.Future) -> None:
+        if ticket.abandoned:
+            return
+        if inner.cancelled():
+            ticket.answer(error=JobInterrupted("The job was cancelled"))
+        elif inner.exception() is not None:
+            ticket.answer(error=inner.exception())
+        else:
+            ticket.answer(inner.result())
+
+    def _cancel(self, ticket: Ticket) -> None:
+        """Stop ``ticket``'s job: answer it now if it is still queued, else interrupt it."""
+        with self._state_lock:
+            queued = ticket in self._queued
+            if queued:
+                self._queued.remove(ticket)
+            running = self._running if self._running is not None and self._running.ticket is ticket else None
+        if queued:
+            ticket.answer(error=JobInterrupted("The job was cancelled before it started"))
+        elif running is not None:
+            self._request_stop(running, "interrupt")
+
+    def _request_stop(self, running: Running, reason: str) -> None:
+        with self._state_lock:
+            if self._running is not running:
+                return
+            first = running.stop_reason is None
+            if first:
+                running.stop_reason = reason
+        if first:
+            self._arm(running, self.stop_grace, self._on_grace_over)
+        self._stop(running)
+
+    def _arm(self, running: Running, seconds: float, action: Callable[[Running], None]) -> None:
+        timer = threading.Timer(seconds, action, args=(running,))
+        timer.daemon = True
+        with self._state_lock:
+            if self._running is not running:
+                return
+            running.timers.append(timer)
+        timer.start()
 
     def _on_timeout(self, running: Running) -> None:
+        self._request_stop(running, "timeout")
+
+    def _on_grace_over(self, running: Running) -> None:
         with self._state_lock:
-            if self._running is running and running.stop_reason is None:
-                running.stop_reason = "timeout"
-                self._stop(running)
+            if self._running is not running:
+                return  # it stopped in time
+            running.ticket.abandoned = True
+        log.error("job %s: node %s did not stop within %g s of being asked to", running.job.job_id,
+                  running.node_id, self.stop_grace)
+        freed = self._abandon(running)
+        error = running.stopped_error().abandoned(self.stop_grace, freed)
+        queued: list[Ticket] = []
+        with self._state_lock:
+            if freed is None and self._running is running:
+                self._stuck = running
+                queued, self._queued = self._queued, []
+        running.ticket.answer(error=error)
+        for ticket in queued:
+            ticket.answer(error=self._stuck_error())
+
+    def _stuck_error(self) -> WorkerStuck:
+        return WorkerStuck("A stopped job's node is still running in this process (it never checks ComfyUI's "
+                           "interrupt flag): this worker takes no new job until it returns")
+
+
+__all__ = ["JobControl", "Running", "Ticket"]

@@ -34,6 +34,10 @@ class Job:
     extra_data: dict[str, Any] = field(default_factory=dict, repr=False)
     #: seconds from the start of validation; ``None`` means no limit
     timeout: float | None = None
+    #: after the job, unload every model (as ComfyUI's ``POST /free`` with ``unload_models``)
+    unload_models: bool = False
+    #: after the job, unload every model and drop every cached result (``/free`` with ``free_memory``)
+    free_memory: bool = False
 
 
 @dataclass(frozen=True)

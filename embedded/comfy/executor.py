@@ -5,12 +5,20 @@ Owns: the runner thread and its asyncio loop (boot runs there too), the one ``Pr
 interrupt and timeout, and reading the results back as ``Output`` objects.
 
 Per job: the workflow is deep-copied, gets a fresh prompt id, and runs with the job's own input,
-output and temp folders (``<work>/jobs/<prompt id>/``), removed after its outputs are read.
+output and temp folders (``<work>/jobs/<prompt id>/``), removed after its outputs are read. Each
+clean-up step runs on its own, whatever failed before it. Tasks a job's nodes started and left
+running are cancelled when it ends, as ``asyncio.run`` (ComfyUI's own worker runs each prompt
+under it) cancels them: nothing from an ended job runs on. Between jobs, ``housekeeping`` does what
+ComfyUI's ``prompt_worker`` does (cache type from the arguments, gc, ``/free``).
+
+A job whose node does not stop within the grace period (see ``jobcontrol``) is abandoned: its task
+is cancelled, which frees the runner when the node awaits something; a synchronous node keeps the
+runner thread until it returns, and the runner refuses jobs meanwhile.
 
 Repeat jobs: ComfyUI caches every node's result between prompts, and a cached output node writes
 no file. After each job the runner forgets the cached results (and node instances) of the job's
-*output nodes* only, through the caches' public ``set``; the next identical job re-runs those
-nodes (cheap: save, preview) while the expensive upstream nodes (model loads, sampling) stay
+*output nodes* only, by removing their entries (from any of ComfyUI's cache types); the next
+identical job re-runs those nodes (cheap: save, preview) while the expensive upstream nodes (model loads, sampling) stay
 cached. So an identical job returns its outputs every time, and output nodes always write into
 the folders of the job that runs them.
 """
@@ -26,17 +34,18 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..config import Config
 from .. import translate
-from ..errors import BootError
-from ..events import Dispatcher, EventCallback, from_comfy
+from ..errors import BootError, InputError, ValidationError
+from ..events import EventCallback, from_comfy
 from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder, write_inputs
-from ..jobcontrol import JobControl, Running
+from ..jobcontrol import JobControl, Running, Ticket
 from ..outputs import collect
-from ..types import BootInfo, Job, Result, Timings
+from ..types import BootInfo, Result, Timings
 from . import boot as _boot
+from .housekeeping import Housekeeping, cache_settings
 
 log = logging.getLogger("embedded.comfy")
 
@@ -52,11 +61,12 @@ class ComfyRunner(JobControl):
     """
 
     def __init__(self, config: Config | None = None):
-        super().__init__()
         self.config = config or Config.from_env()
+        super().__init__(self.config.job_stop_grace_s)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = None  # execution.PromptExecutor, created on the runner thread
+        self._housekeeping: Housekeeping | None = None
         self._job_lock: asyncio.Lock | None = None
         self.booted: BootInfo | None = None
 
@@ -81,10 +91,12 @@ class ComfyRunner(JobControl):
         asyncio.set_event_loop(loop)
         try:
             booted = _boot.boot(self.config, loop)
+            import comfy.cli_args
             import execution
-            self._executor = execution.PromptExecutor(_boot.shim(), cache_type=execution.CacheType.CLASSIC,
-                                                      cache_args={"lru": 0, "ram": 0})
+            cache_type, cache_args = cache_settings(comfy.cli_args.args, execution.CacheType)
+            self._executor = execution.PromptExecutor(_boot.shim(), cache_type=cache_type, cache_args=cache_args)
             self._job_lock = asyncio.Lock()
+            self._housekeeping = Housekeeping(self._executor, loop, idle=lambda: not self._job_lock.locked())
         except BaseException as exc:
             loop.close()
             ready.set_exception(exc if isinstance(exc, BootError) else BootError(f"{type(exc).__name__}: {exc}"))
@@ -112,43 +124,75 @@ class ComfyRunner(JobControl):
         return self._thread is not None and self._loop is not None
 
     # --- jobs -----------------------------------------------------------------------------------
-    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
-        """Queue ``job``; the future resolves to a ``Result`` or raises an ``EmbeddedError``."""
+    def _enqueue(self, ticket: Ticket) -> concurrent.futures.Future:
         if not self.started:
             raise BootError("The runner is not started (call start() first)")
-        return asyncio.run_coroutine_threadsafe(self._run(job, on_event), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._run(ticket), self._loop)
 
     def _stop(self, running: Running) -> None:
         import comfy.model_management
         comfy.model_management.interrupt_current_processing(True)
 
-    async def _run(self, job: Job, on_event: EventCallback | None) -> Result:
-        queued = time.perf_counter()
+    def _abandon(self, running: Running) -> str | None:
+        """Cancel the job's task: a node awaiting something lets go at once. A synchronous node
+        blocks the runner's loop (the cancel waits for it to return): the runner stays stuck."""
+        task, loop = running.task, self._loop
+        if task is None or loop is None:
+            return None
+        loop_runs = threading.Event()
+
+        def cancel() -> None:
+            loop_runs.set()
+            task.cancel()
+
+        loop.call_soon_threadsafe(cancel)
+        if not loop_runs.wait(0.25):
+            return None  # a synchronous node holds the loop
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if task.done():
+                return "its task was cancelled"
+            time.sleep(0.02)
+        return None
+
+    async def _run(self, ticket: Ticket) -> Result:
         async with self._job_lock:
             _one_job_per_process.acquire()  # blocks only this runner's own thread
+            before = asyncio.all_tasks()
             try:
-                return await self._run_alone(job, on_event, queued)
+                return await self._run_alone(ticket)
             finally:
-                _one_job_per_process.release()
+                try:
+                    await _cancel_leftover_tasks(before, self.stop_grace)
+                finally:
+                    _one_job_per_process.release()
+                    self._between_jobs(ticket)
 
-    async def _run_alone(self, job: Job, on_event: EventCallback | None, queued: float) -> Result:
-        timings = Timings(wait=time.perf_counter() - queued)
-        running, timer = self._begin(job)
+    def _between_jobs(self, ticket: Ticket) -> None:
         try:
-            return await self._run_locked(running, timings, on_event)
+            self._housekeeping.after_job(ticket.job.unload_models, ticket.job.free_memory)
+        except Exception:  # noqa: BLE001 - the next job must still run
+            log.exception("clean-up between jobs failed")
+
+    async def _run_alone(self, ticket: Ticket) -> Result:
+        timings = Timings(wait=time.perf_counter() - ticket.submitted)
+        running = self._begin(ticket)
+        running.task = asyncio.current_task()
+        try:
+            return await self._run_locked(running, timings)
         finally:
-            self._end(timer)
+            self._end(running)
             import nodes
             nodes.interrupt_processing(False)
 
-    async def _run_locked(self, running: Running, timings: Timings, on_event: EventCallback | None) -> Result:
+    async def _run_locked(self, running: Running, timings: Timings) -> Result:
         import comfy.cli_args
         import execution
         import folder_paths
 
         job = running.job
         shim = _boot.shim()
-        dispatch = Dispatcher(on_event, trace_frames=self.config.websocket_trace)
+        dispatch = self._dispatcher(running, self.config.websocket_trace)
         prompt_id = running.prompt_id = str(uuid.uuid4())
         job_dir = self.config.jobs_dir / prompt_id  # never the caller's job id: it could hold "../"
         folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
@@ -161,12 +205,19 @@ class ComfyRunner(JobControl):
             # --- validate ------------------------------------------------------------------------
             prompt = copy.deepcopy(check_workflow(job.workflow))
             check_file_inputs(prompt, _file_inputs)
-            for folder in folders.values():
-                folder.mkdir(parents=True, exist_ok=True)
-            prepare_input_folder(folders["input"], self.config.static_inputs, job.images)
-            write_inputs(job.images, folders["input"])
+            try:
+                for folder in folders.values():
+                    folder.mkdir(parents=True, exist_ok=True)
+                prepare_input_folder(folders["input"], self.config.static_inputs, job.images)
+                write_inputs(job.images, folders["input"])
+            except OSError as exc:
+                raise InputError(f"Could not write the job's input files: {exc.strerror or type(exc).__name__}") \
+                    from None
             _point_folders(folder_paths, folders)
-            ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
+            try:
+                ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
+            except RecursionError:
+                raise _too_deep() from None
             if not ok:
                 raise translate.validation_error(error, node_errors, prompt, _combo_options,
                                                 self.booted.failed_packs)
@@ -194,6 +245,8 @@ class ComfyRunner(JobControl):
             ran = True
             try:
                 await self._executor.execute_async(prompt, prompt_id, extra_data, good_outputs)
+            except RecursionError:
+                raise _too_deep() from None
             finally:
                 shim.attach(None)
             timings.execute = time.perf_counter() - t
@@ -206,23 +259,67 @@ class ComfyRunner(JobControl):
                                 lambda ftype, sub, name: _read(folders, ftype, sub, name), order=prompt))
             return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
         finally:
-            _point_folders(folder_paths, {k: self.config.idle_dir / k for k in folders})
+            # Each step on its own: one that fails must not skip the others.
+            _cleanup_step("point ComfyUI at the idle folders", _point_folders, folder_paths,
+                          {k: self.config.idle_dir / k for k in folders})
             if ran:
-                self._forget_output_nodes(prompt)
-            shutil.rmtree(job_dir, ignore_errors=True)
+                _cleanup_step("forget the output nodes' cache entries", self._forget_output_nodes, prompt)
+            _cleanup_step("remove the job's folder", shutil.rmtree, job_dir, ignore_errors=True)
             timings.collect = time.perf_counter() - t
 
     def _forget_output_nodes(self, prompt: dict[str, Any]) -> None:
-        """Drop cached results and instances of the prompt's output nodes (see the module doc)."""
+        """Remove the cache entries (results and instances) of the prompt's output nodes (see the
+        module doc), from whichever of ComfyUI's cache types the executor uses."""
         import nodes
-        caches = self._executor.caches
         for node_id, node in prompt.items():
             class_def = nodes.NODE_CLASS_MAPPINGS.get(node.get("class_type")) if isinstance(node, dict) else None
             if class_def is None or getattr(class_def, "OUTPUT_NODE", False) is not True:
                 continue
-            for cache in (caches.outputs, caches.objects):
-                if cache.get(node_id) is not None:
-                    cache.set(node_id, None)
+            for cache in (self._executor.caches.outputs, self._executor.caches.objects):
+                _remove_entry(cache, node_id)
+
+
+def _remove_entry(cache: Any, node_id: str) -> None:
+    """Drop ``node_id``'s entry from one of ComfyUI's caches (``BasicCache`` and its subclasses keep
+    entries in ``cache`` keyed by the prompt's data key; LRU and RAM-pressure caches also keep
+    bookkeeping by that key; ``NullCache`` keeps nothing). A prompt at the top level of the cache."""
+    if not getattr(cache, "initialized", False):
+        return  # NullCache, or no prompt was ever set on it
+    key = cache.cache_key_set.get_data_key(node_id)
+    if key is None:
+        return
+    cache.cache.pop(key, None)
+    for table in ("used_generation", "timestamps", "children"):
+        getattr(cache, table, {}).pop(key, None)
+
+
+def _cleanup_step(what: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    try:
+        step(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - clean-up goes on; the job's own answer stands
+        log.exception("clean-up after a job: could not %s", what)
+
+
+async def _cancel_leftover_tasks(before: set[asyncio.Task], grace: float) -> None:
+    """Cancel the tasks a job's nodes started and left running, as ``asyncio.run`` does when a
+    prompt ends in ComfyUI's own worker, and wait (at most ``grace`` s) until they are gone.
+    Queued jobs are tasks too: they are left alone."""
+    current = asyncio.current_task()
+    leftover = [t for t in asyncio.all_tasks() - before
+                if t is not current and getattr(t.get_coro(), "cr_code", None) is not ComfyRunner._run.__code__]
+    if not leftover:
+        return
+    for task in leftover:
+        task.cancel()
+    done, pending = await asyncio.wait(leftover, timeout=grace)
+    log.info("cancelled %d task(s) the job left running", len(leftover))
+    if pending:
+        log.warning("%d task(s) the job left running ignored their cancel", len(pending))
+
+
+def _too_deep() -> ValidationError:
+    return ValidationError("Prompt outputs failed validation", "invalid_prompt",
+                           extra="The workflow is nested or chained too deeply for ComfyUI to process")
 
 
 def _point_folders(folder_paths, folders: dict[str, Path]) -> None:

@@ -40,9 +40,9 @@ from urllib3.util.retry import Retry
 from .. import events, translate
 from ..config import Config
 from ..errors import BootError, EmbeddedError, ServerCrashed, ServerError
-from ..events import Dispatcher, EventCallback, ProgressTextEvent
+from ..events import Dispatcher, ProgressTextEvent
 from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder
-from ..jobcontrol import JobControl, Running
+from ..jobcontrol import JobControl, Running, Ticket
 from ..outputs import collect
 from ..types import BootInfo, Job, Result, Timings
 from .process import ComfyServer
@@ -62,8 +62,8 @@ class ServerRunner(JobControl):
     """
 
     def __init__(self, config: Config | None = None, address: tuple[str, int] | None = None):
-        super().__init__()
         self.config = config or Config.from_env()
+        super().__init__(self.config.job_stop_grace_s)
         self.server = ComfyServer(self.config)
         self.address = address
         self.on_frame: Callable[[dict[str, Any]], None] | None = None
@@ -110,10 +110,10 @@ class ServerRunner(JobControl):
         return f"http://{host}:{port}"
 
     # --- jobs -----------------------------------------------------------------------------------
-    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
+    def _enqueue(self, ticket: Ticket) -> concurrent.futures.Future:
         if self._pool is None:
             raise BootError("The runner is not started (call start() first)")
-        return self._pool.submit(self._run, job, on_event, time.perf_counter())
+        return self._pool.submit(self._run, ticket)
 
     def _stop(self, running: Running) -> None:
         if running.prompt_id is None:
@@ -123,15 +123,31 @@ class ServerRunner(JobControl):
         except requests.RequestException as exc:
             log.warning("server: interrupt request failed: %s", exc)
 
-    def _run(self, job: Job, on_event: EventCallback | None, queued: float) -> Result:
-        timings = Timings(wait=time.perf_counter() - queued)
-        running, timer = self._begin(job)
+    def _abandon(self, running: Running) -> str | None:
+        """Kill ComfyUI's server: its stuck node goes with it; the next job starts a new one."""
+        log.warning("server: killing ComfyUI's server, whose node did not stop; the next job restarts it")
+        self.server.kill()
+        return "ComfyUI's server was stopped (the next job starts it again)"
+
+    def _run(self, ticket: Ticket) -> Result:
+        timings = Timings(wait=time.perf_counter() - ticket.submitted)
+        running = self._begin(ticket)
         try:
-            return self._run_job(running, timings, Dispatcher(on_event, trace_frames=False))
+            return self._run_job(running, timings, self._dispatcher(running, trace_frames=False))
         finally:
-            self._end(timer)
+            self._end(running)
             if self.server.alive():
                 self._clean_folders()
+                self._free(running.job)
+
+    def _free(self, job: Job) -> None:
+        """A job's ``unload_models`` / ``free_memory``, as ComfyUI's ``POST /free``."""
+        if job.unload_models or job.free_memory:
+            try:
+                self._post("/free", {"unload_models": job.unload_models or job.free_memory,
+                                     "free_memory": job.free_memory})
+            except EmbeddedError as exc:
+                log.warning("server: POST /free failed: %s", exc)
 
     def _run_job(self, running: Running, timings: Timings, dispatch: Dispatcher) -> Result:
         job = running.job
@@ -158,8 +174,9 @@ class ServerRunner(JobControl):
             warnings = [e.line() for e in translate.node_errors(body.get("node_errors"), prompt, self._options)]
             with self._state_lock:
                 running.prompt_id = prompt_id
-                if running.stop_reason is not None:
-                    self._stop(running)
+                stop = running.stop_reason is not None
+            if stop:  # asked before the prompt had an id
+                self._stop(running)
             timings.validate = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -205,8 +222,6 @@ class ServerRunner(JobControl):
             except websocket.WebSocketTimeoutException:
                 if not self.server.alive():
                     raise self.server.crashed("during the job") from None
-                if running.stop_reason is not None:
-                    self._stop(running)  # in case it arrived before the prompt started
                 continue
             except (websocket.WebSocketException, OSError) as exc:
                 ws.close()

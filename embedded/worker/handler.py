@@ -2,9 +2,12 @@
 
 Owns: the worker's life (boot ComfyUI when the process starts, before the first job; an optional
 warm-up workflow; a boot failure reported on every job instead of a crash loop), the async handler
-(parse the input, run the job in the executor's thread so that a RunPod cancel interrupts ComfyUI,
-report progress, deliver the outputs, shape the response) and the entry point
-(``SERVE_API_LOCALLY``, the SDK's own ``--rp_*`` flags, ``test_input.json``).
+(parse the input, run the job in the executor's thread so that a RunPod cancel interrupts ComfyUI
+and waits for it to stop, report progress, deliver the outputs, shape the response), when to ask
+RunPod for a fresh worker (``refresh_worker``: ``REFRESH_WORKER``, a stopped job whose node never
+returned, memory grown past ``MAX_RSS_GROWTH_PCT``), taking no job while a node holds the process
+(the SDK's concurrency is 0 then), and the entry point (``SERVE_API_LOCALLY``, the SDK's own
+``--rp_*`` flags, ``test_input.json``).
 
 Talks to ComfyUI only through the public API (``Executor``).
 """
@@ -23,7 +26,8 @@ from . import diagnostics, request, response
 from ..api import Executor
 from ..config import Config
 from .delivery import Delivery
-from ..errors import BootError, EmbeddedError, ExecutionError
+from ..errors import BootError, EmbeddedError, ExecutionError, JobInterrupted, WorkerStuck
+from .recycling import RssWatch
 from .reporting import ProgressReporter
 
 log = logging.getLogger("embedded.worker")
@@ -40,6 +44,7 @@ class Worker:
         self.executor = executor or Executor(self.config)
         self.delivery = Delivery(self.config.s3_enabled)
         self.boot_error: BaseException | None = None
+        self.memory = RssWatch(self.config.max_rss_growth_pct)
 
     def boot(self) -> None:
         """Boot ComfyUI and run the warm-up workflow; never raises (a failure is kept for every job)."""
@@ -55,6 +60,7 @@ class Worker:
         log.info("worker: ComfyUI ready in %.1f s (%d node classes, %s)", info.seconds, info.node_classes,
                  "CPU" if info.cpu else "GPU")
         self.warm_up()
+        self.memory.set_baseline()
 
     def warm_up(self) -> None:
         path = self.config.warmup_workflow
@@ -69,18 +75,23 @@ class Worker:
 
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         """The RunPod handler: one job in, worker-comfyui's response out. Never raises but for a
-        cancel (``asyncio.CancelledError``), which interrupts the running ComfyUI job."""
+        cancel (``asyncio.CancelledError``), which interrupts the running ComfyUI job and waits
+        for it to stop; a job whose node does not stop is answered, with ``refresh_worker``."""
         result = await self._handle(job)
-        if self.config.refresh_worker:
+        if self.config.refresh_worker or self.executor.stuck or self.memory.exceeded():
             result["refresh_worker"] = True
         return result
+
+    def concurrency(self, current: int) -> int:
+        """The SDK's ``concurrency_modifier``: no job while a stopped job's node holds the process."""
+        return 0 if self.executor.stuck else 1
 
     async def _handle(self, job: dict[str, Any]) -> dict[str, Any]:
         job_id = str(job.get("id") or "")
         if self.boot_error is not None:
             return response.failure(self.boot_error)
         try:
-            req = request.parse(job.get("input"))
+            req = request.parse(job.get("input"), self.config.input_limits)
             extra = {}
             key = req.comfy_org_api_key or self.config.comfy_org_api_key
             if key:
@@ -88,13 +99,17 @@ class Worker:
             reporter = ProgressReporter(req.workflow, _progress_sender(job))
             result = await self.executor.run_async(req.workflow, req.images, on_event=reporter,
                                                    timeout=self.config.job_timeout, job_id=job_id or None,
-                                                   extra_data=extra)
+                                                   extra_data=extra, unload_models=req.unload_models,
+                                                   free_memory=req.free_memory)
         except ExecutionError as exc:
             log.warning("job %s failed: %s", job_id, exc)
             return await asyncio.to_thread(response.execution_failure, job_id, exc, self.delivery)
         except (request.RequestError, EmbeddedError) as exc:
             log.warning("job %s failed: %s", job_id, " ".join(str(exc).split()))
-            return response.failure(exc)
+            body = response.failure(exc)
+            if isinstance(exc, WorkerStuck) or (isinstance(exc, JobInterrupted) and exc.refresh_worker):
+                body["refresh_worker"] = True  # a node holds this process: RunPod must replace it
+            return body
         except Exception as exc:  # a bug of ours: the worker must stay up for the next job
             log.exception("job %s failed unexpectedly", job_id)
             return response.failure(exc)
@@ -131,7 +146,7 @@ def main() -> None:
     worker.boot()
     import runpod
 
-    runpod.serverless.start({"handler": worker.handle})
+    runpod.serverless.start({"handler": worker.handle, "concurrency_modifier": worker.concurrency})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A RunPod job's ``input``, as worker-comfyui accepts it, turned into checked parts.
 
 Owns: the request contract (``input`` as an object or a JSON string; ``workflow``; ``images`` as
-``[{"name", "image": base64 or data URI}]``; ``comfy_org_api_key``) and worker-comfyui's error
+``[{"name", "image": base64 or data URI}]``; ``comfy_org_api_key``; beyond upstream,
+``unload_models`` and ``free_memory``, as ComfyUI's ``POST /free`` after the job) and worker-comfyui's error
 strings for bad input, which clients match on. Image names and bytes are checked with ``inputs``.
 
 Must not import ComfyUI, the backends or RunPod.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
-from ..inputs import check_input_bytes, check_input_name, check_names_together, check_workflow
+from ..inputs import InputLimits, check_input_bytes, check_input_name, check_names_together, check_workflow
 
 # worker-comfyui's messages, kept word for word.
 NO_INPUT = "Please provide input"
@@ -41,6 +42,8 @@ class WorkerRequest:
     images: dict[str, bytes] = field(default_factory=dict)
     #: per-request Comfy.org key (over COMFY_ORG_API_KEY); never logged
     comfy_org_api_key: str | None = field(default=None, repr=False)
+    unload_models: bool = False
+    free_memory: bool = False
 
 
 def decode_base64_image(data: Any) -> bytes:
@@ -55,7 +58,7 @@ def decode_base64_image(data: Any) -> bytes:
         raise ValueError(f"invalid base64: {exc}") from None
 
 
-def parse(job_input: Any) -> WorkerRequest:
+def parse(job_input: Any, limits: InputLimits = InputLimits()) -> WorkerRequest:
     """Check a job's ``input``; raises ``RequestError`` (upstream's messages), ``WorkflowFormatError``
     or ``ValidationError`` (a link to a missing node)."""
     if job_input is None:
@@ -77,11 +80,17 @@ def parse(job_input: Any) -> WorkerRequest:
     key = job_input.get("comfy_org_api_key")
     if key is not None and not isinstance(key, str):
         raise RequestError("'comfy_org_api_key' must be a string")
+    flags = {}
+    for name in ("unload_models", "free_memory"):
+        value = job_input.get(name, False)
+        if not isinstance(value, bool):
+            raise RequestError(f"'{name}' must be true or false")
+        flags[name] = value
     check_workflow(workflow)
-    return WorkerRequest(workflow, _decode_images(images or []), key or None)
+    return WorkerRequest(workflow, _decode_images(images or [], limits), key or None, **flags)
 
 
-def _decode_images(images: list[dict[str, Any]]) -> dict[str, bytes]:
+def _decode_images(images: list[dict[str, Any]], limits: InputLimits) -> dict[str, bytes]:
     """Every file of ``images`` (any kind: images, video, audio, masks, text...), each problem one line."""
     decoded: dict[str, bytes] = {}
     problems: list[str] = []
@@ -96,7 +105,7 @@ def _decode_images(images: list[dict[str, Any]]) -> dict[str, bytes]:
             problems.append(f"Input name {name!r} is given twice")
             continue
         try:
-            decoded[name] = check_input_bytes(name, decode_base64_image(item["image"]))
+            decoded[name] = check_input_bytes(name, decode_base64_image(item["image"]), limits)
         except ValueError as exc:
             problems.append(f"Error decoding base64 for {name}: {exc}")
         except InputError as exc:

@@ -1,12 +1,15 @@
 """Test-only ComfyUI nodes, one per behaviour the tests pin. Loaded through the custom-nodes
 configuration (an extra_model_paths.yaml with ``custom_nodes``), as a user's custom nodes are."""
 
+import asyncio
+import os
 import time
 
 import torch
 
 import comfy.model_management
 import comfy.utils
+import folder_paths
 from server import PromptServer
 
 
@@ -64,6 +67,92 @@ class EmbeddedTestSleep:
         return (image,)
 
 
+class EmbeddedTestBlock:
+    """Blocks for ``seconds`` without ever checking ComfyUI's interrupt flag (a node calling a
+    library that cannot be stopped)."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3600.0})}}
+
+    def run(self, image, seconds):
+        time.sleep(seconds)
+        return (image,)
+
+
+class EmbeddedTestAsyncWait:
+    """An async node that awaits ``seconds`` without checking the interrupt flag."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3600.0})}}
+
+    async def run(self, image, seconds):
+        await asyncio.sleep(seconds)
+        return (image,)
+
+
+class EmbeddedTestAsyncWriter:
+    """An async node that starts a background task and returns at once; ``delay`` seconds later
+    the task writes ``<output folder>/<name>`` (wherever ComfyUI's output folder is then)."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "delay": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 60.0}),
+                             "name": ("STRING", {"default": "late.txt"})}}
+
+    async def run(self, image, delay, name):
+        async def write_later():
+            await asyncio.sleep(delay)
+            with open(os.path.join(folder_paths.get_output_directory(), name), "w") as fh:
+                fh.write("written after its job")
+
+        asyncio.get_running_loop().create_task(write_later())
+        return (image,)
+
+
+#: memory EmbeddedTestHoard keeps (a leak, as a buggy pack has one); "release" empties it
+_HOARD: list[bytearray] = []
+
+
+class EmbeddedTestHoard:
+    """Keeps ``megabytes`` of memory alive after its job (or, with ``release``, frees the hoard)."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "megabytes": ("INT", {"default": 64, "min": 0, "max": 4096}),
+                             "release": ("BOOLEAN", {"default": False})}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # run every time
+
+    def run(self, image, megabytes, release):
+        if release:
+            _HOARD.clear()
+        else:
+            block = bytearray(megabytes * 1024 * 1024)
+            block[::4096] = b"x" * len(block[::4096])  # touch every page: resident, not just reserved
+            _HOARD.append(block)
+        return (image,)
+
+
 class EmbeddedTestText:
     """An output node that emits a text output."""
 
@@ -117,6 +206,10 @@ class EmbeddedTestApiKey:
 
 NODE_CLASS_MAPPINGS = {
     "EmbeddedTestApiKey": EmbeddedTestApiKey,
+    "EmbeddedTestAsyncWait": EmbeddedTestAsyncWait,
+    "EmbeddedTestAsyncWriter": EmbeddedTestAsyncWriter,
+    "EmbeddedTestBlock": EmbeddedTestBlock,
+    "EmbeddedTestHoard": EmbeddedTestHoard,
     "EmbeddedTestProgress": EmbeddedTestProgress,
     "EmbeddedTestRaise": EmbeddedTestRaise,
     "EmbeddedTestSleep": EmbeddedTestSleep,

@@ -60,12 +60,21 @@ def test_interrupt_stops_a_running_job_within_a_second(executor):
 
 def test_interrupt_by_job_id_leaves_other_jobs_alone(executor):
     future = _start_slow_job(executor, job_id="slow-1")
-    assert executor.interrupt("some-other-job") is True  # remembered in case it gets queued
+    assert executor.interrupt("some-other-job") is False
     time.sleep(0.2)
     assert not future.done()
     executor.interrupt("slow-1")
     with pytest.raises(JobInterrupted):
         future.result(timeout=5)
+
+
+def test_a_cancel_for_an_unknown_or_ended_job_is_not_remembered(executor):
+    assert executor.run(workflow("solid_red_image"), job_id="ended-1").outputs
+    assert executor.interrupt("ended-1") is False
+    assert executor.interrupt("never-submitted") is False
+    # a later job with either id runs: nothing was kept for them
+    assert executor.run(workflow("solid_red_image"), job_id="ended-1").outputs
+    assert executor.run(workflow("solid_red_image"), job_id="never-submitted").outputs
 
 
 def test_a_queued_job_cancelled_by_id_never_runs(executor):
