@@ -153,6 +153,32 @@ class EmbeddedTestHoard:
         return (image,)
 
 
+class EmbeddedTestHook:
+    """Wraps ``comfy.model_management.cast_to`` as some packs do (ComfyUI restores it between prompts)."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")
+
+    def run(self, image):
+        original = comfy.model_management.cast_to
+
+        def hooked(*args, **kwargs):
+            return original(*args, **kwargs)
+
+        hooked.embedded_test_hook = True
+        comfy.model_management.cast_to = hooked
+        return (image,)
+
+
 class EmbeddedTestText:
     """An output node that emits a text output."""
 
@@ -210,6 +236,7 @@ NODE_CLASS_MAPPINGS = {
     "EmbeddedTestAsyncWriter": EmbeddedTestAsyncWriter,
     "EmbeddedTestBlock": EmbeddedTestBlock,
     "EmbeddedTestHoard": EmbeddedTestHoard,
+    "EmbeddedTestHook": EmbeddedTestHook,
     "EmbeddedTestProgress": EmbeddedTestProgress,
     "EmbeddedTestRaise": EmbeddedTestRaise,
     "EmbeddedTestSleep": EmbeddedTestSleep,
