@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -60,11 +61,15 @@ def _parse_images(pairs: list[str]) -> dict[str, bytes]:
 
 
 def _write(result, out_dir: Path) -> list[Path]:
+    """Each output under ``out_dir`` (in its sub-folder); a name that would leave ``out_dir`` (a
+    custom node's ``../`` sub-folder, say) is written there under a flattened name instead."""
     written = []
+    root = out_dir.resolve()
     for output in result.outputs:
-        folder = out_dir / output.subfolder if output.subfolder else out_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / output.filename
+        path = (root / output.subfolder / output.filename).resolve()
+        if root not in path.parents:
+            path = root / re.sub(r"[^\w.-]", "_", f"{output.subfolder}_{output.filename}").lstrip("._")
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(output.data)
         written.append(path)
     return written

@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
+from . import logs
+
 log = logging.getLogger("embedded.events")
 
 
@@ -199,9 +201,19 @@ def to_frames(ev: Event) -> list[dict[str, Any]]:
     return frames
 
 
-def trace(frame: dict[str, Any], source: str = "embedded") -> None:
-    """Log one frame (``WEBSOCKET_TRACE=true``); large outputs are shortened, never secrets."""
-    text = json.dumps(frame, default=str)
+#: ComfyUI's ``SENSITIVE_EXTRA_DATA_KEYS``: what a job's hidden API-key inputs receive
+SENSITIVE_EXTRA_DATA = ("api_key_comfy_org", "auth_token_comfy_org")
+
+
+def job_secrets(extra_data: dict[str, Any]) -> tuple[str, ...]:
+    """The values of a job's ``extra_data`` that must never be logged."""
+    return tuple(str(extra_data[k]) for k in SENSITIVE_EXTRA_DATA if extra_data.get(k))
+
+
+def trace(frame: dict[str, Any], source: str = "embedded", secrets: tuple[str, ...] = ()) -> None:
+    """Log one frame (``WEBSOCKET_TRACE=true``); large outputs are shortened, and the job's
+    secrets (its API key, which ComfyUI puts in an error's ``current_inputs``) redacted."""
+    text = json.dumps(logs.redact(frame, secrets), default=str)
     if len(text) > 2000:
         text = text[:2000] + f"... ({len(text)} chars)"
     log.info("websocket trace [%s] %s", source, text)
@@ -236,9 +248,10 @@ class Dispatcher:
     into ComfyUI) and traces their compat frames when asked to."""
 
     def __init__(self, callback: EventCallback | None, trace_frames: bool = False,
-                 observer: EventCallback | None = None):
+                 observer: EventCallback | None = None, secrets: tuple[str, ...] = ()):
         self.callback = callback
         self.trace_frames = trace_frames
+        self.secrets = secrets
         self.observer = observer  # the job's own bookkeeping (which node runs), before the callback
 
     def __call__(self, ev: Event) -> None:
@@ -246,7 +259,7 @@ class Dispatcher:
             self.observer(ev)
         if self.trace_frames:
             for frame in to_frames(ev):
-                trace(frame)
+                trace(frame, secrets=self.secrets)
         if self.callback is not None:
             try:
                 self.callback(ev)

@@ -33,7 +33,7 @@ from typing import Callable
 
 from . import translate
 from .errors import ExecutionError, JobInterrupted, WorkerStuck
-from .events import Dispatcher, Event, EventCallback, ExecutingEvent, InterruptedEvent
+from .events import Dispatcher, Event, EventCallback, ExecutingEvent, InterruptedEvent, job_secrets
 from .types import Job, Output, Result
 
 log = logging.getLogger("embedded.jobs")
@@ -135,7 +135,8 @@ class JobControl:
                             time.monotonic() - running.started)
 
     def _dispatcher(self, running: Running, trace_frames: bool) -> Dispatcher:
-        return Dispatcher(running.ticket.on_event, trace_frames=trace_frames, observer=running.see)
+        return Dispatcher(running.ticket.on_event, trace_frames=trace_frames, observer=running.see,
+                          secrets=job_secrets(running.job.extra_data))
 
     @staticmethod
     def _finish(running: Running, messages, dispatch: Dispatcher,

@@ -10,6 +10,7 @@ Must not import ComfyUI or the backends: they hand over the UI outputs and a way
 from __future__ import annotations
 
 import mimetypes
+import re
 from typing import Any, Callable, Iterable
 
 from .types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Output
@@ -74,7 +75,7 @@ def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
             if key == "text":
                 for index, text in enumerate(items):
                     if isinstance(text, str):
-                        outputs.append(Output(node_id, TEXT, f"{node_id}_{index}.txt", "", "output",
+                        outputs.append(Output(node_id, TEXT, f"{_plain(node_id)}_{index}.txt", "", "output",
                                               "text/plain", text.encode("utf-8"), key=key))
                 continue
             for item in items:
@@ -91,3 +92,8 @@ def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
                 outputs.append(Output(node_id, kind_of(key, mime), filename, subfolder, ftype, mime, data,
                                       animated=animated, key=key))
     return outputs, problems
+
+
+def _plain(node_id: str) -> str:
+    """A node id fit for a file name: no path separators, no leading dots."""
+    return re.sub(r"[^\w.-]", "_", str(node_id)).lstrip(".") or "node"

@@ -26,7 +26,8 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    jobs of several runners (several ``Executor`` objects) from overlapping, since folders and the
    interrupt flag are shared.
 8. **Logging**: ComfyUI logs on the root logger; boot sets the root level to ``COMFY_LOG_LEVEL`` and
-   adds a stderr handler only when the process has none. ComfyUI's ``setup_logger`` (which
+   adds a stderr handler only when the process has none (``logs.setup``, which also caps the
+   loggers of boto3/botocore/s3transfer/urllib3 at WARNING: at DEBUG they log credentials). ComfyUI's ``setup_logger`` (which
    replaces ``sys.stdout``/``sys.stderr``) is not called.
 9. After boot the heap is frozen (``gc.freeze()``) so full collections stay short during jobs.
 

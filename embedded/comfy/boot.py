@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import BootError
-from .. import packs
+from .. import logs, packs
 from ..launch import comfy_args, use_cpu
 from ..types import BootInfo, FailedPack
 
@@ -48,15 +48,6 @@ def _argv(argv: list[str]):
         yield
     finally:
         sys.argv = saved
-
-
-def _setup_logging(level: str) -> None:
-    root = logging.getLogger()
-    root.setLevel(level)
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
 
 
 def boot(config: Config, loop: asyncio.AbstractEventLoop) -> BootInfo:
@@ -104,7 +95,7 @@ def _boot(config: Config, loop, tree: Path, started: float):
     parsed = cli_args.args
 
     # 2. Logging (ComfyUI's setup_logger would replace sys.stdout/sys.stderr).
-    _setup_logging(config.log_level)
+    logs.setup(config.log_level)
 
     # 3. utils.extra_config before nodes (nodes.py shadows top-level "utils"), then folders.
     import utils.extra_config

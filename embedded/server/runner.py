@@ -237,7 +237,7 @@ class ServerRunner(JobControl):
                 continue
             frame = json.loads(message)
             if self.config.websocket_trace:
-                events.trace(frame, source="server")
+                events.trace(frame, source="server", secrets=events.job_secrets(running.job.extra_data))
             if self.on_frame is not None:
                 self.on_frame(frame)
             kind, data = frame.get("type"), frame.get("data") or {}

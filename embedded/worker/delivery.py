@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -64,7 +65,18 @@ class Delivery:
 
 
 def _describe(exc: Exception) -> str:
-    """A short reason without request details (botocore messages carry no secrets; keep it short)."""
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {code or text}"[:300]
+    """A short reason that names neither the endpoint, the bucket nor the object key: S3's error
+    code where there is one, else the kind of failure."""
+    code = None
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = (response.get("Error") or {}).get("Code")
+    if code is None:  # boto3's S3UploadFailedError keeps only the text of the ClientError it wraps
+        found = re.search(r"An error occurred \((\w+)\)", str(exc))
+        code = found.group(1) if found else None
+    if code:
+        return f"S3 error {code}"
+    if any(cls.__name__ in ("EndpointConnectionError", "ConnectionError", "ConnectTimeoutError", "ReadTimeoutError")
+           for cls in type(exc).__mro__):
+        return "the bucket endpoint could not be reached"
+    return type(exc).__name__

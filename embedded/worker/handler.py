@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from . import diagnostics, request, response
+from .. import logs
 from ..api import Executor
 from ..config import Config
 from .delivery import Delivery
@@ -141,6 +142,7 @@ def main() -> None:
     # The SDK logs whole job inputs (API keys included) and outputs at DEBUG: INFO unless asked.
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
     config = Config.from_env()
+    logs.setup(config.log_level)
     sys.argv = _local_api_args(sys.argv, config.serve_api_locally)
     worker = Worker(config)
     worker.boot()

@@ -215,7 +215,8 @@ class EmbeddedTestTone:
 
 
 class EmbeddedTestApiKey:
-    """Emits, as text, the Comfy.org API key ComfyUI hands to API nodes (test keys only)."""
+    """Emits, as text, the Comfy.org API key ComfyUI hands to API nodes (test keys only); with
+    ``fail``, raises instead."""
 
     CATEGORY = "embedded_tests"
     RETURN_TYPES = ()
@@ -224,9 +225,12 @@ class EmbeddedTestApiKey:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}, "hidden": {"api_key": "API_KEY_COMFY_ORG"}}
+        return {"required": {}, "optional": {"fail": ("BOOLEAN", {"default": False})},
+                "hidden": {"api_key": "API_KEY_COMFY_ORG"}}
 
-    def run(self, api_key=None):
+    def run(self, fail=False, api_key=None):
+        if fail:  # as an API node whose service refused: ComfyUI reports its inputs, the key among them
+            raise RuntimeError("the service refused the request")
         return {"ui": {"text": [f"api_key={api_key}"]}}
 
 

@@ -215,6 +215,24 @@ def test_wrong_s3_credentials_return_the_output_as_base64_and_say_why(make_worke
     assert "wrong-secret" not in json.dumps(out)
 
 
+@pytest.mark.parametrize("where", ["missing bucket", "closed port"])
+def test_s3_errors_reach_the_client_without_endpoint_bucket_or_key(make_worker, s3_env, monkeypatch, where):
+    from ..servers import free_port
+
+    endpoint = (f"{s3_env.endpoint}/no-such-bucket-here" if where == "missing bucket"
+                else f"http://127.0.0.1:{free_port()}/outputs")
+    monkeypatch.setenv("BUCKET_ENDPOINT_URL", endpoint)
+    worker = make_worker(bucket_endpoint_url=endpoint, bucket_credentials_set=True)
+    out = handle(worker, {"workflow": workflow("solid_red_image")}, job_id="s3-secret-job")
+    assert out["images"][0]["type"] == "base64"
+    [error] = out["errors"]
+    expected = "S3 error NoSuchBucket" if where == "missing bucket" else "the bucket endpoint could not be reached"
+    assert error == f"S3 upload of ComfyUI_00001_.png failed ({expected}); returned as base64 instead"
+    text = json.dumps(out)
+    for secret in ("127.0.0.1", "no-such-bucket-here", "s3-secret-job/", s3_env.ACCESS_KEY):
+        assert secret not in text
+
+
 def test_without_all_three_bucket_variables_nothing_is_uploaded(make_worker, s3_env, monkeypatch, tmp_path):
     monkeypatch.delenv("BUCKET_SECRET_ACCESS_KEY")
     monkeypatch.chdir(tmp_path)

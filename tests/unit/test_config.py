@@ -72,3 +72,20 @@ def test_the_backend_follows_execution_mode():
     from embedded.server import ServerRunner
     assert isinstance(backend.create(Config.from_env({"EXECUTION_MODE": "server"})), ServerRunner)
     assert isinstance(backend.create(Config.from_env({})), ComfyRunner)
+
+
+def test_job_end_and_input_limits_have_documented_defaults_and_are_read():
+    default = Config.from_env({})
+    assert (default.job_stop_grace_s, default.input_max_bytes, default.input_max_pixels,
+            default.max_rss_growth_pct) == (10.0, 100 * 1024 * 1024, 100_000_000, None)
+    config = Config.from_env({"JOB_STOP_GRACE_S": "2.5", "INPUT_MAX_BYTES": "1048576", "INPUT_MAX_PIXELS": "4000000",
+                              "MAX_RSS_GROWTH_PCT": "15"})
+    assert (config.job_stop_grace_s, config.input_limits.max_bytes, config.input_limits.max_pixels,
+            config.max_rss_growth_pct) == (2.5, 1048576, 4000000, 15.0)
+
+
+@pytest.mark.parametrize("name, value", [("JOB_STOP_GRACE_S", "0"), ("INPUT_MAX_BYTES", "-1"),
+                                         ("INPUT_MAX_PIXELS", "lots"), ("MAX_RSS_GROWTH_PCT", "0")])
+def test_limits_that_cannot_work_are_refused(name, value):
+    with pytest.raises(ValueError, match=name):
+        Config.from_env({name: value})

@@ -6,8 +6,8 @@ import zlib
 import pytest
 
 from embedded import InputError, ValidationError, WorkflowFormatError
-from embedded.inputs import (check_file_inputs, check_input_name, check_inputs, check_workflow, file_inputs,
-                             prepare_input_folder, write_inputs)
+from embedded.inputs import (InputLimits, check_file_inputs, check_input_name, check_inputs, check_workflow,
+                             file_inputs, prepare_input_folder, write_inputs)
 
 from ..helpers import png_bytes, workflow
 
@@ -121,3 +121,36 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IEND", b""))
+
+
+def test_input_limits_are_bytes_per_file_and_pixels_per_image():
+    limits = InputLimits(max_bytes=2048, max_pixels=100)
+    with pytest.raises(InputError, match=r"'clip.wav' is 2049 bytes; the limit is 2048 \(INPUT_MAX_BYTES\)"):
+        check_inputs({"clip.wav": b"\0" * 2049}, limits)
+    with pytest.raises(InputError, match=r"'wide.png' is 11x10 pixels; the limit is 100 pixels"):
+        check_inputs({"wide.png": png_bytes(size=(11, 10))}, limits)
+    assert check_inputs({"ok.png": png_bytes(size=(10, 10))}, limits)
+
+
+def nested(depth):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("value, problem", [
+    (nested(33), "nested more than 32 levels deep"),
+    (10 ** 30, "out of range: inputs take 64-bit integers"),
+    (-(2 ** 63) - 1, "out of range"),
+    ({"a": [2 ** 64]}, "out of range"),
+])
+def test_values_comfyui_cannot_hash_or_hold_are_validation_errors(value, problem):
+    wf = {"1": {"class_type": "EmptyImage", "inputs": {"color": value}}}
+    with pytest.raises(ValidationError, match=problem) as info:
+        check_workflow(wf)
+    assert info.value.node_errors[0].input_name == "color"
+
+
+def test_64_bit_integers_and_shallow_lists_pass():
+    check_workflow({"1": {"class_type": "KSampler", "inputs": {"seed": 2 ** 64 - 1, "cfg": nested(32)}}})

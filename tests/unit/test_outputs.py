@@ -52,3 +52,23 @@ def test_outputs_follow_the_workflow_order_whatever_order_comfyui_ran_them_in():
     assert [o.text for o in outputs] == ["two", "five", "nine"]
     outputs, _ = collect(ui, lambda *a: b"", order=["5"])
     assert [o.text for o in outputs] == ["five", "nine", "two"]
+
+
+def test_a_text_outputs_file_name_never_holds_a_path_from_its_node_id():
+    outputs, _ = collect({"../../x": {"text": ["hi"]}}, read=lambda *a: b"")
+    [text] = outputs
+    assert "/" not in text.filename and not text.filename.startswith(".")
+
+
+def test_the_cli_never_writes_outside_out(tmp_path):
+    from embedded.cli import _write
+    from embedded.types import TEXT, Output, Result, Timings
+
+    out = tmp_path / "out"
+    escaping = Output("9", TEXT, "x.txt", "../../evil", "output", "text/plain", b"data")
+    plain = Output("3", TEXT, "3_0.txt", "sub", "output", "text/plain", b"kept")
+    written = _write(Result("job", "prompt", [escaping, plain], Timings()), out)
+    assert all(out.resolve() in path.parents for path in written)
+    assert [p.read_bytes() for p in written] == [b"data", b"kept"]
+    assert written[1] == out.resolve() / "sub" / "3_0.txt"
+    assert not (tmp_path / "evil").exists()

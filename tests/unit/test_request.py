@@ -62,3 +62,11 @@ def test_input_that_is_neither_object_nor_json_string_is_refused():
 def test_a_non_string_api_key_is_refused():
     with pytest.raises(RequestError, match="comfy_org_api_key"):
         parse({"workflow": WF, "comfy_org_api_key": 5})
+
+
+def test_unload_models_and_free_memory_are_read_and_must_be_booleans():
+    req = parse({"workflow": WF, "unload_models": True, "free_memory": False})
+    assert (req.unload_models, req.free_memory) == (True, False)
+    assert (parse({"workflow": WF}).unload_models, parse({"workflow": WF}).free_memory) == (False, False)
+    with pytest.raises(RequestError, match="'free_memory' must be true or false"):
+        parse({"workflow": WF, "free_memory": "yes"})
