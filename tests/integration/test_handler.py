@@ -249,3 +249,31 @@ def test_without_all_three_bucket_variables_nothing_is_uploaded(make_worker, s3_
 def test_output_never_carries_a_local_path(make_worker, test_config):
     text = json.dumps(handle(make_worker(), {"workflow": workflow("save_and_preview")}))
     assert str(test_config.work_dir) not in text and "/tmp/" not in text
+
+
+# --- leak-aware recycling -----------------------------------------------------------------------------
+
+def test_a_worker_grown_past_max_rss_growth_pct_asks_to_be_replaced(make_worker):
+    worker = make_worker(max_rss_growth_pct=5)
+    worker.boot()  # the executor is up already: this takes the baseline
+    assert worker.memory.baseline > 0
+    assert "refresh_worker" not in handle(worker, {"workflow": workflow("solid_red_image")})
+    leaky = workflow("leaky_node")
+    leaky["2"]["inputs"]["megabytes"] = int(worker.memory.baseline * 0.08 / 2 ** 20) + 16
+    try:
+        grown = handle(worker, {"workflow": leaky})
+        assert grown["images"] and grown["refresh_worker"] is True
+    finally:
+        leaky["2"]["inputs"]["release"] = True
+        handle(worker, {"workflow": leaky})
+
+
+def test_without_max_rss_growth_pct_a_grown_worker_stays(make_worker):
+    worker = make_worker()
+    worker.boot()
+    leaky = workflow("leaky_node")
+    try:
+        assert "refresh_worker" not in handle(worker, {"workflow": leaky})
+    finally:
+        leaky["2"]["inputs"]["release"] = True
+        handle(worker, {"workflow": leaky})
