@@ -8,7 +8,10 @@ Scenarios: cold start (process start to first result, median of BENCH_COLD_RUNS 
 mode; server mode pays the server start, HTTP readiness and the first job, as worker-comfyui does);
 per-job wall time and overhead (median, p95, p99 over BENCH_JOBS jobs) for a model-free 512 px
 workflow and tiny txt2img at 64 and 512 px; resident memory after boot and after BENCH_RSS_JOBS
-jobs; ``/runsync`` through runpod's local API against a direct ``execute()`` call.
+jobs; ``/runsync`` through runpod's local API against a direct ``execute()`` call; and a soak
+(``soak.py``: BENCH_SOAK_JOBS txt2img jobs alternating two checkpoints and BENCH_SOAK_FAILING
+failing jobs per mode), reporting memory growth and leaked files, threads and asyncio tasks
+against the goal (growth at most 2 %, no leaks). BENCH_SOAK_JOBS=0 leaves the soak out.
 """
 
 import json
@@ -26,7 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH, REPO, WORK, machine  # noqa: E402
 
 COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "3"))
+SOAK_JOBS = int(os.environ.get("BENCH_SOAK_JOBS", "300"))
 MODES = ("embedded", "server")
+#: the soak's goal: memory growth after warm-up at most this, and nothing leaked
+SOAK_GOAL_PCT = 2.0
 
 
 def cold_start(mode: str) -> float:
@@ -75,6 +81,15 @@ def main() -> int:
                        stderr=subprocess.DEVNULL)
         figures[mode] = json.loads(out.read_text())
         print(f"bench: {mode} jobs done", flush=True)
+    soak = {}
+    for mode in MODES if SOAK_JOBS else ():  # embedded first: it writes the second checkpoint
+        out = WORK / f"soak-{mode}.json"
+        subprocess.run([sys.executable, str(BENCH / "soak.py"), mode, str(out)], cwd=REPO, check=True,
+                       stderr=subprocess.DEVNULL)
+        soak[mode] = json.loads(out.read_text())
+        soak[mode]["meets_goal"] = (soak[mode]["rss_growth_pct"] <= SOAK_GOAL_PCT and not any(
+            soak[mode][k] for k in ("leaked_files", "leaked_threads", "leaked_server_threads", "leaked_loop_tasks")))
+        print(f"bench: {mode} soak: {soak[mode]['rss_growth_pct']:+.2f} % memory", flush=True)
     emb, srv = figures["embedded"], figures["server"]
     scenarios = {
         "cold_start": scenario("s", statistics.median(cold["embedded"]), statistics.median(cold["server"]),
@@ -98,7 +113,8 @@ def main() -> int:
     result = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "txt2img_model": emb["txt2img_model"],
               "jobs_per_scenario": emb["model_free_512"]["wall_ms"]["n"], "boot_s": {m: figures[m]["boot_s"] for m in MODES},
-              "bench_seconds": round(time.perf_counter() - started, 1), "scenarios": scenarios}
+              "bench_seconds": round(time.perf_counter() - started, 1), "scenarios": scenarios,
+              "soak": soak}
     out_dir = Path(os.environ.get("BENCH_OUT") or BENCH / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -130,6 +146,17 @@ def markdown(result: dict) -> str:
               "|---|---|---|---|---|"]
     for k in ("median", "p95", "p99"):
         lines.append(f"| {k} | ms | {r['direct_execute'][k]:.2f} | {r['runsync_local_api'][k]:.2f} | {r['ratio'][k]:.2f} |")
+    if result.get("soak"):
+        lines += ["", f"Soak (goal: memory growth after warm-up at most {SOAK_GOAL_PCT:g} %, nothing leaked):", "",
+                  "| mode | jobs ok | failing jobs | memory after warm-up (MiB) | after the soak (MiB) | growth | "
+                  "leaked files | leaked threads | leaked server threads | leaked loop tasks | goal met |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for mode, s in result["soak"].items():
+            lines.append(f"| {mode} | {s['jobs']} | {s['failing_jobs']} | {s['before']['rss_mb']:.1f} | "
+                         f"{s['after']['rss_mb']:.1f} | {s['rss_growth_pct']:+.2f} % | {s['leaked_files']} | "
+                         f"{s['leaked_threads']} | {s['leaked_server_threads'] if s['leaked_server_threads'] is not None else 'n/a'} | "
+                         f"{s['leaked_loop_tasks'] if s['leaked_loop_tasks'] is not None else 'n/a'} | "
+                         f"{'yes' if s['meets_goal'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,8 @@ import inspect
 
 from embedded.launch import MODEL_FOLDERS
 
+from ..helpers import workflow
+
 
 def test_model_folder_names_match_comfyui_folder_paths(executor):
     import folder_paths
@@ -37,10 +39,38 @@ def test_prompt_executor_api_we_call():
     assert {c.name for c in execution.CacheType} >= {"CLASSIC", "LRU", "NONE", "RAM_PRESSURE"}
 
 
-def test_caches_have_the_public_get_and_set_we_use_to_forget_output_nodes(executor):
+def test_caches_keep_entries_where_we_remove_output_nodes_from_them(executor):
+    """comfy.executor._remove_entry: BasicCache and its subclasses hold entries in ``cache`` by the
+    data key of ``cache_key_set``; LRU/RAM-pressure caches keep bookkeeping by the same key."""
+    from comfy_execution import caching
+    executor.run(workflow("save_and_preview"))
     caches = executor._runner._executor.caches
     for cache in (caches.outputs, caches.objects):
-        assert callable(cache.get) and callable(cache.set)
+        assert cache.initialized and isinstance(cache.cache, dict)
+        assert callable(cache.cache_key_set.get_data_key)
+    lru = caching.LRUCache(caching.CacheKeySetInputSignature, max_size=1)
+    ram = caching.RAMPressureCache(caching.CacheKeySetInputSignature)
+    assert isinstance(lru.used_generation, dict) and isinstance(lru.children, dict)
+    assert isinstance(ram.timestamps, dict)
+    assert not hasattr(caching.NullCache(), "initialized")
+
+
+def test_prompt_workers_between_jobs_steps_are_the_ones_we_repeat():
+    """comfy.housekeeping repeats prompt_worker (main.py): cache choice, /free flags, throttled gc."""
+    from embedded.config import Config
+    main = (Config().comfyui_path / "main.py").read_text()
+    for line in ("if args.cache_lru > 0:", "elif args.cache_ram > 0:", "elif args.cache_none:",
+                 'cache_args={ "lru" : args.cache_lru, "ram" : args.cache_ram }', "gc_collect_interval = 10.0",
+                 'if flags.get("unload_models", free_memory):', "comfy.model_management.unload_all_models()",
+                 "e.reset()", "comfy.model_management.soft_empty_cache()", "hook_breaker_ac10a0.restore_functions()"):
+        assert line in main, line
+
+
+def test_the_log_buffer_our_server_side_pack_seeds():
+    """embedded/server/comfy_nodes/embedded_log_buffer: app.logger keeps its buffer in ``logs``."""
+    import app.logger
+    assert hasattr(app.logger, "logs")
+    assert 'logs[-1]["m"]' in inspect.getsource(app.logger.LogInterceptor.write)
 
 
 def test_our_server_stand_in_is_the_prompt_server_instance(executor):

@@ -1,6 +1,6 @@
 """The legacy server mode on its own: reconnects when the websocket drops (through a loopback TCP
 proxy the test cuts), a clear error when ComfyUI dies mid-job, then a restart for the next job;
-interrupt and timeout over HTTP."""
+interrupt and timeout over HTTP; samplers at any log level."""
 
 import dataclasses
 import random
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from embedded import JobInterrupted, JobTimeout, ServerCrashed
+from embedded import Executor, JobInterrupted, JobTimeout, ServerCrashed
 from embedded.events import ExecutingEvent
 from embedded.server import ServerRunner
 from embedded.types import Job
@@ -124,3 +124,12 @@ def test_the_server_listens_on_loopback_with_the_embedded_arguments(proxied, ser
     assert args[:len(comfy_args(proxied.config, proxied.booted.cpu))] == comfy_args(proxied.config,
                                                                                       proxied.booted.cpu)
     assert proxied.booted.mode == "server" and proxied.booted.node_classes > 500
+
+
+def test_samplers_run_when_comfyuis_log_level_leaves_its_log_buffer_empty(server_config, models, tmp_path_factory):
+    # ComfyUI's log interceptor reads the buffer's last line on tqdm's first "\r" write; at ERROR
+    # nothing was logged before the first sampler (embedded_log_buffer keeps it from being empty)
+    config = dataclasses.replace(server_config, log_level="ERROR", work_dir=tmp_path_factory.mktemp("quiet-server"))
+    with Executor(config) as quiet:
+        result = quiet.run(workflow("txt2img_checkpoint"))
+
