@@ -149,11 +149,14 @@ def markdown(result: dict) -> str:
     if result.get("soak"):
         lines += ["", f"Soak (goal: memory growth after warm-up at most {SOAK_GOAL_PCT:g} %, nothing leaked):", "",
                   "| mode | jobs ok | failing jobs | memory after warm-up (MiB) | after the soak (MiB) | growth | "
-                  "leaked files | leaked threads | leaked server threads | leaked loop tasks | goal met |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "of which ComfyUI's server (MiB) | leaked files | leaked threads | leaked server threads | "
+                  "leaked loop tasks | goal met |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for mode, s in result["soak"].items():
+            server_mb = (f"{s['before']['server_rss_mb']:.1f} → {s['after']['server_rss_mb']:.1f}"
+                         if s["before"].get("server_rss_mb") is not None else "n/a")
             lines.append(f"| {mode} | {s['jobs']} | {s['failing_jobs']} | {s['before']['rss_mb']:.1f} | "
-                         f"{s['after']['rss_mb']:.1f} | {s['rss_growth_pct']:+.2f} % | {s['leaked_files']} | "
+                         f"{s['after']['rss_mb']:.1f} | {s['rss_growth_pct']:+.2f} % | {server_mb} | {s['leaked_files']} | "
                          f"{s['leaked_threads']} | {s['leaked_server_threads'] if s['leaked_server_threads'] is not None else 'n/a'} | "
                          f"{s['leaked_loop_tasks'] if s['leaked_loop_tasks'] is not None else 'n/a'} | "
                          f"{'yes' if s['meets_goal'] else 'no'} |")

@@ -1,17 +1,18 @@
 """Soak one mode in one process: ``python bench/soak.py embedded|server OUT.json``.
 
-After a warm-up (each checkpoint once, each kind of failing job once), runs BENCH_SOAK_JOBS txt2img
-jobs alternating two random-weight checkpoints (so models are loaded and unloaded all along) with
+After a warm-up (BENCH_SOAK_WARMUP jobs of the same mix: caches, pools and the allocator settle),
+runs BENCH_SOAK_JOBS txt2img jobs alternating two random-weight checkpoints (so models are loaded and unloaded all along) with
 BENCH_SOAK_FAILING failing jobs spread among them (half a node that raises, half a node that leaves
 an asyncio task behind and then fails), then waits until the between-jobs clean-up has run while
 idle, and compares with the state after the warm-up: resident memory of the process tree (server
-mode: the client and ComfyUI's server), files left in the work folder, threads, and asyncio tasks
-on the runner's loop (embedded mode).
+mode: the client and ComfyUI's server, also reported apart), files left in the work folder, threads,
+and asyncio tasks on the runner's loop (embedded mode).
 """
 
 import asyncio
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ from common import REPO, WORK, txt2img  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_SOAK_JOBS", "300"))
 FAILING = int(os.environ.get("BENCH_SOAK_FAILING", "50"))
+WARMUP = int(os.environ.get("BENCH_SOAK_WARMUP", "50"))
 CHECKPOINTS = ("tiny-sd3.safetensors", "tiny-sd15.safetensors")
 
 
@@ -53,18 +55,34 @@ def loop_tasks(executor) -> int | None:
     return asyncio.run_coroutine_threadsafe(count(), loop).result(10)
 
 
-def server_threads(executor) -> int | None:
+def server_process(executor):
     server = getattr(executor._runner, "server", None)
     if server is None or server.proc is None:
         return None
     import psutil
-    return psutil.Process(server.proc.pid).num_threads()
+    return psutil.Process(server.proc.pid)
 
 
 def state(executor, work: Path) -> dict:
     from embedded.worker.recycling import tree_rss
+    server = server_process(executor)
     return {"rss_mb": round(tree_rss() / 2 ** 20, 1), "files": files_left(work), "threads": threading.active_count(),
-            "server_threads": server_threads(executor), "loop_tasks": loop_tasks(executor)}
+            "server_rss_mb": round(server.memory_info().rss / 2 ** 20, 1) if server else None,
+            "server_threads": server.num_threads() if server else None, "loop_tasks": loop_tasks(executor)}
+
+
+def mixed(executor, jobs: int, failing_jobs: int, offset: int = 0) -> tuple[int, int]:
+    """``jobs`` txt2img jobs alternating the checkpoints, ``failing_jobs`` failing ones spread among
+    them; returns how many succeeded and how many failed."""
+    every = max(1, (jobs + failing_jobs) // max(failing_jobs, 1))
+    ok = failed = n_failing = 0
+    for i in range(offset, offset + jobs + failing_jobs):
+        if n_failing < failing_jobs and (i - offset) % every == every - 1:
+            n_failing += 1
+            failed += not run(executor, failing(i))
+        else:
+            ok += run(executor, txt2img(i, 64, CHECKPOINTS[i % 2]))
+    return ok, failed
 
 
 def run(executor, wf) -> bool:
@@ -81,6 +99,7 @@ def main(mode: str, out: Path) -> None:
     from embedded.comfy.housekeeping import GC_INTERVAL
 
     work = WORK / f"soak-{mode}"
+    shutil.rmtree(work, ignore_errors=True)
     nodes = WORK / "soak-nodes.yaml"
     nodes.write_text(f"tests:\n  custom_nodes: {REPO / 'tests' / 'custom_nodes'}\n")
     env = {"EXECUTION_MODE": mode, "COMFY_WORK_DIR": str(work), "COMFY_MODELS_DIR": str(WORK / "models"),
@@ -90,28 +109,21 @@ def main(mode: str, out: Path) -> None:
         from embedded.comfy import modelgen
         for recipe in ("tiny-sd3", "tiny-sd15"):
             modelgen.install(recipe, WORK / "models", modelgen.default_cache_dir())
-    assert all(run(executor, txt2img(1, 64, ckpt)) for ckpt in CHECKPOINTS), "the warm-up jobs must succeed"
-    assert not run(executor, failing(0)) and not run(executor, failing(1))
+    warm_ok, warm_failed = mixed(executor, max(WARMUP, 2), max(WARMUP // 7, 2))
+    assert warm_ok >= 2 and warm_failed >= 2, "the warm-up runs both checkpoints and fails as meant"
     time.sleep(GC_INTERVAL + 1)  # the idle clean-up, as after the soak
     before = state(executor, work)
     started = time.perf_counter()
-    every = max(1, (JOBS + FAILING) // max(FAILING, 1))
-    ok = failed = n_failing = 0
-    for i in range(JOBS + FAILING):
-        if n_failing < FAILING and i % every == every - 1:
-            n_failing += 1
-            failed += not run(executor, failing(i))
-        else:
-            ok += run(executor, txt2img(i, 64, CHECKPOINTS[i % 2]))
+    ok, failed = mixed(executor, JOBS, FAILING, offset=10_000)
     seconds = time.perf_counter() - started
     time.sleep(GC_INTERVAL + 1)
     after = state(executor, work)
     executor.close()
     growth = 100 * (after["rss_mb"] - before["rss_mb"]) / before["rss_mb"]
-    late = sum(1 for _ in work.rglob("late-*.txt"))
-    out.write_text(json.dumps({"jobs": ok, "failing_jobs": failed, "seconds": round(seconds, 1),
+    out.write_text(json.dumps({"jobs": ok, "failing_jobs": failed, "warmup_jobs": warm_ok + warm_failed,
+                               "seconds": round(seconds, 1),
                                "before": before, "after": after, "rss_growth_pct": round(growth, 2),
-                               "leaked_files": after["files"] - before["files"] + late,
+                               "leaked_files": after["files"] - before["files"],
                                "leaked_threads": after["threads"] - before["threads"],
                                "leaked_server_threads": (after["server_threads"] - before["server_threads"]
                                                          if after["server_threads"] is not None else None),

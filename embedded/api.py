@@ -79,7 +79,7 @@ class Executor:
     async def run_async(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
                         on_event: EventCallback | None = None, **job_options: Any) -> Result:
         """Like ``run`` for async callers. Cancelling the awaiting task interrupts the job and waits
-        for it to stop (at most ``JOB_STOP_GRACE_S``)."""
+        until it stops, or until ``JOB_STOP_GRACE_S`` has passed and it is answered anyway."""
         job = self.make_job(workflow, images, **job_options)
         return await self.start()._runner.run_async(job, on_event)
 

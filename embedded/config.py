@@ -63,8 +63,21 @@ def _count(value: str | None, default: int, name: str) -> int:
     return count
 
 
+def _size(value: str | None, default: int, name: str) -> int:
+    """A whole number > 0 (bytes, pixels)."""
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a whole number") from None
+    if number <= 0:
+        raise ValueError(f"{name}={value!r}: expected a whole number above zero")
+    return number
+
+
 def _positive(value: str | None, default: float | None, name: str) -> float | None:
-    """A number > 0 (sizes, percentages); ``None`` when unset and no default."""
+    """A number > 0 (a percentage); ``None`` when unset and no default."""
     if value is None or value.strip() == "":
         return default
     try:
@@ -195,8 +208,8 @@ class Config:
             serve_api_locally=_flag(env.get("SERVE_API_LOCALLY")),
             job_timeout=_seconds(env.get("JOB_TIMEOUT_S"), "JOB_TIMEOUT_S"),
             job_stop_grace_s=_seconds(env.get("JOB_STOP_GRACE_S"), "JOB_STOP_GRACE_S", default=10.0),
-            input_max_bytes=int(_positive(env.get("INPUT_MAX_BYTES"), InputLimits.max_bytes, "INPUT_MAX_BYTES")),
-            input_max_pixels=int(_positive(env.get("INPUT_MAX_PIXELS"), InputLimits.max_pixels, "INPUT_MAX_PIXELS")),
+            input_max_bytes=_size(env.get("INPUT_MAX_BYTES"), InputLimits.max_bytes, "INPUT_MAX_BYTES"),
+            input_max_pixels=_size(env.get("INPUT_MAX_PIXELS"), InputLimits.max_pixels, "INPUT_MAX_PIXELS"),
             max_rss_growth_pct=_positive(env.get("MAX_RSS_GROWTH_PCT"), None, "MAX_RSS_GROWTH_PCT"),
             warmup_workflow=_path(env.get("WARMUP_WORKFLOW"), None),
             comfy_org_api_key=env.get("COMFY_ORG_API_KEY") or None,

@@ -194,8 +194,9 @@ def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits())
                 width, height = im.size
                 im.verify()
         except Image.DecompressionBombError:
-            raise InputError(f"Input {name!r} has more pixels than Pillow opens; the limit is "
-                             f"{limits.max_pixels} (INPUT_MAX_PIXELS)") from None
+            pillow = 2 * (Image.MAX_IMAGE_PIXELS or 0)  # where Pillow refuses to open an image
+            raise InputError(f"Input {name!r} is larger than Pillow opens ({pillow} pixels); the limit is "
+                             f"{min(limits.max_pixels, pillow)} pixels (INPUT_MAX_PIXELS)") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RecursionError) as exc:
             raise InputError(f"Input {name!r} is not a readable image: {exc}") from None
         if width * height > limits.max_pixels:

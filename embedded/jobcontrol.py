@@ -50,6 +50,8 @@ class Ticket:
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         #: the stop grace period is over: the watchdog answers, not the run's own end
         self.abandoned = False
+        #: it became the running job (a ticket answered while queued never does)
+        self.started = False
 
     def answer(self, result: Result | None = None, error: BaseException | None = None) -> bool:
         """Resolve the caller's future unless it is already resolved; returns whether it was."""
@@ -106,7 +108,7 @@ class JobControl:
 
     def _abandon(self, running: Running) -> str | None:
         """``running`` did not stop within the grace period: free the backend if it can. Returns
-        how it did (for the job's error: "ComfyUI's server was restarted"), or None."""
+        how it did (the end of the job's error message: "its task was cancelled"), or None."""
         return None
 
     def _begin(self, ticket: Ticket) -> Running:
@@ -114,11 +116,10 @@ class JobControl:
         with self._state_lock:
             if ticket in self._queued:
                 self._queued.remove(ticket)
-            if ticket.future.done():
+            if ticket.future.done():  # cancelled while queued, or failed behind a stuck job
                 raise JobInterrupted("The job was cancelled before it started")
-            if self._stuck is not None:
-                raise self._stuck_error()
             running = self._running = Running(ticket)
+            ticket.started = True
         if ticket.job.timeout is not None:
             self._arm(running, ticket.job.timeout, self._on_timeout)
         return running
@@ -168,16 +169,17 @@ class JobControl:
     async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result:
         """Await a job from any event loop.
 
-        Cancelling the awaiting task interrupts the job and waits for it to end (at most the stop
-        grace period) before the cancel goes on: nothing is cancelled inside ComfyUI. A job whose
-        node did not stop raises its stop error instead (``refresh_worker`` says what it means).
+        Cancelling the awaiting task interrupts the job and waits until it is answered (when it
+        stops, or once the stop grace period is over) before the cancel goes on: nothing is
+        cancelled inside ComfyUI. A job whose node did not stop raises its stop error instead
+        (``refresh_worker`` says what it means).
         """
         ticket = self._submit(job, on_event)
         waiter = asyncio.wrap_future(ticket.future)
         try:
             return await asyncio.shield(waiter)
         except asyncio.CancelledError:
-            self._cancel(ticket)
+            await asyncio.to_thread(self._cancel, ticket)  # the server's /interrupt is a blocking call
             try:
                 await waiter
             except JobInterrupted as exc:
@@ -221,7 +223,8 @@ class JobControl:
             inner = self._enqueue(ticket)
         except BaseException:
             with self._state_lock:
-                self._queued.remove(ticket)
+                if ticket in self._queued:
+                    self._queued.remove(ticket)
             raise
         inner.add_done_callback(lambda f: self._settle(ticket, f))
         return ticket
@@ -279,16 +282,27 @@ class JobControl:
             running.ticket.abandoned = True
         log.error("job %s: node %s did not stop within %g s of being asked to", running.job.job_id,
                   running.node_id, self.stop_grace)
-        freed = self._abandon(running)
-        error = running.stopped_error().abandoned(self.stop_grace, freed)
-        queued: list[Ticket] = []
+        freed = None
+        try:
+            freed = self._abandon(running)
+        except Exception:  # noqa: BLE001 - the caller is answered whatever happens here
+            log.exception("job %s: could not abandon its node", running.job.job_id)
+        finally:
+            with self._state_lock:
+                stuck = freed is None and self._running is running
+                if stuck:
+                    self._stuck = running
+            if stuck:
+                self._fail_queued(self._stuck_error())
+            running.ticket.answer(error=running.stopped_error().abandoned(self.stop_grace, None if stuck else
+                                                                          freed or "it was answered late"))
+
+    def _fail_queued(self, error: Exception) -> None:
+        """Answer every queued job with ``error`` (they will not run)."""
         with self._state_lock:
-            if freed is None and self._running is running:
-                self._stuck = running
-                queued, self._queued = self._queued, []
-        running.ticket.answer(error=error)
+            queued, self._queued = self._queued, []
         for ticket in queued:
-            ticket.answer(error=self._stuck_error())
+            ticket.answer(error=error)
 
     def _stuck_error(self) -> WorkerStuck:
         return WorkerStuck("A stopped job's node is still running in this process (it never checks ComfyUI's "

@@ -38,8 +38,8 @@ from typing import Any, Callable
 
 from ..config import Config
 from .. import translate
-from ..errors import BootError, InputError, ValidationError
-from ..events import EventCallback, from_comfy
+from ..errors import BootError, InputError, JobInterrupted, ValidationError
+from ..events import from_comfy
 from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder, write_inputs
 from ..jobcontrol import JobControl, Running, Ticket
 from ..outputs import collect
@@ -96,7 +96,8 @@ class ComfyRunner(JobControl):
             cache_type, cache_args = cache_settings(comfy.cli_args.args, execution.CacheType)
             self._executor = execution.PromptExecutor(_boot.shim(), cache_type=cache_type, cache_args=cache_args)
             self._job_lock = asyncio.Lock()
-            self._housekeeping = Housekeeping(self._executor, loop, idle=lambda: not self._job_lock.locked())
+            self._housekeeping = Housekeeping(self._executor, loop, idle=lambda: not self._job_lock.locked(),
+                                              process_lock=_one_job_per_process)
         except BaseException as exc:
             loop.close()
             ready.set_exception(exc if isinstance(exc, BootError) else BootError(f"{type(exc).__name__}: {exc}"))
@@ -113,6 +114,7 @@ class ComfyRunner(JobControl):
         if self._thread is None:
             return
         self.interrupt()
+        self._fail_queued(JobInterrupted("The executor was closed before the job started"))
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
@@ -131,7 +133,9 @@ class ComfyRunner(JobControl):
 
     def _stop(self, running: Running) -> None:
         import comfy.model_management
-        comfy.model_management.interrupt_current_processing(True)
+        with self._state_lock:  # the flag is process-wide: never raise it for the job after this one
+            if self._running is running:
+                comfy.model_management.interrupt_current_processing(True)
 
     def _abandon(self, running: Running) -> str | None:
         """Cancel the job's task: a node awaiting something lets go at once. A synchronous node
@@ -150,7 +154,7 @@ class ComfyRunner(JobControl):
             return None  # a synchronous node holds the loop
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
-            if task.done():
+            if self._running is not running:  # the job has ended (its clean-up may still run)
                 return "its task was cancelled"
             time.sleep(0.02)
         return None
@@ -164,9 +168,10 @@ class ComfyRunner(JobControl):
             finally:
                 try:
                     await _cancel_leftover_tasks(before, self.stop_grace)
+                    if ticket.started:
+                        self._between_jobs(ticket)
                 finally:
                     _one_job_per_process.release()
-                    self._between_jobs(ticket)
 
     def _between_jobs(self, ticket: Ticket) -> None:
         try:
@@ -280,9 +285,10 @@ class ComfyRunner(JobControl):
 
 
 def _remove_entry(cache: Any, node_id: str) -> None:
-    """Drop ``node_id``'s entry from one of ComfyUI's caches (``BasicCache`` and its subclasses keep
-    entries in ``cache`` keyed by the prompt's data key; LRU and RAM-pressure caches also keep
-    bookkeeping by that key; ``NullCache`` keeps nothing). A prompt at the top level of the cache."""
+    """Drop the entry of ``node_id`` (a node of the prompt itself, so at the top level of the cache:
+    output nodes are never inside an expanded subgraph's sub-cache) from one of ComfyUI's caches:
+    ``BasicCache`` and its subclasses keep entries in ``cache`` by the prompt's data key, LRU and
+    RAM-pressure caches keep bookkeeping by the same key, ``NullCache`` keeps nothing."""
     if not getattr(cache, "initialized", False):
         return  # NullCache, or no prompt was ever set on it
     key = cache.cache_key_set.get_data_key(node_id)
@@ -311,7 +317,7 @@ async def _cancel_leftover_tasks(before: set[asyncio.Task], grace: float) -> Non
         return
     for task in leftover:
         task.cancel()
-    done, pending = await asyncio.wait(leftover, timeout=grace)
+    _, pending = await asyncio.wait(leftover, timeout=grace)
     log.info("cancelled %d task(s) the job left running", len(leftover))
     if pending:
         log.warning("%d task(s) the job left running ignored their cancel", len(pending))

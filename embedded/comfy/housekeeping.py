@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from typing import Any, Callable
 
@@ -38,10 +39,12 @@ def cache_settings(args: Any, cache_types: Any) -> tuple[Any, dict[str, float]]:
 
 
 class Housekeeping:
-    def __init__(self, prompt_executor: Any, loop: asyncio.AbstractEventLoop, idle: Callable[[], bool]):
+    def __init__(self, prompt_executor: Any, loop: asyncio.AbstractEventLoop, idle: Callable[[], bool],
+                 process_lock: threading.Lock):
         self.prompt_executor = prompt_executor
         self.loop = loop
-        self.idle = idle
+        self.idle = idle  # no job of this runner is running or queued
+        self.process_lock = process_lock  # held by whichever runner of the process runs a job
         self.need_gc = False
         self.last_gc = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -72,8 +75,12 @@ class Housekeeping:
 
     def _on_idle_timer(self) -> None:
         self._timer = None
-        if self.idle():  # a running job collects when it ends
+        if not self.idle() or not self.process_lock.acquire(blocking=False):
+            return  # a running job collects when it ends
+        try:
             self.collect_when_due()
+        finally:
+            self.process_lock.release()
 
     def _collect(self) -> None:
         import comfy.model_management

@@ -141,11 +141,12 @@ class ComfyServer:
         path.write_text(yaml.safe_dump({"embedded_server": {"custom_nodes": str(COMFY_NODES)}}))
         return path
 
-    def kill(self) -> None:
-        """End the process at once (tests use it to simulate a crash)."""
+    def kill(self, wait: bool = True) -> None:
+        """End the process at once (a node that does not stop; tests simulate a crash with it)."""
         if self.alive():
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+            if wait:
+                self.proc.wait(10)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.alive():

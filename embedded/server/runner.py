@@ -125,8 +125,12 @@ class ServerRunner(JobControl):
 
     def _abandon(self, running: Running) -> str | None:
         """Kill ComfyUI's server: its stuck node goes with it; the next job starts a new one."""
-        log.warning("server: killing ComfyUI's server, whose node did not stop; the next job restarts it")
-        self.server.kill()
+        with self._state_lock:  # never the server a later job already uses
+            if self._running is not running:
+                return None
+            log.warning("server: killing ComfyUI's server, whose node did not stop; the next job restarts it")
+            self.server.kill(wait=False)
+        self.server.proc.wait(10)
         return "ComfyUI's server was stopped (the next job starts it again)"
 
     def _run(self, ticket: Ticket) -> Result:

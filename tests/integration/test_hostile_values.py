@@ -81,8 +81,8 @@ def test_a_decompression_bomb_is_an_input_error(worker):
     body = handle(worker, {"workflow": workflow("load_and_invert_input"),
                            "images": [{"name": "bomb.png", "image": base64.b64encode(bomb).decode()}]})
     assert body["error"] == IMAGES_FAILED
-    assert body["details"] == ["Input 'bomb.png' has more pixels than Pillow opens; the limit is 1000000 "
-                               "(INPUT_MAX_PIXELS)"]
+    assert body["details"] == ["Input 'bomb.png' is larger than Pillow opens (178956970 pixels); the limit is "
+                               "1000000 pixels (INPUT_MAX_PIXELS)"]
 
 
 def test_images_over_input_max_pixels_and_files_over_input_max_bytes_are_refused(worker):
@@ -98,5 +98,33 @@ def test_images_over_input_max_pixels_and_files_over_input_max_bytes_are_refused
 
 
 def test_the_python_api_applies_the_same_limits(executor):
-    with pytest.raises(InputError, match="more pixels than Pillow opens"):
+    with pytest.raises(InputError, match="larger than Pillow opens"):
         executor.run(workflow("load_and_invert_input"), {"bomb.png": bomb_png()})
+
+
+def test_a_chain_deeper_than_pythons_recursion_limit_is_a_validation_error(executor, test_config):
+    chain = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}
+    for i in range(2, 1502):
+        chain[str(i)] = {"class_type": "ImageInvert", "inputs": {"image": [str(i - 1), 0]}}
+    chain["1502"] = {"class_type": "SaveImage", "inputs": {"images": ["1501", 0], "filename_prefix": "deep"}}
+    with pytest.raises(ValidationError) as info:
+        executor.run(chain)
+    assert "recursion" in str(info.value) or "too deeply" in str(info.value)
+    assert str(test_config.work_dir) not in str(info.value)
+    assert not list(test_config.jobs_dir.iterdir())
+    assert executor.run(workflow("solid_red_image")).outputs
+
+
+def test_a_file_system_error_preparing_a_job_is_an_input_error_without_a_path(test_config, tmp_path):
+    from embedded import Executor
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "jobs").write_text("a file where the jobs folder should be")
+    with Executor(dataclasses.replace(test_config, work_dir=work)) as ex:
+        with pytest.raises(InputError) as info:
+            ex.run(workflow("solid_red_image"))
+        assert str(info.value).startswith("Could not write the job's input files: ")
+        assert str(work) not in str(info.value)
+        (work / "jobs").unlink()
+        assert ex.run(workflow("solid_red_image")).outputs

@@ -132,4 +132,4 @@ def test_samplers_run_when_comfyuis_log_level_leaves_its_log_buffer_empty(server
     config = dataclasses.replace(server_config, log_level="ERROR", work_dir=tmp_path_factory.mktemp("quiet-server"))
     with Executor(config) as quiet:
         result = quiet.run(workflow("txt2img_checkpoint"))
-
+    assert [o.filename for o in result.outputs] == ["txt2img_00001_.png"]

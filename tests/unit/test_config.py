@@ -84,7 +84,7 @@ def test_job_end_and_input_limits_have_documented_defaults_and_are_read():
             config.max_rss_growth_pct) == (2.5, 1048576, 4000000, 15.0)
 
 
-@pytest.mark.parametrize("name, value", [("JOB_STOP_GRACE_S", "0"), ("INPUT_MAX_BYTES", "-1"),
+@pytest.mark.parametrize("name, value", [("JOB_STOP_GRACE_S", "0"), ("INPUT_MAX_BYTES", "-1"), ("INPUT_MAX_BYTES", "0.5"),
                                          ("INPUT_MAX_PIXELS", "lots"), ("MAX_RSS_GROWTH_PCT", "0")])
 def test_limits_that_cannot_work_are_refused(name, value):
     with pytest.raises(ValueError, match=name):
