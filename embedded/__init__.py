@@ -11,8 +11,8 @@ from .config import Config
 from .errors import (BootError, EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, NodeError,
                      ServerCrashed, ServerError, ValidationError, WorkerStuck, WorkflowFormatError)
 from .events import Event
-from .types import Job, Output, Result, Timings
+from .types import Job, NodeTiming, Output, Result, Timings
 
-__all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output", "Result", "Timings", "Event",
+__all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output", "Result", "Timings", "NodeTiming", "Event",
            "EmbeddedError", "BootError", "WorkflowFormatError", "InputError", "ValidationError", "NodeError",
            "ExecutionError", "JobInterrupted", "JobTimeout", "WorkerStuck", "ServerError", "ServerCrashed"]

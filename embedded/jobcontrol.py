@@ -33,8 +33,9 @@ from typing import Callable
 
 from . import translate
 from .errors import ExecutionError, JobInterrupted, WorkerStuck
-from .events import Dispatcher, Event, EventCallback, ExecutingEvent, InterruptedEvent, job_secrets
-from .types import Job, Output, Result
+from .events import (TERMINAL, CachedEvent, Dispatcher, Event, EventCallback, ExecutedEvent, ExecutingEvent,
+                     InterruptedEvent, job_secrets)
+from .types import Job, NodeTiming, Output, Result
 
 log = logging.getLogger("embedded.jobs")
 
@@ -66,8 +67,8 @@ class Ticket:
 
 
 class Running:
-    """The job a runner is running, the node it is in, and why it should stop (``"interrupt"``,
-    ``"timeout"``, or None)."""
+    """The job a runner is running, the node it is in and how long each node took (from its
+    events, as they arrive), and why it should stop (``"interrupt"``, ``"timeout"``, or None)."""
 
     def __init__(self, ticket: Ticket):
         self.ticket = ticket
@@ -78,10 +79,36 @@ class Running:
         self.started = time.monotonic()
         self.timers: list[threading.Timer] = []
         self.task: asyncio.Task | None = None  # the embedded runner's task running it
+        self.node_ms: dict[str, float] = {}
+        self.cached: set[str] = set()
+        self._node_since = 0.0
 
-    def see(self, ev: Event) -> None:
-        if isinstance(ev, ExecutingEvent):
-            self.node_id = ev.node_id
+    def see(self, ev: Event, now: Callable[[], float] = time.perf_counter) -> None:
+        """Track the running node: a node runs from its ``executing`` event until the next one,
+        its ``executed`` event or the end of the prompt (repeated runs of one node add up)."""
+        if isinstance(ev, CachedEvent):
+            self.cached.update(ev.nodes)
+        elif isinstance(ev, ExecutingEvent):
+            self._close(now())
+            self.node_id, self._node_since = ev.node_id, now()
+        elif isinstance(ev, ExecutedEvent) and ev.node_id == self.node_id:
+            self._close(now())
+            self.node_id = None
+        elif isinstance(ev, TERMINAL):
+            self._close(now())
+
+    def _close(self, at: float) -> None:
+        if self.node_id is not None and self._node_since:
+            self.node_ms[self.node_id] = self.node_ms.get(self.node_id, 0.0) + (at - self._node_since) * 1000
+            self._node_since = 0.0
+
+    def node_timings(self) -> dict[str, NodeTiming]:
+        def class_type(node_id: str) -> str:
+            node = self.job.workflow.get(node_id)
+            return str(node.get("class_type")) if isinstance(node, dict) else "?"
+        timings = {n: NodeTiming(class_type(n), 0.0, True) for n in self.cached if n not in self.node_ms}
+        timings.update({n: NodeTiming(class_type(n), round(ms, 3), False) for n, ms in self.node_ms.items()})
+        return timings
 
     def stopped_error(self) -> JobInterrupted:
         node = self.job.workflow.get(self.node_id) if self.node_id else None

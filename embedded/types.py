@@ -79,6 +79,15 @@ class Timings:
         return self.wait + self.validate + self.execute + self.collect
 
 
+@dataclass(frozen=True)
+class NodeTiming:
+    """How long one node of a job ran (0 when its result came from ComfyUI's cache)."""
+
+    class_type: str
+    ms: float
+    cached: bool
+
+
 @dataclass
 class Result:
     job_id: str
@@ -87,6 +96,8 @@ class Result:
     timings: Timings
     #: non-fatal problems: outputs that failed validation while others ran, unreadable files
     warnings: list[str] = field(default_factory=list)
+    #: node id -> its run time, in the order the nodes ran (cached ones first, as ComfyUI says)
+    node_timings: dict[str, NodeTiming] = field(default_factory=dict)
 
     def by_kind(self, kind: str) -> list[Output]:
         return [o for o in self.outputs if o.kind == kind]

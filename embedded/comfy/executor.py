@@ -262,7 +262,7 @@ class ComfyRunner(JobControl):
                 running, self._executor.status_messages, dispatch,
                 lambda: collect(self._executor.history_result.get("outputs", {}),
                                 lambda ftype, sub, name: _read(folders, ftype, sub, name), order=prompt))
-            return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
+            return Result(job.job_id, prompt_id, outputs, timings, warnings + problems, running.node_timings())
         finally:
             # Each step on its own: one that fails must not skip the others.
             _cleanup_step("point ComfyUI at the idle folders", _point_folders, folder_paths,

@@ -200,7 +200,7 @@ class ServerRunner(JobControl):
         finally:
             self._post("/history", {"delete": [prompt_id]})
         timings.collect = time.perf_counter() - t
-        return Result(job.job_id, prompt_id, outputs, timings, warnings + problems)
+        return Result(job.job_id, prompt_id, outputs, timings, warnings + problems, running.node_timings())
 
     # --- the websocket ----------------------------------------------------------------------------
     def _ws_url(self, client_id: str) -> str:

@@ -115,7 +115,7 @@ class Worker:
             log.exception("job %s failed unexpectedly", job_id)
             return response.failure(exc)
         # S3 uploads block: keep the SDK's event loop (heartbeats, stop signals) free.
-        return await asyncio.to_thread(response.success, result, self.delivery)
+        return await asyncio.to_thread(response.success, result, self.delivery, req.timings)
 
 
 def _progress_sender(job: dict[str, Any]):

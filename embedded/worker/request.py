@@ -2,7 +2,8 @@
 
 Owns: the request contract (``input`` as an object or a JSON string; ``workflow``; ``images`` as
 ``[{"name", "image": base64 or data URI}]``; ``comfy_org_api_key``; beyond upstream,
-``unload_models`` and ``free_memory``, as ComfyUI's ``POST /free`` after the job) and worker-comfyui's error
+``unload_models`` and ``free_memory``, as ComfyUI's ``POST /free`` after the job, and ``timings``,
+per-node run times in the result) and worker-comfyui's error
 strings for bad input, which clients match on. Image names and bytes are checked with ``inputs``.
 
 Must not import ComfyUI, the backends or RunPod.
@@ -44,6 +45,7 @@ class WorkerRequest:
     comfy_org_api_key: str | None = field(default=None, repr=False)
     unload_models: bool = False
     free_memory: bool = False
+    timings: bool = False
 
 
 def decode_base64_image(data: Any) -> bytes:
@@ -81,7 +83,7 @@ def parse(job_input: Any, limits: InputLimits = InputLimits()) -> WorkerRequest:
     if key is not None and not isinstance(key, str):
         raise RequestError("'comfy_org_api_key' must be a string")
     flags = {}
-    for name in ("unload_models", "free_memory"):
+    for name in ("unload_models", "free_memory", "timings"):
         value = job_input.get(name, False)
         if not isinstance(value, bool):
             raise RequestError(f"'{name}' must be true or false")

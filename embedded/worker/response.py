@@ -24,8 +24,19 @@ _KEYS = {VIDEO: "videos", AUDIO: "audio", FILE: "files"}
 JOB_FAILED = "Job processing failed"
 
 
-def success(result: Result, delivery: Delivery) -> dict[str, Any]:
-    return _with_outputs(result.job_id, result.outputs, list(result.warnings), delivery, failed=False)
+def success(result: Result, delivery: Delivery, timings: bool = False) -> dict[str, Any]:
+    body = _with_outputs(result.job_id, result.outputs, list(result.warnings), delivery, failed=False)
+    if timings:
+        body["timings"] = timings_of(result)
+    return body
+
+
+def timings_of(result: Result) -> dict[str, Any]:
+    """``{"queued_ms", "total_ms", "nodes": {id: {"class_type", "ms", "cached"}}}`` (a request's
+    ``"timings": true``)."""
+    return {"queued_ms": round(result.timings.wait * 1000, 3), "total_ms": round(result.timings.total * 1000, 3),
+            "nodes": {node_id: {"class_type": t.class_type, "ms": t.ms, "cached": t.cached}
+                      for node_id, t in result.node_timings.items()}}
 
 
 def execution_failure(job_id: str, exc: ExecutionError, delivery: Delivery) -> dict[str, Any]:

@@ -277,3 +277,15 @@ def test_without_max_rss_growth_pct_a_grown_worker_stays(make_worker):
     finally:
         leaky["2"]["inputs"]["release"] = True
         handle(worker, {"workflow": leaky})
+
+
+def test_timings_true_adds_queued_total_and_per_node_times(make_worker):
+    worker = make_worker()
+    body = handle(worker, {"workflow": workflow("save_and_preview"), "timings": True})
+    timings = body["timings"]
+    assert set(timings) == {"queued_ms", "total_ms", "nodes"}
+    assert 0 <= timings["queued_ms"] <= timings["total_ms"]
+    assert set(timings["nodes"]) == set(workflow("save_and_preview"))
+    assert all(set(n) == {"class_type", "ms", "cached"} for n in timings["nodes"].values())
+    assert sum(n["ms"] for n in timings["nodes"].values()) <= timings["total_ms"]
+    assert "timings" not in handle(worker, {"workflow": workflow("save_and_preview")})

@@ -1,6 +1,7 @@
 """Every job ends, in both modes, however its nodes behave: a node that never checks ComfyUI's
 interrupt flag, an async node that never returns, tasks a node leaves behind; a cancel waits for
-the job to stop instead of cancelling into ComfyUI; waiting time counts from submission."""
+the job to stop instead of cancelling into ComfyUI; waiting time counts from submission, and each
+node's run time is in the result."""
 
 import asyncio
 import dataclasses
@@ -176,3 +177,17 @@ def test_waiting_time_counts_from_submission(backend):
     ahead_result, behind_result = ahead.result(timeout=60), behind.result(timeout=60)
     ran_ahead = ahead_result.timings.validate + ahead_result.timings.execute
     assert behind_result.timings.wait >= ran_ahead * 0.9 > 0
+
+
+def test_results_time_every_node_and_the_times_add_up(backends):
+    for mode, ex in backends.items():
+        first = ex.run(workflow("short_sleep"))
+        nodes = first.node_timings
+        assert list(nodes) == ["1", "2", "3"], mode
+        assert [(t.class_type, t.cached) for t in nodes.values()] == [
+            ("EmptyImage", False), ("EmbeddedTestSleep", False), ("SaveImage", False)], mode
+        assert 1450 <= nodes["2"].ms <= 1500 + 500, (mode, nodes)
+        assert sum(t.ms for t in nodes.values()) <= first.timings.execute * 1000 + 50, mode
+        again = ex.run(workflow("short_sleep")).node_timings
+        assert {n: t.cached for n, t in again.items()} == {"1": True, "2": True, "3": False}, mode
+        assert again["1"].ms == again["2"].ms == 0.0

@@ -64,9 +64,9 @@ def test_a_non_string_api_key_is_refused():
         parse({"workflow": WF, "comfy_org_api_key": 5})
 
 
-def test_unload_models_and_free_memory_are_read_and_must_be_booleans():
-    req = parse({"workflow": WF, "unload_models": True, "free_memory": False})
-    assert (req.unload_models, req.free_memory) == (True, False)
+def test_unload_models_free_memory_and_timings_are_read_and_must_be_booleans():
+    req = parse({"workflow": WF, "unload_models": True, "free_memory": False, "timings": True})
+    assert (req.unload_models, req.free_memory, req.timings) == (True, False, True)
     assert (parse({"workflow": WF}).unload_models, parse({"workflow": WF}).free_memory) == (False, False)
     with pytest.raises(RequestError, match="'free_memory' must be true or false"):
         parse({"workflow": WF, "free_memory": "yes"})
