@@ -2,7 +2,7 @@
 
 Runs, after a warm-up job each: the model-free 512 px workflow, tiny txt2img at 64 px and 512 px
 (every job a new colour or seed, so nothing is served from ComfyUI's cache), then the resident
-memory before and after 500 small jobs. The embedded run also times ``/runsync`` through runpod's
+memory before and after 500 small jobs, and the preflight (dry run) of the model-free workflow. The embedded run also times ``/runsync`` through runpod's
 real local API against direct ``execute()`` calls.
 """
 
@@ -43,6 +43,17 @@ def timed_jobs(executor, make, n):
         walls.append(wall)
         overheads.append(wall - (stamps["SuccessEvent"] - stamps["StartEvent"]))
     return {"wall_ms": summary(walls), "overhead_ms": summary(overheads)}
+
+
+def timed_checks(executor, n):
+    """Preflight (``Executor.check``: validation without running a node) of the model-free workflow."""
+    times = []
+    executor.check(model_free_512(n + 1))
+    for i in range(n):
+        started = time.perf_counter()
+        assert executor.check(model_free_512(i)).ok
+        times.append((time.perf_counter() - started) * 1000)
+    return summary(times)
 
 
 def runsync_vs_direct(executor, config_env):
@@ -95,6 +106,7 @@ def main(mode: str, out: Path) -> None:
         modelgen.install(RECIPE, WORK / "models", modelgen.default_cache_dir())
     figures["txt2img_model"] = {"recipe": RECIPE, "checkpoint": ckpt, "steps": STEPS}
     figures["model_free_512"] = timed_jobs(executor, model_free_512, JOBS)
+    figures["preflight_ms"] = timed_checks(executor, JOBS)
     for size in SIZES:
         figures[f"txt2img_{size}"] = timed_jobs(executor, lambda i, size=size: txt2img(size * 10 + i, size, ckpt, STEPS),
                                                 JOBS)

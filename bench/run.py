@@ -7,7 +7,7 @@ Writes ``bench/results/latest.json`` (one object per scenario: ``embedded``, ``s
 Scenarios: cold start (process start to first result, median of BENCH_COLD_RUNS fresh processes per
 mode; server mode pays the server start, HTTP readiness and the first job, as worker-comfyui does);
 per-job wall time and overhead (median, p95, p99 over BENCH_JOBS jobs) for a model-free 512 px
-workflow and tiny txt2img at 64 and 512 px; resident memory after boot and after BENCH_RSS_JOBS
+workflow and tiny txt2img at 64 and 512 px; the preflight (``"dry_run": true``) of the first; resident memory after boot and after BENCH_RSS_JOBS
 jobs; ``/runsync`` through runpod's local API against a direct ``execute()`` call; and a soak
 (``soak.py``: BENCH_SOAK_JOBS txt2img jobs alternating two checkpoints and BENCH_SOAK_FAILING
 failing jobs per mode), reporting memory growth and leaked files, threads and asyncio tasks
@@ -100,6 +100,8 @@ def main() -> int:
         scenarios[f"{name}_wall"] = scenario("ms", emb[name]["wall_ms"], srv[name]["wall_ms"])
         scenarios[f"{name}_overhead"] = scenario("ms", emb[name]["overhead_ms"], srv[name]["overhead_ms"],
                                                  "wall time minus ComfyUI's own execution time")
+    scenarios["preflight"] = scenario("ms", emb["preflight_ms"], srv["preflight_ms"],
+                                      "dry run of the model-free 512 px workflow: ComfyUI's validation, no node runs")
     scenarios["rss_start"] = scenario("MiB", emb["rss_start_mb"], srv["rss_start_mb"],
                                       "after boot and one job; server mode: client + ComfyUI server processes")
     scenarios["rss_after_jobs"] = scenario("MiB", emb["rss_after_jobs_mb"], srv["rss_after_jobs_mb"],

@@ -20,6 +20,7 @@ from .backend import Backend
 from .config import Config
 from .events import EventCallback
 from .inputs import check_inputs, check_workflow
+from .preflight import Preflight
 from .types import Job, Result
 
 
@@ -82,6 +83,12 @@ class Executor:
         until it stops, or until ``JOB_STOP_GRACE_S`` has passed and it is answered anyway."""
         job = self.make_job(workflow, images, **job_options)
         return await self.start()._runner.run_async(job, on_event)
+
+    def check(self, workflow: Any, images: Mapping[str, bytes] | None = None) -> Preflight:
+        """Preflight: validate ``workflow`` (with its input files) as a run would, without running a
+        node; unknown node types, ComfyUI's validation errors and missing models are reported in a
+        ``Preflight`` (``ok``, ``errors``, ``missing_models``, ``missing_nodes``)."""
+        return self.start()._runner.check(self.make_job(workflow, images))
 
     def interrupt(self, job_id: str | None = None) -> bool:
         """Interrupt the running job (or the job ``job_id``, running or queued)."""

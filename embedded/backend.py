@@ -12,6 +12,7 @@ from typing import Protocol
 
 from .config import Config
 from .events import EventCallback
+from .preflight import Preflight
 from .types import BootInfo, Job, Result
 
 
@@ -29,6 +30,8 @@ class Backend(Protocol):
     async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result: ...
 
     def interrupt(self, job_id: str | None = None) -> bool: ...
+
+    def check(self, job: Job) -> Preflight: ...
 
     def close(self) -> None: ...
 

@@ -1,8 +1,9 @@
-"""``python -m embedded run WORKFLOW.json [--image NAME=PATH ...] [--out DIR] [--timeout S]``.
+"""``python -m embedded run WORKFLOW.json [--image NAME=PATH ...] [--out DIR] [--timeout S]`` and
+``python -m embedded check WORKFLOW.json [--image NAME=PATH ...]``.
 
 Owns: the command line: arguments, a progress bar (nodes done / total, and the steps of the node
-that reports them), writing outputs into DIR, and a one-line reason with a non-zero exit status on
-failure. Uses only the public API.
+that reports them), writing outputs into DIR, the preflight report as JSON, and a one-line reason
+with a non-zero exit status on failure. Uses only the public API.
 """
 
 from __future__ import annotations
@@ -75,17 +76,33 @@ def _write(result, out_dir: Path) -> list[Path]:
     return written
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _read_arguments(args: argparse.Namespace) -> tuple[object, dict[str, bytes]]:
+    """The workflow and input files named on the command line; raises ValueError (usage errors)."""
     try:
         workflow = json.loads(Path(args.workflow).read_text())
     except OSError as exc:
-        print(f"error: cannot read {args.workflow}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+        raise ValueError(f"cannot read {args.workflow}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        print(f"error: {args.workflow} is not JSON: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise ValueError(f"{args.workflow} is not JSON: {exc}") from None
+    return workflow, _parse_images(args.image)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Preflight: prints the report as JSON; exits 0 when the workflow would run, 1 otherwise."""
     try:
-        images = _parse_images(args.image)
+        workflow, images = _read_arguments(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with Executor() as executor:
+        report = executor.check(workflow, images)
+    print(json.dumps(report.to_dict(), indent=1))
+    return 0 if report.ok else EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        workflow, images = _read_arguments(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -126,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
     run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="validate a workflow without running it (preflight), as JSON")
+    check.add_argument("workflow", help="workflow JSON in ComfyUI's API format (Export (API))")
+    check.add_argument("--image", action="append", default=[], metavar="NAME=PATH",
+                       help="an input file the workflow loads, as NAME (repeatable)")
+    check.add_argument("-q", "--quiet", action="store_true", help="less logging")
+    check.set_defaults(func=cmd_check)
     return parser
 
 

@@ -40,7 +40,8 @@ def parse_lines(lines: Iterable[str]) -> tuple[FailedPack, ...]:
     return tuple(packs.values())
 
 
-def _names(pack: FailedPack, class_type: str) -> bool:
+def defines(pack: FailedPack, class_type: str) -> bool:
+    """Whether the source of a failed ``pack`` names ``class_type`` (so it would have defined it)."""
     files = [pack.path] if pack.path.is_file() else sorted(pack.path.rglob("*.py"))[:_MAX_FILES]
     needles = (f'"{class_type}"', f"'{class_type}'", f"class {class_type}")
     for file in files:
@@ -59,7 +60,7 @@ def hint(class_type: str, failed: Iterable[FailedPack]) -> str:
     failed = list(failed)
     if not failed:
         return ""
-    owners = [p for p in failed if _names(p, class_type)]
+    owners = [p for p in failed if defines(p, class_type)]
     if owners:
         return "; ".join(f"node pack '{p.name}', which defines it, failed to import at boot: {p.reason}"
                          for p in owners)

@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config
-from .. import translate
+from .. import preflight, translate
 from ..errors import BootError, InputError, JobInterrupted, ValidationError
 from ..events import from_comfy
 from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder, write_inputs
 from ..jobcontrol import JobControl, Running, Ticket
 from ..outputs import collect
-from ..types import BootInfo, Result, Timings
+from ..types import BootInfo, Job, Result, Timings
 from . import boot as _boot
 from .housekeeping import Housekeeping, cache_settings
 
@@ -173,6 +173,62 @@ class ComfyRunner(JobControl):
                 finally:
                     _one_job_per_process.release()
 
+    def check(self, job: Job) -> preflight.Preflight:
+        """Validate ``job`` as a run would (its input files in place), without running a node."""
+        if not self.started:
+            raise BootError("The runner is not started (call start() first)")
+        return asyncio.run_coroutine_threadsafe(self._check(job), self._loop).result()
+
+    async def _check(self, job: Job) -> preflight.Preflight:
+        import folder_paths
+        import nodes
+
+        async with self._job_lock:
+            with _one_job_per_process:
+                known = nodes.NODE_CLASS_MAPPINGS.__contains__
+                missing = preflight.unknown_nodes(check_workflow(job.workflow), known, self.booted.failed_packs)
+                models = preflight.missing_models(job.workflow, known, _combo_options, preflight.model_folders(
+                    lambda: {kind: (folder_paths.get_filename_list(kind), folder_paths.get_folder_paths(kind))
+                             for kind in folder_paths.folder_names_and_paths}))
+                if missing:  # ComfyUI's validation would stop at the first
+                    return preflight.report(missing, models, None)
+                prompt_id = str(uuid.uuid4())
+                job_dir = self.config.jobs_dir / prompt_id
+                folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
+                try:
+                    _, _, warnings = await self._validate(job, prompt_id, folders)
+                    return preflight.report([], models, None, warnings)
+                except ValidationError as exc:
+                    return preflight.report([], models, exc)
+                finally:
+                    _cleanup_step("point ComfyUI at the idle folders", _point_folders, folder_paths,
+                                  {k: self.config.idle_dir / k for k in folders})
+                    _cleanup_step("remove the job's folder", shutil.rmtree, job_dir, ignore_errors=True)
+
+    async def _validate(self, job: Job, prompt_id: str, folders: dict[str, Path]) -> tuple[dict, list, list[str]]:
+        """The job's own workflow copy, checked and validated by ComfyUI with its input files in
+        place: ``(prompt, outputs to run, warnings)``; raises ``ValidationError`` / ``InputError``."""
+        import execution
+        import folder_paths
+
+        prompt = copy.deepcopy(check_workflow(job.workflow))
+        check_file_inputs(prompt, _file_inputs)
+        try:
+            for folder in folders.values():
+                folder.mkdir(parents=True, exist_ok=True)
+            prepare_input_folder(folders["input"], self.config.static_inputs, job.images)
+            write_inputs(job.images, folders["input"])
+        except OSError as exc:
+            raise InputError(f"Could not write the job's input files: {exc.strerror or type(exc).__name__}") from None
+        _point_folders(folder_paths, folders)
+        try:
+            ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
+        except RecursionError:
+            raise _too_deep() from None
+        if not ok:
+            raise translate.validation_error(error, node_errors, prompt, _combo_options, self.booted.failed_packs)
+        return prompt, good_outputs, [e.line() for e in translate.node_errors(node_errors, prompt, _combo_options)]
+
     def _between_jobs(self, ticket: Ticket) -> None:
         try:
             self._housekeeping.after_job(ticket.job.unload_models, ticket.job.free_memory)
@@ -192,7 +248,6 @@ class ComfyRunner(JobControl):
 
     async def _run_locked(self, running: Running, timings: Timings) -> Result:
         import comfy.cli_args
-        import execution
         import folder_paths
 
         job = running.job
@@ -208,25 +263,7 @@ class ComfyRunner(JobControl):
         t = time.perf_counter()
         try:
             # --- validate ------------------------------------------------------------------------
-            prompt = copy.deepcopy(check_workflow(job.workflow))
-            check_file_inputs(prompt, _file_inputs)
-            try:
-                for folder in folders.values():
-                    folder.mkdir(parents=True, exist_ok=True)
-                prepare_input_folder(folders["input"], self.config.static_inputs, job.images)
-                write_inputs(job.images, folders["input"])
-            except OSError as exc:
-                raise InputError(f"Could not write the job's input files: {exc.strerror or type(exc).__name__}") \
-                    from None
-            _point_folders(folder_paths, folders)
-            try:
-                ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
-            except RecursionError:
-                raise _too_deep() from None
-            if not ok:
-                raise translate.validation_error(error, node_errors, prompt, _combo_options,
-                                                self.booted.failed_packs)
-            warnings = [e.line() for e in translate.node_errors(node_errors, prompt, _combo_options)]
+            prompt, good_outputs, warnings = await self._validate(job, prompt_id, folders)
             timings.validate = time.perf_counter() - t
 
             # --- execute -------------------------------------------------------------------------

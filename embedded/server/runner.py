@@ -37,7 +37,7 @@ import websocket
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .. import events, translate
+from .. import events, preflight, translate
 from ..config import Config
 from ..errors import BootError, EmbeddedError, ServerCrashed, ServerError
 from ..events import Dispatcher, ProgressTextEvent
@@ -122,6 +122,45 @@ class ServerRunner(JobControl):
             requests.post(f"{self.url}/interrupt", json={"prompt_id": running.prompt_id}, timeout=5)
         except requests.RequestException as exc:
             log.warning("server: interrupt request failed: %s", exc)
+
+    def check(self, job: Job) -> preflight.Preflight:
+        """Validate ``job`` on the server as a run would (its input files uploaded), without
+        queueing it (``comfy_nodes/embedded_validate``)."""
+        if self._pool is None:
+            raise BootError("The runner is not started (call start() first)")
+        return self._pool.submit(self._check, job).result()
+
+    def _check(self, job: Job) -> preflight.Preflight:
+        if not self.server.alive():
+            self._start_server()
+        known = self._file_inputs.__contains__  # every node type /object_info lists
+        missing = preflight.unknown_nodes(check_workflow(job.workflow), known, self.booted.failed_packs)
+        info = self._get("/object_info").json()  # once: the options of every list input
+
+        def options_of(class_type: str, input_name: str) -> tuple[str, ...] | None:
+            return translate.options_from_input_spec((info.get(class_type) or {}).get("input"), input_name)
+
+        models = preflight.missing_models(job.workflow, known, options_of, preflight.model_folders(lambda: {
+            kind: (self._get(f"/models/{kind}").json(), paths)
+            for kind, paths in self._get("/internal/folder_paths").json().items()
+            if kind not in ("custom_nodes", "configs")}))
+        if missing:  # ComfyUI's validation would stop at the first
+            return preflight.report(missing, models, None)
+        prompt = copy.deepcopy(job.workflow)
+        check_file_inputs(prompt, lambda class_type: self._file_inputs.get(class_type, frozenset()))
+        try:
+            prepare_input_folder(self.config.idle_dir / "input", self.config.static_inputs, job.images)
+            for name, data in job.images.items():
+                self._upload(name, data)
+            body = self._post("/embedded/validate", {"prompt": prompt}).json()
+        finally:
+            self._clean_folders()
+        if body.get("ok"):
+            warnings = [e.line() for e in translate.node_errors(body.get("node_errors"), prompt, self._options)]
+            return preflight.report([], models, None, warnings)
+        error = translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options,
+                                           self.booted.failed_packs)
+        return preflight.report([], models, error)
 
     def _abandon(self, running: Running) -> str | None:
         """Kill ComfyUI's server: its stuck node goes with it; the next job starts a new one."""

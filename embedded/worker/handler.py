@@ -97,6 +97,8 @@ class Worker:
             key = req.comfy_org_api_key or self.config.comfy_org_api_key
             if key:
                 extra["api_key_comfy_org"] = key
+            if req.dry_run:  # a preflight: nothing runs
+                return (await asyncio.to_thread(self.executor.check, req.workflow, req.images)).to_dict()
             reporter = ProgressReporter(req.workflow, _progress_sender(job))
             result = await self.executor.run_async(req.workflow, req.images, on_event=reporter,
                                                    timeout=self.config.job_timeout, job_id=job_id or None,

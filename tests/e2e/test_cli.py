@@ -1,5 +1,7 @@
-"""``python -m embedded run``: outputs land in --out, failures exit non-zero with one line."""
+"""``python -m embedded run``: outputs land in --out, failures exit non-zero with one line;
+``python -m embedded check`` prints the preflight and exits by it."""
 
+import json
 import subprocess
 import sys
 
@@ -46,3 +48,13 @@ def test_an_unreadable_input_image_exits_2(tmp_path):
     proc = run_cli("run", str(EXAMPLES / "image_ops.json"), "--image", f"input.png={tmp_path / 'nope.png'}",
                    tmp_path=tmp_path)
     assert proc.returncode == 2 and "error: --image input.png: cannot read" in proc.stderr
+
+
+def test_the_check_command_prints_the_report_and_exits_by_it(tmp_path):
+    bad = run_cli("check", str(WORKFLOWS / "missing_model.json"), "-q", tmp_path=tmp_path)
+    assert bad.returncode == 1, bad.stderr
+    assert json.loads(bad.stdout)["missing_models"][0]["input"] == "ckpt_name"
+    good = run_cli("check", str(EXAMPLES / "image_ops.json"), "--image", f"input.png={EXAMPLES / 'input.png'}", "-q",
+                   tmp_path=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["ok"] is True
