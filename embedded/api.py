@@ -10,15 +10,18 @@ The backend (embedded, or the legacy server mode with ``EXECUTION_MODE=server``)
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
+import contextlib
+import queue
 import threading
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Iterator, Mapping
 
 from . import backend
 from .backend import Backend
 from .config import Config
-from .events import EventCallback
+from .events import Event, EventCallback, ResultEvent
 from .inputs import check_inputs, check_workflow
 from .preflight import Preflight
 from .types import Job, Result
@@ -56,11 +59,12 @@ class Executor:
 
     def make_job(self, workflow: Any, images: Mapping[str, bytes] | None = None, *, timeout: float | None = None,
                  job_id: str | None = None, extra_data: Mapping[str, Any] | None = None,
-                 unload_models: bool = False, free_memory: bool = False) -> Job:
-        """A checked ``Job``. ``unload_models`` / ``free_memory`` run after it, as ComfyUI's ``/free``."""
+                 unload_models: bool = False, free_memory: bool = False, stream_outputs: bool = False) -> Job:
+        """A checked ``Job``. ``unload_models`` / ``free_memory`` run after it, as ComfyUI's ``/free``;
+        ``stream_outputs`` sends each output as an ``OutputEvent`` as soon as its node finished."""
         job = Job(workflow=check_workflow(workflow), images=check_inputs(images, self.config.input_limits),
                   extra_data=dict(extra_data or {}), timeout=timeout, unload_models=bool(unload_models),
-                  free_memory=bool(free_memory))
+                  free_memory=bool(free_memory), stream_outputs=bool(stream_outputs))
         if job_id is not None:
             job.job_id = str(job_id)
         return job
@@ -83,6 +87,43 @@ class Executor:
         until it stops, or until ``JOB_STOP_GRACE_S`` has passed and it is answered anyway."""
         job = self.make_job(workflow, images, **job_options)
         return await self.start()._runner.run_async(job, on_event)
+
+    def stream(self, workflow: Any, images: Mapping[str, bytes] | None = None,
+               **job_options: Any) -> Iterator[Event | ResultEvent]:
+        """Run a workflow and yield its events as they happen: progress, each output (an
+        ``OutputEvent`` with its bytes) as soon as its node finished, and last a ``ResultEvent``.
+        The job's error is raised at the end instead; leaving the loop early interrupts the job."""
+        items: queue.Queue = queue.Queue()
+        job = self.make_job(workflow, images, stream_outputs=True, **job_options)
+        future = self.start()._runner.submit(job, items.put)
+        future.add_done_callback(lambda _: items.put(_END))
+        try:
+            while (item := items.get()) is not _END:
+                yield item
+            yield ResultEvent(future.result())
+        finally:
+            if not future.done():
+                self.interrupt(job.job_id)
+
+    async def astream(self, workflow: Any, images: Mapping[str, bytes] | None = None,
+                      **job_options: Any) -> AsyncIterator[Event | ResultEvent]:
+        """``stream`` for async callers. Cancelling the consuming task (or leaving the loop early)
+        interrupts the job and waits for it to stop, as ``run_async``."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+        job = self.make_job(workflow, images, stream_outputs=True, **job_options)
+        run = asyncio.ensure_future(self.start()._runner.run_async(
+            job, lambda item: loop.call_soon_threadsafe(items.put_nowait, item)))
+        run.add_done_callback(lambda _: items.put_nowait(_END))
+        try:
+            while (item := await items.get()) is not _END:
+                yield item
+            yield ResultEvent(await run)
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(BaseException):
+                    await run
 
     def check(self, workflow: Any, images: Mapping[str, bytes] | None = None) -> Preflight:
         """Preflight: validate ``workflow`` (with its input files) as a run would, without running a
@@ -111,6 +152,9 @@ class Executor:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+#: marks the end of a stream's items
+_END = object()
 
 _default: Executor | None = None
 _default_lock = threading.Lock()

@@ -144,6 +144,8 @@ class Config:
     refresh_worker: bool = False
     #: serve the runpod SDK's local HTTP API on 0.0.0.0 (SERVE_API_LOCALLY)
     serve_api_locally: bool = False
+    #: a generator handler: progress, each output as its node finishes, then the result (STREAM_OUTPUTS)
+    stream_outputs: bool = False
     #: seconds a job may run before it is stopped; None = no limit (JOB_TIMEOUT_S)
     job_timeout: float | None = None
     #: seconds a job asked to stop may take before it is answered anyway (JOB_STOP_GRACE_S); a node
@@ -206,6 +208,7 @@ class Config:
                                             default=300.0),
             refresh_worker=_flag(env.get("REFRESH_WORKER")),
             serve_api_locally=_flag(env.get("SERVE_API_LOCALLY")),
+            stream_outputs=_flag(env.get("STREAM_OUTPUTS")),
             job_timeout=_seconds(env.get("JOB_TIMEOUT_S"), "JOB_TIMEOUT_S"),
             job_stop_grace_s=_seconds(env.get("JOB_STOP_GRACE_S"), "JOB_STOP_GRACE_S", default=10.0),
             input_max_bytes=_size(env.get("INPUT_MAX_BYTES"), InputLimits.max_bytes, "INPUT_MAX_BYTES"),

@@ -6,7 +6,10 @@ frames ComfyUI's websocket sends, including the closing ``executing`` with ``nod
 terminal event); ``trace`` logging for ``WEBSOCKET_TRACE``.
 
 Both backends use it: the embedded one feeds it what the server stand-in receives, the server one
-what arrives on the websocket. Must not import ComfyUI or the backends.
+what arrives on the websocket. Beyond ComfyUI's messages: ``OutputEvent`` (an output with its
+bytes as soon as its node finished, for jobs that stream their outputs) and ``ResultEvent`` (the
+last item of ``Executor.stream``); they have no websocket frame. Must not import ComfyUI or the
+backends.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Union
 
 from . import logs
+from .types import Output, Result
 
 log = logging.getLogger("embedded.events")
 
@@ -117,8 +121,25 @@ class InterruptedEvent:
     timestamp: int | None = None
 
 
+@dataclass(frozen=True)
+class OutputEvent:
+    """One output, with its bytes, as soon as its node finished (jobs with ``stream_outputs``)."""
+
+    type: ClassVar[str] = "output"
+    prompt_id: str
+    output: Output
+
+
+@dataclass(frozen=True)
+class ResultEvent:
+    """The last item ``Executor.stream`` / ``astream`` yield: the job's whole ``Result``."""
+
+    type: ClassVar[str] = "result"
+    result: Result
+
+
 Event = Union[StartEvent, CachedEvent, ExecutingEvent, ProgressEvent, ProgressStateEvent, ProgressTextEvent,
-              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent]
+              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent, OutputEvent]
 EventCallback = Callable[[Event], None]
 TERMINAL = (SuccessEvent, ErrorEvent, InterruptedEvent)
 
@@ -192,6 +213,8 @@ def to_frames(ev: Event) -> list[dict[str, Any]]:
     elif isinstance(ev, InterruptedEvent):
         data = _stamp({"prompt_id": ev.prompt_id, "node_id": ev.node_id, "node_type": ev.node_type,
                        "executed": list(ev.executed)}, ev.timestamp)
+    elif isinstance(ev, (OutputEvent, ResultEvent)):
+        return []  # ours: ComfyUI's websocket has no such frame
     else:  # pragma: no cover - exhaustive over Event
         raise TypeError(f"not an event: {ev!r}")
     frames = [{"type": ev.type, "data": data}]

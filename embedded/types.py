@@ -38,6 +38,8 @@ class Job:
     unload_models: bool = False
     #: after the job, unload every model and drop every cached result (``/free`` with ``free_memory``)
     free_memory: bool = False
+    #: send each output (with its bytes) as an ``OutputEvent`` as soon as its node finished
+    stream_outputs: bool = False
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ class FakeJobApi:
     def __init__(self):
         self.jobs: queue.Queue = queue.Queue()
         self.stops: queue.Queue = queue.Queue()
-        self.posts: list[dict] = []  # {"job_id", "body"} in arrival order
+        self.posts: list[dict] = []  # {"job_id", "kind": "done"|"stream", "at", "body"} in arrival order
         self._posted = threading.Condition()
         api = self
 
@@ -139,8 +139,10 @@ class FakeJobApi:
                 raw = self.rfile.read(length).decode()
                 parsed = urllib.parse.urlparse(self.path)
                 job_id = parsed.path.rsplit("/", 1)[-1]
+                kind = "stream" if parsed.path.startswith("/job-stream/") else "done"
                 with api._posted:
-                    api.posts.append({"job_id": job_id, "body": json.loads(raw) if raw else None})
+                    api.posts.append({"job_id": job_id, "kind": kind, "at": time.monotonic(),
+                                      "body": json.loads(raw) if raw else None})
                     api._posted.notify_all()
                 self._json(200, {})
 
@@ -164,7 +166,12 @@ class FakeJobApi:
     def progress(self, job_id: str) -> list[dict]:
         with self._posted:
             return [p["body"]["output"] for p in self.posts
-                    if p["job_id"] == job_id and p["body"].get("status") == "IN_PROGRESS"]
+                    if p["job_id"] == job_id and p["kind"] == "done" and p["body"].get("status") == "IN_PROGRESS"]
+
+    def streamed(self, job_id: str) -> list[tuple[float, dict]]:
+        """The items a generator handler streamed for ``job_id``, with their arrival times."""
+        with self._posted:
+            return [(p["at"], p["body"]["output"]) for p in self.posts if p["job_id"] == job_id and p["kind"] == "stream"]
 
     def result(self, job_id: str, timeout: float) -> dict:
         """The final (non-progress) post for ``job_id``."""
@@ -172,8 +179,8 @@ class FakeJobApi:
         with self._posted:
             while True:
                 for p in self.posts:
-                    if p["job_id"] == job_id and p["body"].get("status") != "IN_PROGRESS":
-                        return p["body"]
+                    if p["job_id"] == job_id and p["kind"] == "done" and p["body"].get("status") != "IN_PROGRESS":
+                        return dict(p["body"], received_at=p["at"])
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no result for {job_id} within {timeout} s")

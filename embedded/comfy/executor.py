@@ -39,7 +39,7 @@ from typing import Any, Callable
 from ..config import Config
 from .. import preflight, translate
 from ..errors import BootError, InputError, JobInterrupted, ValidationError
-from ..events import from_comfy
+from ..events import ExecutedEvent, OutputEvent, from_comfy
 from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder, write_inputs
 from ..jobcontrol import JobControl, Running, Ticket
 from ..outputs import collect
@@ -278,6 +278,11 @@ class ComfyRunner(JobControl):
                 ev = from_comfy(event, data)
                 if ev is not None:
                     dispatch(ev)
+                if isinstance(ev, ExecutedEvent) and job.stream_outputs:
+                    early, _ = collect({ev.node_id: ev.output or {}},
+                                       lambda ftype, sub, name: _read(folders, ftype, sub, name))
+                    for output in early:
+                        dispatch(OutputEvent(prompt_id, output))
 
             shim.attach(sink)
             shim.last_prompt_id = prompt_id

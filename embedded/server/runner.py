@@ -291,6 +291,10 @@ class ServerRunner(JobControl):
             ev = events.from_comfy(kind, data)
             if ev is not None:
                 dispatch(ev)
+            if isinstance(ev, events.ExecutedEvent) and running.job.stream_outputs:
+                early, _ = collect({ev.node_id: ev.output or {}}, self._view)
+                for output in early:
+                    dispatch(events.OutputEvent(prompt_id, output))
             if kind == "executing" and data.get("node") is None:
                 return ws
 

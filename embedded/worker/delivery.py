@@ -64,6 +64,24 @@ class Delivery:
         return url
 
 
+class RememberingDelivery(Delivery):
+    """Delivers each output of a job once: a streamed output and the same output in the final
+    result share one upload (outputs are told apart by node, folder type, sub-folder and name)."""
+
+    def __init__(self, s3_enabled: bool):
+        super().__init__(s3_enabled)
+        self._sent: dict[tuple[str, str, str, str], tuple[Delivered, list[str]]] = {}
+
+    def deliver(self, job_id: str, output: Output, errors: list[str]) -> Delivered:
+        key = (output.node_id, output.type, output.subfolder, output.filename)
+        if key not in self._sent:
+            problems: list[str] = []
+            self._sent[key] = (super().deliver(job_id, output, problems), problems)
+        sent, problems = self._sent[key]
+        errors.extend(problems)
+        return sent
+
+
 def _describe(exc: Exception) -> str:
     """A short reason that names neither the endpoint, the bucket nor the object key: S3's error
     code where there is one, else the kind of failure."""

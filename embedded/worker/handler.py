@@ -15,23 +15,28 @@ Talks to ComfyUI only through the public API (``Executor``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, AsyncIterator, Callable
 
 from . import diagnostics, request, response
 from .. import logs
 from ..api import Executor
 from ..config import Config
-from .delivery import Delivery
+from .delivery import Delivery, RememberingDelivery
 from ..errors import BootError, EmbeddedError, ExecutionError, JobInterrupted, WorkerStuck
+from ..events import OutputEvent
 from .recycling import RssWatch
 from .reporting import ProgressReporter
 
 log = logging.getLogger("embedded.worker")
+
+#: marks the end of a streamed job's items
+_END = object()
 
 
 class Worker:
@@ -74,11 +79,13 @@ class Worker:
         except (OSError, ValueError, EmbeddedError) as exc:
             log.warning("worker: warm-up workflow %s failed (not fatal): %s", path, exc)
 
-    async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None = None,
+                     delivery: Delivery | None = None) -> dict[str, Any]:
         """The RunPod handler: one job in, worker-comfyui's response out. Never raises but for a
         cancel (``asyncio.CancelledError``), which interrupts the running ComfyUI job and waits
-        for it to stop; a job whose node does not stop is answered, with ``refresh_worker``."""
-        result = await self._handle(job)
+        for it to stop; a job whose node does not stop is answered, with ``refresh_worker``.
+        ``forward`` (``stream``) receives progress reports and ``OutputEvent``s as they come."""
+        result = await self._handle(job, forward, delivery)
         if self.config.refresh_worker or self.executor.stuck or self.memory.exceeded():
             result["refresh_worker"] = True
         return result
@@ -87,8 +94,44 @@ class Worker:
         """The SDK's ``concurrency_modifier``: no job while a stopped job's node holds the process."""
         return 0 if self.executor.stuck else 1
 
-    async def _handle(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def stream(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The generator handler (``STREAM_OUTPUTS=true``): ``{"type": "progress", ...}`` items,
+        one ``{"type": "output", "key", "output"}`` item per output as soon as its node finished
+        (``output`` as the response lists it under ``key``, with ``node_id`` and ``mime_type``:
+        base64 or the S3 URL; temp outputs skipped), and last ``{"type": "result", ...}`` holding
+        the same dict ``handle`` returns (an output is uploaded once)."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+        delivery = RememberingDelivery(self.config.s3_enabled)
         job_id = str(job.get("id") or "")
+
+        def forward(item: Any) -> None:  # on the runner thread
+            loop.call_soon_threadsafe(items.put_nowait, item)
+
+        run = asyncio.ensure_future(self.handle(job, forward=forward, delivery=delivery))
+        run.add_done_callback(lambda _: items.put_nowait(_END))
+        try:
+            while (item := await items.get()) is not _END:
+                if isinstance(item, OutputEvent):
+                    if item.output.type == "temp":
+                        continue
+                    errors: list[str] = []
+                    sent = await asyncio.to_thread(response.output_item, job_id, item.output, delivery, errors)
+                    yield {"type": "output", "key": sent.pop("key"), "output": sent,
+                           **({"errors": errors} if errors else {})}
+                else:
+                    yield {"type": "progress", **item}
+            yield {"type": "result", **await run}
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(BaseException):
+                    await run
+
+    async def _handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None = None,
+                      delivery: Delivery | None = None) -> dict[str, Any]:
+        job_id = str(job.get("id") or "")
+        delivery = delivery or self.delivery
         if self.boot_error is not None:
             return response.failure(self.boot_error)
         try:
@@ -99,14 +142,20 @@ class Worker:
                 extra["api_key_comfy_org"] = key
             if req.dry_run:  # a preflight: nothing runs
                 return (await asyncio.to_thread(self.executor.check, req.workflow, req.images)).to_dict()
-            reporter = ProgressReporter(req.workflow, _progress_sender(job))
-            result = await self.executor.run_async(req.workflow, req.images, on_event=reporter,
+            reporter = ProgressReporter(req.workflow, forward or _progress_sender(job))
+
+            def on_event(ev) -> None:
+                reporter(ev)
+                if forward is not None and isinstance(ev, OutputEvent):
+                    forward(ev)
+
+            result = await self.executor.run_async(req.workflow, req.images, on_event=on_event,
                                                    timeout=self.config.job_timeout, job_id=job_id or None,
                                                    extra_data=extra, unload_models=req.unload_models,
-                                                   free_memory=req.free_memory)
+                                                   free_memory=req.free_memory, stream_outputs=forward is not None)
         except ExecutionError as exc:
             log.warning("job %s failed: %s", job_id, exc)
-            return await asyncio.to_thread(response.execution_failure, job_id, exc, self.delivery)
+            return await asyncio.to_thread(response.execution_failure, job_id, exc, delivery)
         except (request.RequestError, EmbeddedError) as exc:
             log.warning("job %s failed: %s", job_id, " ".join(str(exc).split()))
             body = response.failure(exc)
@@ -117,7 +166,7 @@ class Worker:
             log.exception("job %s failed unexpectedly", job_id)
             return response.failure(exc)
         # S3 uploads block: keep the SDK's event loop (heartbeats, stop signals) free.
-        return await asyncio.to_thread(response.success, result, self.delivery, req.timings)
+        return await asyncio.to_thread(response.success, result, delivery, req.timings)
 
 
 def _progress_sender(job: dict[str, Any]):
@@ -150,7 +199,11 @@ def main() -> None:
     worker.boot()
     import runpod
 
-    runpod.serverless.start({"handler": worker.handle, "concurrency_modifier": worker.concurrency})
+    if config.stream_outputs:  # /runsync answers the list of items; /stream/<id> shows them as they come
+        runpod.serverless.start({"handler": worker.stream, "return_aggregate_stream": True,
+                                 "concurrency_modifier": worker.concurrency})
+    else:
+        runpod.serverless.start({"handler": worker.handle, "concurrency_modifier": worker.concurrency})
 
 
 if __name__ == "__main__":

@@ -63,17 +63,12 @@ def _with_outputs(job_id: str, outputs: list[Output], errors: list[str], deliver
     for out in outputs:
         if out.type == "temp":  # PreviewImage and friends: not results (as upstream)
             continue
-        if out.kind == TEXT:
-            extra.setdefault("text", []).append({"node_id": out.node_id, "filename": out.filename, "type": "text",
-                                                 "mime_type": out.mime_type, "data": out.text})
-            continue
-        sent = delivery.deliver(job_id, out, errors)
-        if out.kind == IMAGE:
-            images.append({"filename": out.filename, "type": sent.type, "data": sent.data})
+        item = output_item(job_id, out, delivery, errors)
+        key = item.pop("key")
+        if key == "images":
+            images.append({k: item[k] for k in ("filename", "type", "data")})
         else:
-            extra.setdefault(_KEYS[out.kind], []).append({"node_id": out.node_id, "filename": out.filename,
-                                                           "mime_type": out.mime_type, "type": sent.type,
-                                                           "data": sent.data})
+            extra.setdefault(key, []).append(item)
     errors = [scrub_paths(e) for e in errors]
     if not images and errors and (failed or not extra):
         return {"error": JOB_FAILED, "details": errors, **extra}
@@ -83,6 +78,18 @@ def _with_outputs(job_id: str, outputs: list[Output], errors: list[str], deliver
     if not images:
         response["status"] = "success_no_images"
     return response
+
+
+def output_item(job_id: str, out: Output, delivery: Delivery, errors: list[str]) -> dict[str, Any]:
+    """One output as the response lists it (``key`` says under which key: ``images``, ``videos``,
+    ``audio``, ``text``, ``files``): text inline, anything else delivered (base64 or S3 URL)."""
+    if out.kind == TEXT:
+        return {"key": "text", "node_id": out.node_id, "filename": out.filename, "type": "text",
+                "mime_type": out.mime_type, "data": out.text}
+    sent = delivery.deliver(job_id, out, errors)
+    key = "images" if out.kind == IMAGE else _KEYS[out.kind]
+    return {"key": key, "node_id": out.node_id, "filename": out.filename, "mime_type": out.mime_type,
+            "type": sent.type, "data": sent.data}
 
 
 def failure(exc: BaseException) -> dict[str, Any]:

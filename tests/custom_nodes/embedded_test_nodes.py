@@ -10,6 +10,7 @@ import torch
 import comfy.model_management
 import comfy.utils
 import folder_paths
+import nodes
 from server import PromptServer
 
 
@@ -179,6 +180,18 @@ class EmbeddedTestHook:
         return (image,)
 
 
+class EmbeddedTestSaveAndPass(nodes.SaveImage):
+    """Saves its images as SaveImage does and passes them on: an output node early in a chain."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    def run(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
+        saved = self.save_images(images, filename_prefix, prompt, extra_pnginfo)
+        return {"ui": saved["ui"], "result": (images,)}
+
+
 class EmbeddedTestText:
     """An output node that emits a text output."""
 
@@ -243,6 +256,7 @@ NODE_CLASS_MAPPINGS = {
     "EmbeddedTestHook": EmbeddedTestHook,
     "EmbeddedTestProgress": EmbeddedTestProgress,
     "EmbeddedTestRaise": EmbeddedTestRaise,
+    "EmbeddedTestSaveAndPass": EmbeddedTestSaveAndPass,
     "EmbeddedTestSleep": EmbeddedTestSleep,
     "EmbeddedTestText": EmbeddedTestText,
     "EmbeddedTestTone": EmbeddedTestTone,

@@ -1,0 +1,92 @@
+"""STREAM_OUTPUTS=true end to end: the SDK's real local API (``/runsync`` answers the list of items,
+``/run`` then ``/stream/<id>`` shows them) and the SDK's production loop against the control plane
+simulated on loopback, which records when each streamed item arrives."""
+
+import sys
+import time
+
+import pytest
+import requests
+
+from ..helpers import workflow
+from ..servers import FakeJobApi, LocalApiWorker, Process, worker_env
+
+_runs = iter(range(1, 10 ** 6))
+
+
+def fresh(name: str) -> dict:
+    wf = workflow(name)
+    wf["1"]["inputs"]["color"] = 1000 + next(_runs)
+    return wf
+
+
+@pytest.fixture(scope="module")
+def streaming_api(tmp_path_factory, extra_paths):
+    work = tmp_path_factory.mktemp("stream-local-work")
+    worker = LocalApiWorker(worker_env(work, extra_paths, STREAM_OUTPUTS="true"),
+                            work.parent / "stream-local.log").wait_ready(timeout=180)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def streaming_loop(tmp_path_factory, extra_paths):
+    api = FakeJobApi()
+    work = tmp_path_factory.mktemp("stream-loop-work")
+    worker = Process([sys.executable, "-m", "embedded.handler"],
+                     worker_env(work, extra_paths, STREAM_OUTPUTS="true", **api.env()), work.parent / "stream-loop.log")
+    api.submit("warm", {"workflow": workflow("solid_red_image")})
+    try:
+        api.result("warm", timeout=180)
+    except TimeoutError:
+        raise RuntimeError(f"the worker never took a job:\n{worker.log()[-3000:]}") from None
+    yield api
+    worker.stop()
+    api.close()
+
+
+def test_runsync_answers_every_item_ending_with_the_result(streaming_api):
+    body = streaming_api.runsync({"workflow": fresh("output_then_slow_node")})
+    assert body["status"] == "COMPLETED"
+    items = body["output"]
+    assert [i["type"] for i in items if i["type"] != "progress"] == ["output", "output", "result"]
+    assert [i["output"]["filename"] for i in items if i["type"] == "output"] == ["early_00001_.png", "late_00001_.png"]
+    assert [i["filename"] for i in items[-1]["images"]] == ["early_00001_.png", "late_00001_.png"]
+
+
+def test_run_then_stream_shows_the_items(streaming_api):
+    job_id = requests.post(f"{streaming_api.url}/run", json={"input": {"workflow": fresh("output_then_slow_node")}},
+                           timeout=30).json()["id"]
+    seen: list[dict] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body = requests.post(f"{streaming_api.url}/stream/{job_id}", timeout=60).json()
+        seen += [entry["output"] for entry in body.get("stream", [])]
+        if body.get("status") == "COMPLETED":
+            break
+    assert [i["type"] for i in seen if i["type"] != "progress"] == ["output", "output", "result"]
+
+
+def test_an_output_reaches_runpod_before_the_job_ends(streaming_loop):
+    streaming_loop.submit("stream-1", {"workflow": fresh("output_then_slow_node")})
+    result = streaming_loop.result("stream-1", timeout=60)
+    streamed = streaming_loop.streamed("stream-1")
+    outputs = [(at, item) for at, item in streamed if item["type"] == "output"]
+    assert [item["output"]["filename"] for _, item in outputs] == ["early_00001_.png", "late_00001_.png"]
+    assert result["received_at"] - outputs[0][0] >= 1.2, "the early output arrived while the 1.5 s node ran"
+    assert streamed[-1][1]["type"] == "result"
+    assert [i["type"] for i in result["output"]][-1] == "result", "the final post aggregates the items"
+
+
+def test_a_cancelled_streamed_job_stops_and_the_next_job_runs(streaming_loop):
+    streaming_loop.submit("stream-cancel", {"workflow": workflow("slow_node")})
+    deadline = time.monotonic() + 30
+    while not any(item.get("node_id") == "2" for _, item in streaming_loop.streamed("stream-cancel")):
+        assert time.monotonic() < deadline, "the slow node never started"
+        time.sleep(0.05)
+    streaming_loop.stop("stream-cancel")
+    stopped = time.monotonic()
+    streaming_loop.submit("after-stream-cancel", {"workflow": fresh("output_then_slow_node")})
+    result = streaming_loop.result("after-stream-cancel", timeout=60)
+    assert result["output"][-1]["type"] == "result"
+    assert time.monotonic() - stopped < 10, "the 30 s node was interrupted"
