@@ -59,12 +59,14 @@ class Executor:
 
     def make_job(self, workflow: Any, images: Mapping[str, bytes] | None = None, *, timeout: float | None = None,
                  job_id: str | None = None, extra_data: Mapping[str, Any] | None = None,
-                 unload_models: bool = False, free_memory: bool = False, stream_outputs: bool = False) -> Job:
+                 unload_models: bool = False, free_memory: bool = False, stream_outputs: bool = False,
+                 previews: bool = False) -> Job:
         """A checked ``Job``. ``unload_models`` / ``free_memory`` run after it, as ComfyUI's ``/free``;
-        ``stream_outputs`` sends each output as an ``OutputEvent`` as soon as its node finished."""
+        ``stream_outputs`` sends each output as an ``OutputEvent`` as soon as its node finished;
+        ``previews`` sends sampler previews as ``PreviewEvent``s (embedded mode)."""
         job = Job(workflow=check_workflow(workflow), images=check_inputs(images, self.config.input_limits),
                   extra_data=dict(extra_data or {}), timeout=timeout, unload_models=bool(unload_models),
-                  free_memory=bool(free_memory), stream_outputs=bool(stream_outputs))
+                  free_memory=bool(free_memory), stream_outputs=bool(stream_outputs), previews=bool(previews))
         if job_id is not None:
             job.job_id = str(job_id)
         return job

@@ -7,8 +7,9 @@ terminal event); ``trace`` logging for ``WEBSOCKET_TRACE``.
 
 Both backends use it: the embedded one feeds it what the server stand-in receives, the server one
 what arrives on the websocket. Beyond ComfyUI's messages: ``OutputEvent`` (an output with its
-bytes as soon as its node finished, for jobs that stream their outputs) and ``ResultEvent`` (the
-last item of ``Executor.stream``); they have no websocket frame. Must not import ComfyUI or the
+bytes as soon as its node finished, for jobs that stream their outputs), ``PreviewEvent`` (a
+sampler preview as a small JPEG, for jobs that ask) and ``ResultEvent`` (the last item of
+``Executor.stream``); they have no websocket frame. Must not import ComfyUI or the
 backends.
 """
 
@@ -131,6 +132,36 @@ class OutputEvent:
 
 
 @dataclass(frozen=True)
+class PreviewEvent:
+    """A sampler's preview of the image it is making (jobs with ``previews``): a JPEG data URI,
+    longest side at most ``PREVIEW_MAX_SIDE`` pixels."""
+
+    type: ClassVar[str] = "preview"
+    prompt_id: str
+    node_id: str | None
+    image: str = field(repr=False)
+    width: int = 0
+    height: int = 0
+
+
+#: previews: longest side in pixels, and at most this many a second per job
+PREVIEW_MAX_SIDE, PREVIEWS_PER_SECOND = 256, 2
+
+
+def preview_event(prompt_id: str, node_id: str | None, image: Any) -> PreviewEvent:
+    """A ``PreviewEvent`` from a PIL image (ComfyUI's previewers make them)."""
+    import base64
+    import io
+
+    small = image.convert("RGB")
+    small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80)
+    uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return PreviewEvent(prompt_id, node_id, uri, small.width, small.height)
+
+
+@dataclass(frozen=True)
 class ResultEvent:
     """The last item ``Executor.stream`` / ``astream`` yield: the job's whole ``Result``."""
 
@@ -139,7 +170,7 @@ class ResultEvent:
 
 
 Event = Union[StartEvent, CachedEvent, ExecutingEvent, ProgressEvent, ProgressStateEvent, ProgressTextEvent,
-              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent, OutputEvent]
+              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent, OutputEvent, PreviewEvent]
 EventCallback = Callable[[Event], None]
 TERMINAL = (SuccessEvent, ErrorEvent, InterruptedEvent)
 
@@ -213,7 +244,7 @@ def to_frames(ev: Event) -> list[dict[str, Any]]:
     elif isinstance(ev, InterruptedEvent):
         data = _stamp({"prompt_id": ev.prompt_id, "node_id": ev.node_id, "node_type": ev.node_type,
                        "executed": list(ev.executed)}, ev.timestamp)
-    elif isinstance(ev, (OutputEvent, ResultEvent)):
+    elif isinstance(ev, (OutputEvent, PreviewEvent, ResultEvent)):
         return []  # ours: ComfyUI's websocket has no such frame
     else:  # pragma: no cover - exhaustive over Event
         raise TypeError(f"not an event: {ev!r}")

@@ -82,6 +82,7 @@ class Running:
         self.node_ms: dict[str, float] = {}
         self.cached: set[str] = set()
         self._node_since = 0.0
+        self.last_preview = 0.0  # when the job's last preview was sent (they are throttled)
 
     def see(self, ev: Event, now: Callable[[], float] = time.perf_counter) -> None:
         """Track the running node: a node runs from its ``executing`` event until the next one,

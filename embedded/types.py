@@ -40,6 +40,8 @@ class Job:
     free_memory: bool = False
     #: send each output (with its bytes) as an ``OutputEvent`` as soon as its node finished
     stream_outputs: bool = False
+    #: send sampler previews as ``PreviewEvent``s (small JPEGs, at most 2 a second)
+    previews: bool = False
 
 
 @dataclass(frozen=True)

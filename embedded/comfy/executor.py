@@ -39,7 +39,7 @@ from typing import Any, Callable
 from ..config import Config
 from .. import preflight, translate
 from ..errors import BootError, InputError, JobInterrupted, ValidationError
-from ..events import ExecutedEvent, OutputEvent, from_comfy
+from ..events import PREVIEWS_PER_SECOND, ExecutedEvent, OutputEvent, from_comfy, preview_event
 from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder, write_inputs
 from ..jobcontrol import JobControl, Running, Ticket
 from ..outputs import collect
@@ -259,6 +259,8 @@ class ComfyRunner(JobControl):
         prompt: dict[str, Any] = {}
         # Process-wide, read by save nodes at run time: this runner's own setting for its jobs.
         comfy.cli_args.args.disable_metadata = bool(self.config.disable_metadata)
+        _set_previews(comfy.cli_args.args, shim, job)
+        last_preview = [0.0]
         ran = False  # execute_async saw this prompt: its caches hold the prompt's output nodes
         t = time.perf_counter()
         try:
@@ -275,6 +277,12 @@ class ComfyRunner(JobControl):
                     import comfy.model_management
                     if not comfy.model_management.processing_interrupted():
                         comfy.model_management.interrupt_current_processing(True)
+                if event == "embedded_preview":  # a sampler preview (only a job with previews gets them)
+                    now = time.monotonic()
+                    if now - last_preview[0] >= 1 / PREVIEWS_PER_SECOND:
+                        last_preview[0] = now
+                        dispatch(preview_event(prompt_id, data.get("node"), data["image"]))
+                    return
                 ev = from_comfy(event, data)
                 if ev is not None:
                     dispatch(ev)
@@ -309,6 +317,7 @@ class ComfyRunner(JobControl):
             # Each step on its own: one that fails must not skip the others.
             _cleanup_step("point ComfyUI at the idle folders", _point_folders, folder_paths,
                           {k: self.config.idle_dir / k for k in folders})
+            shim.sockets_metadata.pop(job.client_id, None)
             if ran:
                 _cleanup_step("forget the output nodes' cache entries", self._forget_output_nodes, prompt)
             _cleanup_step("remove the job's folder", shutil.rmtree, job_dir, ignore_errors=True)
@@ -368,6 +377,27 @@ async def _cancel_leftover_tasks(before: set[asyncio.Task], grace: float) -> Non
 def _too_deep() -> ValidationError:
     return ValidationError("Prompt outputs failed validation", "invalid_prompt",
                            extra="The workflow is nested or chained too deeply for ComfyUI to process")
+
+
+#: ``--preview-method`` as parsed at boot (what a job without previews gets)
+_BOOT_PREVIEW_METHOD: list[Any] = []
+
+
+def _set_previews(args: Any, shim: Any, job: Job) -> None:
+    """Sampler previews for this job: ComfyUI's latent previewer (TAESD when a decoder is in
+    ``vae_approx``, latent2rgb otherwise) and a client that reads preview metadata; else the
+    ``--preview-method`` of the arguments (none by default)."""
+    import folder_paths
+    from comfy.cli_args import LatentPreviewMethod
+
+    if not _BOOT_PREVIEW_METHOD:
+        _BOOT_PREVIEW_METHOD.append(args.preview_method)
+    if not job.previews:
+        args.preview_method = _BOOT_PREVIEW_METHOD[0]
+        return
+    args.preview_method = (LatentPreviewMethod.TAESD if folder_paths.get_filename_list("vae_approx")
+                           else LatentPreviewMethod.Latent2RGB)
+    shim.sockets_metadata[job.client_id] = {"feature_flags": {"supports_preview_metadata": True}}
 
 
 def _point_folders(folder_paths, folders: dict[str, Path]) -> None:

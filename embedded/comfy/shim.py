@@ -85,10 +85,15 @@ class ServerShim:
 
 
 def _unpack_binary(event, data) -> tuple[str | None, Any]:
-    """ComfyUI's binary events: progress text becomes a ``progress_text`` message; previews are
-    not relayed (a worker has no viewer for them)."""
+    """ComfyUI's binary events: progress text becomes a ``progress_text`` message, a sampler
+    preview (sent only to a client that says it reads preview metadata: a job with previews) our
+    own ``embedded_preview`` message with the PIL image."""
     from protocol import BinaryEventTypes  # ComfyUI's module; imported only after boot
 
+    if event == BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA and isinstance(data, tuple) and len(data) == 2:
+        (_, image, _), metadata = data  # (("JPEG", PIL image, max size), metadata)
+        return "embedded_preview", {"image": image, "node": metadata.get("node_id"),
+                                    "prompt_id": metadata.get("prompt_id")}
     if event == BinaryEventTypes.TEXT and isinstance(data, (bytes, bytearray)) and len(data) >= 4:
         (length,) = struct.unpack(">I", data[:4])
         node_id = bytes(data[4:4 + length]).decode("utf-8", "replace")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import io
 import json
 import logging
 import shutil
@@ -34,6 +35,7 @@ from typing import Any, Callable
 
 import requests
 import websocket
+from PIL import Image
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -50,6 +52,7 @@ from .process import ComfyServer
 log = logging.getLogger("embedded.server")
 
 _BINARY_TEXT = 3  # protocol.BinaryEventTypes.TEXT: 4-byte node-id length, node id, UTF-8 text
+_BINARY_PREVIEW = 4  # PREVIEW_IMAGE_WITH_METADATA: 4-byte metadata length, metadata JSON, image bytes
 
 
 class ServerRunner(JobControl):
@@ -206,7 +209,7 @@ class ServerRunner(JobControl):
         prepare_input_folder(self.config.idle_dir / "input", self.config.static_inputs, job.images)
         for name, data in job.images.items():
             self._upload(name, data)
-        ws = self._connect(job.client_id)
+        ws = self._connect(job)
         try:
             response = self._post("/prompt", {"prompt": prompt, "client_id": job.client_id, "prompt_id": prompt_id,
                                               "extra_data": dict(job.extra_data)}, ok=(200, 400))
@@ -245,10 +248,18 @@ class ServerRunner(JobControl):
     def _ws_url(self, client_id: str) -> str:
         return self.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
 
-    def _connect(self, client_id: str) -> websocket.WebSocket:
-        ws_url = self._ws_url(client_id)
+    def _open(self, job: Job) -> websocket.WebSocket:
+        """A websocket for ``job``; a job with previews first says it reads preview metadata (the
+        server sends previews only to such a client)."""
+        ws = websocket.create_connection(self._ws_url(job.client_id), timeout=10)
+        if job.previews:
+            ws.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+        return ws
+
+    def _connect(self, job: Job) -> websocket.WebSocket:
+        ws_url = self._ws_url(job.client_id)
         try:
-            return websocket.create_connection(ws_url, timeout=10)
+            return self._open(job)
         except (websocket.WebSocketException, OSError) as exc:
             if not self.server.alive():
                 raise self.server.crashed("before the job started") from None
@@ -274,7 +285,7 @@ class ServerRunner(JobControl):
                 ws.settimeout(1.0)
                 continue
             if isinstance(message, (bytes, bytearray)):
-                self._binary(bytes(message), prompt_id, dispatch)
+                self._binary(bytes(message), running, dispatch)
                 continue
             if not message:
                 continue
@@ -298,7 +309,8 @@ class ServerRunner(JobControl):
             if kind == "executing" and data.get("node") is None:
                 return ws
 
-    def _binary(self, message: bytes, prompt_id: str | None, dispatch: Dispatcher) -> None:
+    def _binary(self, message: bytes, running: Running, dispatch: Dispatcher) -> None:
+        prompt_id = running.prompt_id
         event = struct.unpack(">I", message[:4])[0] if len(message) >= 4 else None
         if self.config.websocket_trace:
             events.trace({"type": "binary", "event": event, "bytes": len(message)}, source="server")
@@ -309,7 +321,14 @@ class ServerRunner(JobControl):
             node_id = message[8:8 + length].decode("utf-8", "replace")
             text = message[8 + length:].decode("utf-8", "replace")
             dispatch(ProgressTextEvent(prompt_id, node_id, text))
-        # previews (events 1, 2, 4) are not relayed, as in the embedded backend
+        elif event == _BINARY_PREVIEW and running.job.previews and len(message) >= 8:
+            (length,) = struct.unpack(">I", message[4:8])
+            metadata = json.loads(message[8:8 + length] or b"{}")
+            now = time.monotonic()
+            if metadata.get("prompt_id") == prompt_id and now - running.last_preview >= 1 / events.PREVIEWS_PER_SECOND:
+                running.last_preview = now
+                with Image.open(io.BytesIO(message[8 + length:])) as image:
+                    dispatch(events.preview_event(prompt_id, metadata.get("node_id"), image))
 
     def _reconnect(self, running: Running, cause: Exception) -> websocket.WebSocket | None:
         attempts, delay = self.config.websocket_reconnect_attempts, self.config.websocket_reconnect_delay_s
@@ -321,7 +340,7 @@ class ServerRunner(JobControl):
                 raise self.server.crashed(f"during the job (the websocket dropped: {cause})")
             time.sleep(delay)
             try:
-                ws = websocket.create_connection(self._ws_url(running.job.client_id), timeout=10)
+                ws = self._open(running.job)
             except (websocket.WebSocketException, OSError) as exc:
                 log.warning("server: reconnect attempt %d/%d failed: %s", attempt, attempts, exc)
                 continue

@@ -119,6 +119,8 @@ class Worker:
                     sent = await asyncio.to_thread(response.output_item, job_id, item.output, delivery, errors)
                     yield {"type": "output", "key": sent.pop("key"), "output": sent,
                            **({"errors": errors} if errors else {})}
+                elif "preview" in item:
+                    yield {"type": "preview", "node_id": item["node_id"], "image": item["preview"]}
                 else:
                     yield {"type": "progress", **item}
             yield {"type": "result", **await run}
@@ -152,7 +154,8 @@ class Worker:
             result = await self.executor.run_async(req.workflow, req.images, on_event=on_event,
                                                    timeout=self.config.job_timeout, job_id=job_id or None,
                                                    extra_data=extra, unload_models=req.unload_models,
-                                                   free_memory=req.free_memory, stream_outputs=forward is not None)
+                                                   free_memory=req.free_memory, stream_outputs=forward is not None,
+                                                   previews=req.previews)
         except ExecutionError as exc:
             log.warning("job %s failed: %s", job_id, exc)
             return await asyncio.to_thread(response.execution_failure, job_id, exc, delivery)

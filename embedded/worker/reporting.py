@@ -2,7 +2,8 @@
 
 Owns: turning a job's events into progress reports (node id and class type, step value/max,
 nodes done/total, an overall percentage) and throttling them: a new node is always reported,
-step updates at most every ``interval`` seconds (and at a node's last step).
+step updates at most every ``interval`` seconds (and at a node's last step); a sampler preview
+(already throttled by the runner) is a report with ``preview``, a JPEG data URI.
 
 Must not import ComfyUI, the backends or RunPod (the handler passes the sending function).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..events import Event, ExecutingEvent, NodesDone, ProgressEvent
+from ..events import Event, ExecutingEvent, NodesDone, PreviewEvent, ProgressEvent
 
 
 class ProgressReporter:
@@ -30,6 +31,8 @@ class ProgressReporter:
         self.nodes.update(ev)
         if isinstance(ev, ExecutingEvent):
             self._report(ev.node_id, None, None)
+        elif isinstance(ev, PreviewEvent):
+            self._report(ev.node_id or self.nodes.current, None, None, preview=ev.image)
         elif isinstance(ev, ProgressEvent):
             now = self.clock()
             last_step = ev.max and ev.value >= ev.max
@@ -37,7 +40,8 @@ class ProgressReporter:
                 self.last_step_sent = now
                 self._report(ev.node_id or self.nodes.current, ev.value, ev.max)
 
-    def _report(self, node_id: str | None, value: float | None, maximum: float | None) -> None:
+    def _report(self, node_id: str | None, value: float | None, maximum: float | None,
+                preview: str | None = None) -> None:
         done = len(self.nodes.done & set(self.workflow)) if self.workflow else len(self.nodes.done)
         fraction = (value / maximum) if value is not None and maximum else 0.0
         percent = 100.0 * (done + fraction) / self.total if self.total else 0.0
@@ -50,4 +54,5 @@ class ProgressReporter:
             "nodes_done": done,
             "nodes_total": self.total,
             "percent": round(min(percent, 100.0), 1),
+            **({"preview": preview} if preview else {}),
         })

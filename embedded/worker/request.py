@@ -3,7 +3,8 @@
 Owns: the request contract (``input`` as an object or a JSON string; ``workflow``; ``images`` as
 ``[{"name", "image": base64 or data URI}]``; ``comfy_org_api_key``; beyond upstream,
 ``unload_models`` and ``free_memory``, as ComfyUI's ``POST /free`` after the job, ``timings``,
-per-node run times in the result, and ``dry_run``, a preflight instead of a run) and worker-comfyui's error
+per-node run times in the result, ``dry_run``, a preflight instead of a run, and ``previews``,
+sampler previews with the progress reports) and worker-comfyui's error
 strings for bad input, which clients match on. Image names and bytes are checked with ``inputs``.
 
 Must not import ComfyUI, the backends or RunPod.
@@ -47,6 +48,7 @@ class WorkerRequest:
     free_memory: bool = False
     timings: bool = False
     dry_run: bool = False
+    previews: bool = False
 
 
 def decode_base64_image(data: Any) -> bytes:
@@ -84,7 +86,7 @@ def parse(job_input: Any, limits: InputLimits = InputLimits()) -> WorkerRequest:
     if key is not None and not isinstance(key, str):
         raise RequestError("'comfy_org_api_key' must be a string")
     flags = {}
-    for name in ("unload_models", "free_memory", "timings", "dry_run"):
+    for name in ("unload_models", "free_memory", "timings", "dry_run", "previews"):
         value = job_input.get(name, False)
         if not isinstance(value, bool):
             raise RequestError(f"'{name}' must be true or false")

@@ -5,6 +5,7 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import time
 
 import pytest
 
@@ -95,3 +96,41 @@ def test_txt2img_through_the_handler_returns_the_same_image(executor, models, te
                            .handle({"id": "sample-1", "input": {"workflow": txt2img(seed=11)}}))
     [image] = response["images"]
     assert base64.b64decode(image["data"]) == direct
+
+
+def test_previews_of_a_real_ksampler_are_small_jpegs_at_most_twice_a_second(executor, models):
+    from embedded.events import PreviewEvent
+
+    wf = txt2img(seed=7, size=512)
+    wf["5"]["inputs"]["steps"] = 6
+    timed = []
+    started = time.monotonic()
+    result = executor.run(wf, previews=True, on_event=lambda ev: timed.append((time.monotonic(), ev)))
+    took = time.monotonic() - started
+    previews = [(t, ev) for t, ev in timed if isinstance(ev, PreviewEvent)]
+    assert previews, "the sampler sent previews"
+    assert all(ev.node_id == "5" for _, ev in previews)
+    assert len(previews) <= 1 + 2 * took
+    assert all(b - a >= 0.49 for (a, _), (b, _) in zip(previews, previews[1:]))
+    header, data = previews[0][1].image.split(",", 1)
+    assert header == "data:image/jpeg;base64"
+    image = open_image(base64.b64decode(data))
+    assert image.format == "JPEG" and max(image.size) <= 256 and (image.width, image.height) == (
+        previews[0][1].width, previews[0][1].height)
+    assert result.outputs
+    plain = []
+    executor.run(txt2img(seed=8), on_event=plain.append)
+    assert not any(isinstance(ev, PreviewEvent) for ev in plain), "no previews unless asked"
+
+
+def test_the_generator_handler_streams_preview_items(executor, test_config, models):
+    worker = Worker(dataclasses.replace(test_config, stream_outputs=True), executor=executor)
+    wf = txt2img(seed=9, size=256)
+
+    async def drive():
+        return [item async for item in worker.stream({"id": "previews", "input": {"workflow": wf, "previews": True}})]
+
+    items = asyncio.run(drive())
+    previews = [i for i in items if i["type"] == "preview"]
+    assert previews and previews[0]["node_id"] == "5" and previews[0]["image"].startswith("data:image/jpeg;base64,")
+    assert items[-1]["type"] == "result" and items[-1]["images"]

@@ -84,3 +84,22 @@ def test_the_generator_handler_yields_progress_outputs_then_the_result(backends,
     assert end - outputs[0][0] >= 1.2
     assert [i["filename"] for i in result["images"]] == ["early_00001_.png", "late_00001_.png"]
     assert result["images"][0]["data"] == outputs[0][1]["output"]["data"]
+
+
+@pytest.mark.parametrize("mode", ["embedded", "server"])
+def test_previews_of_a_real_ksampler_come_in_both_modes_only_when_asked(backends, mode, models):
+    import base64
+
+    from embedded.events import PreviewEvent
+
+    wf = workflow("txt2img_checkpoint")
+    wf["4"]["inputs"].update(width=256, height=256)
+    wf["5"]["inputs"].update(steps=4, seed=next(_runs))
+    items = list(backends[mode].stream(wf, previews=True))
+    previews = [ev for ev in items if isinstance(ev, PreviewEvent)]
+    assert previews and {ev.node_id for ev in previews} == {"5"}
+    image = open_image(base64.b64decode(previews[0].image.split(",", 1)[1]))
+    assert image.format == "JPEG" and max(image.size) <= 256
+    assert isinstance(items[-1], ResultEvent) and items[-1].result.outputs
+    wf["5"]["inputs"]["seed"] = next(_runs)
+    assert not any(isinstance(ev, PreviewEvent) for ev in backends[mode].stream(wf))
