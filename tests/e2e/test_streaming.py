@@ -1,6 +1,7 @@
 """STREAM_OUTPUTS=true end to end: the SDK's real local API (``/runsync`` answers the list of items,
 ``/run`` then ``/stream/<id>`` shows them) and the SDK's production loop against the control plane
-simulated on loopback, which records when each streamed item arrives."""
+simulated on loopback, which records when each streamed item arrives: outputs before the job ends,
+a cancel, previews of a real KSampler, a preflight, timings."""
 
 import sys
 import time
@@ -30,11 +31,11 @@ def streaming_api(tmp_path_factory, extra_paths):
 
 
 @pytest.fixture(scope="module")
-def streaming_loop(tmp_path_factory, extra_paths):
+def streaming_loop(tmp_path_factory, extra_paths, models, test_config):
     api = FakeJobApi()
     work = tmp_path_factory.mktemp("stream-loop-work")
-    worker = Process([sys.executable, "-m", "embedded.handler"],
-                     worker_env(work, extra_paths, STREAM_OUTPUTS="true", **api.env()), work.parent / "stream-loop.log")
+    env = worker_env(work, extra_paths, STREAM_OUTPUTS="true", COMFY_MODELS_DIR=str(test_config.models), **api.env())
+    worker = Process([sys.executable, "-m", "embedded.handler"], env, work.parent / "stream-loop.log")
     api.submit("warm", {"workflow": workflow("solid_red_image")})
     try:
         api.result("warm", timeout=180)
@@ -90,3 +91,33 @@ def test_a_cancelled_streamed_job_stops_and_the_next_job_runs(streaming_loop):
     result = streaming_loop.result("after-stream-cancel", timeout=60)
     assert result["output"][-1]["type"] == "result"
     assert time.monotonic() - stopped < 10, "the 30 s node was interrupted"
+
+
+def test_previews_of_a_real_ksampler_reach_runpod_as_preview_items(streaming_loop):
+    wf = workflow("txt2img_checkpoint")
+    wf["4"]["inputs"].update(width=256, height=256)
+    wf["5"]["inputs"].update(steps=4, seed=next(_runs))
+    streaming_loop.submit("previews-1", {"workflow": wf, "previews": True})
+    result = streaming_loop.result("previews-1", timeout=60)
+    previews = [item for _, item in streaming_loop.streamed("previews-1") if item["type"] == "preview"]
+    assert previews and previews[0]["node_id"] == "5"
+    assert previews[0]["image"].startswith("data:image/jpeg;base64,")
+    assert result["output"][-1]["images"]
+
+
+def test_a_preflight_answers_missing_models_and_unknown_nodes_through_runpod(streaming_loop):
+    streaming_loop.submit("dry-1", {"workflow": workflow("preflight_missing_model_and_unknown_node"),
+                                    "dry_run": True})
+    [result_item] = [i for i in streaming_loop.result("dry-1", timeout=60)["output"] if i["type"] == "result"]
+    assert result_item["ok"] is False
+    assert [n["class_type"] for n in result_item["missing_nodes"]] == ["NoSuchUpscaler", "EmbeddedTestBrokenNode"]
+    assert result_item["missing_models"][0]["value"] == "does-not-exist.safetensors"
+
+
+def test_timings_that_add_up_reach_runpod(streaming_loop):
+    streaming_loop.submit("timings-1", {"workflow": fresh("output_then_slow_node"), "timings": True})
+    timings = streaming_loop.result("timings-1", timeout=60)["output"][-1]["timings"]
+    nodes = timings["nodes"]
+    assert set(nodes) == {"1", "2", "3", "4"}
+    assert 1450 <= nodes["3"]["ms"] <= 2500
+    assert sum(n["ms"] for n in nodes.values()) <= timings["total_ms"]
