@@ -94,9 +94,10 @@ class Executor:
                **job_options: Any) -> Iterator[Event | ResultEvent]:
         """Run a workflow and yield its events as they happen: progress, each output (an
         ``OutputEvent`` with its bytes) as soon as its node finished, and last a ``ResultEvent``.
-        The job's error is raised at the end instead; leaving the loop early interrupts the job."""
+        The job's error is raised at the end instead. Closing the iterator early (leaving a
+        ``with contextlib.closing(ex.stream(...))`` block) interrupts the job."""
         items: queue.Queue = queue.Queue()
-        job = self.make_job(workflow, images, stream_outputs=True, **job_options)
+        job = self.make_job(workflow, images, **{**job_options, "stream_outputs": True})
         future = self.start()._runner.submit(job, items.put)
         future.add_done_callback(lambda _: items.put(_END))
         try:
@@ -109,11 +110,12 @@ class Executor:
 
     async def astream(self, workflow: Any, images: Mapping[str, bytes] | None = None,
                       **job_options: Any) -> AsyncIterator[Event | ResultEvent]:
-        """``stream`` for async callers. Cancelling the consuming task (or leaving the loop early)
-        interrupts the job and waits for it to stop, as ``run_async``."""
+        """``stream`` for async callers. Cancelling the consuming task, or closing the iterator
+        early (``async with contextlib.aclosing(ex.astream(...))``), interrupts the job and waits for
+        it to stop, as ``run_async``."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
-        job = self.make_job(workflow, images, stream_outputs=True, **job_options)
+        job = self.make_job(workflow, images, **{**job_options, "stream_outputs": True})
         run = asyncio.ensure_future(self.start()._runner.run_async(
             job, lambda item: loop.call_soon_threadsafe(items.put_nowait, item)))
         run.add_done_callback(lambda _: items.put_nowait(_END))

@@ -80,15 +80,15 @@ class Running:
         self.timers: list[threading.Timer] = []
         self.task: asyncio.Task | None = None  # the embedded runner's task running it
         self.node_ms: dict[str, float] = {}
-        self.cached: set[str] = set()
+        self.cached: dict[str, None] = {}  # in the order ComfyUI reported them
         self._node_since = 0.0
-        self.last_preview = 0.0  # when the job's last preview was sent (they are throttled)
+        self.last_preview = 0.0  # when the job's last preview was sent (at most PREVIEWS_PER_SECOND)
 
     def see(self, ev: Event, now: Callable[[], float] = time.perf_counter) -> None:
         """Track the running node: a node runs from its ``executing`` event until the next one,
         its ``executed`` event or the end of the prompt (repeated runs of one node add up)."""
         if isinstance(ev, CachedEvent):
-            self.cached.update(ev.nodes)
+            self.cached.update(dict.fromkeys(ev.nodes))
         elif isinstance(ev, ExecutingEvent):
             self._close(now())
             self.node_id, self._node_since = ev.node_id, now()

@@ -72,10 +72,11 @@ def unknown_nodes(workflow: dict[str, Any], known: Callable[[str], bool],
 
 
 def missing_models(workflow: dict[str, Any], known: Callable[[str], bool],
-                   options_of: Callable[[str, str], "tuple[str, ...] | None"],
-                   folders_of: FoldersOf) -> list[MissingModel]:
+                   options_of: Callable[[str, str], "tuple[str, ...] | None"], folders_of: FoldersOf,
+                   file_inputs_of: Callable[[str], frozenset[str]]) -> list[MissingModel]:
     """Every model input of a known node whose file is not among its options (found for the whole
-    workflow, where ComfyUI's own validation stops at an unknown node type)."""
+    workflow, where ComfyUI's own validation stops at an unknown node type). Inputs that pick a
+    file of the input folder (``file_inputs_of``) are no model inputs."""
     found = []
     for node_id, node in workflow.items():
         class_type = str(node.get("class_type")) if isinstance(node, dict) else "?"
@@ -83,7 +84,7 @@ def missing_models(workflow: dict[str, Any], known: Callable[[str], bool],
         if not known(class_type):
             continue
         for name, value in inputs.items():
-            if not isinstance(value, str):
+            if not isinstance(value, str) or name in file_inputs_of(class_type):
                 continue
             options = options_of(class_type, name)
             if options is None or value in options:

@@ -68,6 +68,8 @@ class ComfyRunner(JobControl):
         self._executor = None  # execution.PromptExecutor, created on the runner thread
         self._housekeeping: Housekeeping | None = None
         self._job_lock: asyncio.Lock | None = None
+        self._checks: set[concurrent.futures.Future] = set()
+        self._preview_method = None  # --preview-method as parsed at boot: a job without previews gets it
         self.booted: BootInfo | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -94,6 +96,7 @@ class ComfyRunner(JobControl):
             import comfy.cli_args
             import execution
             cache_type, cache_args = cache_settings(comfy.cli_args.args, execution.CacheType)
+            self._preview_method = comfy.cli_args.args.preview_method
             self._executor = execution.PromptExecutor(_boot.shim(), cache_type=cache_type, cache_args=cache_args)
             self._job_lock = asyncio.Lock()
             self._housekeeping = Housekeeping(self._executor, loop, idle=lambda: not self._job_lock.locked(),
@@ -115,6 +118,8 @@ class ComfyRunner(JobControl):
             return
         self.interrupt()
         self._fail_queued(JobInterrupted("The executor was closed before the job started"))
+        for pending in list(self._checks):  # a check waiting for the job lock
+            pending.cancel()
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
@@ -177,7 +182,14 @@ class ComfyRunner(JobControl):
         """Validate ``job`` as a run would (its input files in place), without running a node."""
         if not self.started:
             raise BootError("The runner is not started (call start() first)")
-        return asyncio.run_coroutine_threadsafe(self._check(job), self._loop).result()
+        if self.stuck:
+            raise self._stuck_error()
+        pending = asyncio.run_coroutine_threadsafe(self._check(job), self._loop)
+        self._checks.add(pending)
+        try:
+            return pending.result()
+        finally:
+            self._checks.discard(pending)
 
     async def _check(self, job: Job) -> preflight.Preflight:
         import folder_paths
@@ -189,7 +201,7 @@ class ComfyRunner(JobControl):
                 missing = preflight.unknown_nodes(check_workflow(job.workflow), known, self.booted.failed_packs)
                 models = preflight.missing_models(job.workflow, known, _combo_options, preflight.model_folders(
                     lambda: {kind: (folder_paths.get_filename_list(kind), folder_paths.get_folder_paths(kind))
-                             for kind in folder_paths.folder_names_and_paths}))
+                             for kind in folder_paths.folder_names_and_paths}), _file_inputs)
                 if missing:  # ComfyUI's validation would stop at the first
                     return preflight.report(missing, models, None)
                 prompt_id = str(uuid.uuid4())
@@ -259,8 +271,7 @@ class ComfyRunner(JobControl):
         prompt: dict[str, Any] = {}
         # Process-wide, read by save nodes at run time: this runner's own setting for its jobs.
         comfy.cli_args.args.disable_metadata = bool(self.config.disable_metadata)
-        _set_previews(comfy.cli_args.args, shim, job)
-        last_preview = [0.0]
+        _set_previews(comfy.cli_args.args, shim, job, self._preview_method)
         ran = False  # execute_async saw this prompt: its caches hold the prompt's output nodes
         t = time.perf_counter()
         try:
@@ -279,8 +290,8 @@ class ComfyRunner(JobControl):
                         comfy.model_management.interrupt_current_processing(True)
                 if event == "embedded_preview":  # a sampler preview (only a job with previews gets them)
                     now = time.monotonic()
-                    if now - last_preview[0] >= 1 / PREVIEWS_PER_SECOND:
-                        last_preview[0] = now
+                    if now - running.last_preview >= 1 / PREVIEWS_PER_SECOND:
+                        running.last_preview = now
                         dispatch(preview_event(prompt_id, data.get("node"), data["image"]))
                     return
                 ev = from_comfy(event, data)
@@ -318,6 +329,7 @@ class ComfyRunner(JobControl):
             _cleanup_step("point ComfyUI at the idle folders", _point_folders, folder_paths,
                           {k: self.config.idle_dir / k for k in folders})
             shim.sockets_metadata.pop(job.client_id, None)
+            comfy.cli_args.args.preview_method = self._preview_method
             if ran:
                 _cleanup_step("forget the output nodes' cache entries", self._forget_output_nodes, prompt)
             _cleanup_step("remove the job's folder", shutil.rmtree, job_dir, ignore_errors=True)
@@ -379,21 +391,15 @@ def _too_deep() -> ValidationError:
                            extra="The workflow is nested or chained too deeply for ComfyUI to process")
 
 
-#: ``--preview-method`` as parsed at boot (what a job without previews gets)
-_BOOT_PREVIEW_METHOD: list[Any] = []
-
-
-def _set_previews(args: Any, shim: Any, job: Job) -> None:
+def _set_previews(args: Any, shim: Any, job: Job, default: Any) -> None:
     """Sampler previews for this job: ComfyUI's latent previewer (TAESD when a decoder is in
-    ``vae_approx``, latent2rgb otherwise) and a client that reads preview metadata; else the
-    ``--preview-method`` of the arguments (none by default)."""
+    ``vae_approx``, latent2rgb otherwise) and a client that reads preview metadata; else
+    ``default``, the ``--preview-method`` of the arguments (none unless COMFY_ARGS says)."""
     import folder_paths
     from comfy.cli_args import LatentPreviewMethod
 
-    if not _BOOT_PREVIEW_METHOD:
-        _BOOT_PREVIEW_METHOD.append(args.preview_method)
     if not job.previews:
-        args.preview_method = _BOOT_PREVIEW_METHOD[0]
+        args.preview_method = default
         return
     args.preview_method = (LatentPreviewMethod.TAESD if folder_paths.get_filename_list("vae_approx")
                            else LatentPreviewMethod.Latent2RGB)

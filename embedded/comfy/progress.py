@@ -3,7 +3,8 @@
 Owns: what happens on every ``comfy.utils.ProgressBar`` update (sampler steps, custom nodes):
 ComfyUI's interrupt check (so ``interrupt()`` and timeouts stop long nodes), ComfyUI's per-node
 progress state, and the ``progress`` message to the server stand-in. It mirrors ``main.py``'s
-``hijack_progress`` for the pinned tree; previews are dropped (no viewer).
+``hijack_progress`` for the pinned tree; a sampler's preview goes with the progress state, whose
+handler sends it to the server stand-in for a job that asked for previews.
 """
 
 from __future__ import annotations

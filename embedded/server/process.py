@@ -100,11 +100,7 @@ class ComfyServer:
         self._make_custom_node_folders()
         self.cpu = use_cpu(self.config)
         self.port = free_port(self.host)
-        # Previews are sent only to jobs that ask (their websocket says it reads them); latent2rgb
-        # is cheap enough to compute for every sampler unless COMFY_ARGS chooses a method.
-        previews = [] if "--preview-method" in self.config.extra_args else ["--preview-method", "latent2rgb"]
-        self.args = [*comfy_args(self.config, self.cpu), *previews,
-                     "--extra-model-paths-config", str(self._plugin_paths()),
+        self.args = [*comfy_args(self.config, self.cpu), "--extra-model-paths-config", str(self._plugin_paths()),
                      "--listen", self.host, "--port", str(self.port), "--disable-auto-launch", "--dont-print-server"]
         args = [sys.executable, "-u", str(tree / "main.py"), *self.args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

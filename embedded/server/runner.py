@@ -146,7 +146,7 @@ class ServerRunner(JobControl):
         models = preflight.missing_models(job.workflow, known, options_of, preflight.model_folders(lambda: {
             kind: (self._get(f"/models/{kind}").json(), paths)
             for kind, paths in self._get("/internal/folder_paths").json().items()
-            if kind not in ("custom_nodes", "configs")}))
+            if kind not in ("custom_nodes", "configs")}), lambda class_type: self._file_inputs.get(class_type, frozenset()))
         if missing:  # ComfyUI's validation would stop at the first
             return preflight.report(missing, models, None)
         prompt = copy.deepcopy(job.workflow)
@@ -323,12 +323,20 @@ class ServerRunner(JobControl):
             dispatch(ProgressTextEvent(prompt_id, node_id, text))
         elif event == _BINARY_PREVIEW and running.job.previews and len(message) >= 8:
             (length,) = struct.unpack(">I", message[4:8])
-            metadata = json.loads(message[8:8 + length] or b"{}")
+            try:
+                metadata = json.loads(message[8:8 + length] or b"{}")
+            except ValueError:
+                return
             now = time.monotonic()
             if metadata.get("prompt_id") == prompt_id and now - running.last_preview >= 1 / events.PREVIEWS_PER_SECOND:
                 running.last_preview = now
-                with Image.open(io.BytesIO(message[8 + length:])) as image:
-                    dispatch(events.preview_event(prompt_id, metadata.get("node_id"), image))
+                try:
+                    with Image.open(io.BytesIO(message[8 + length:])) as image:
+                        preview = events.preview_event(prompt_id, metadata.get("node_id"), image)
+                except (OSError, ValueError) as exc:  # a preview must never fail the job
+                    log.debug("server: unreadable preview dropped: %s", exc)
+                    return
+                dispatch(preview)
 
     def _reconnect(self, running: Running, cause: Exception) -> websocket.WebSocket | None:
         attempts, delay = self.config.websocket_reconnect_attempts, self.config.websocket_reconnect_delay_s

@@ -13,8 +13,10 @@ the environment itself).
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import logging
 import re
+import threading
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -70,14 +72,20 @@ class RememberingDelivery(Delivery):
 
     def __init__(self, s3_enabled: bool):
         super().__init__(s3_enabled)
-        self._sent: dict[tuple[str, str, str, str], tuple[Delivered, list[str]]] = {}
+        self._lock = threading.Lock()
+        self._sent: dict[tuple[str, str, str, str], concurrent.futures.Future] = {}
 
     def deliver(self, job_id: str, output: Output, errors: list[str]) -> Delivered:
         key = (output.node_id, output.type, output.subfolder, output.filename)
-        if key not in self._sent:
+        with self._lock:  # the streamed item and the final result may ask at the same time
+            first = key not in self._sent
+            if first:
+                self._sent[key] = concurrent.futures.Future()
+            pending = self._sent[key]
+        if first:
             problems: list[str] = []
-            self._sent[key] = (super().deliver(job_id, output, problems), problems)
-        sent, problems = self._sent[key]
+            pending.set_result((super().deliver(job_id, output, problems), problems))
+        sent, problems = pending.result()
         errors.extend(problems)
         return sent
 

@@ -51,6 +51,8 @@ class Worker:
         self.delivery = Delivery(self.config.s3_enabled)
         self.boot_error: BaseException | None = None
         self.memory = RssWatch(self.config.max_rss_growth_pct)
+        #: grown past MAX_RSS_GROWTH_PCT: it asked to be replaced and takes no new job
+        self.retiring = False
 
     def boot(self) -> None:
         """Boot ComfyUI and run the warm-up workflow; never raises (a failure is kept for every job)."""
@@ -86,13 +88,17 @@ class Worker:
         for it to stop; a job whose node does not stop is answered, with ``refresh_worker``.
         ``forward`` (``stream``) receives progress reports and ``OutputEvent``s as they come."""
         result = await self._handle(job, forward, delivery)
-        if self.config.refresh_worker or self.executor.stuck or self.memory.exceeded():
+        if not self.retiring and self.memory.exceeded():
+            self.retiring = True
+        if self.config.refresh_worker or self.executor.stuck or self.retiring:
             result["refresh_worker"] = True
         return result
 
     def concurrency(self, current: int) -> int:
-        """The SDK's ``concurrency_modifier``: no job while a stopped job's node holds the process."""
-        return 0 if self.executor.stuck else 1
+        """The SDK's ``concurrency_modifier``: no job while a stopped job's node holds the process,
+        nor once the worker asked to be replaced for its memory (a streaming worker cannot send
+        ``refresh_worker``: the SDK reads it from plain handlers only)."""
+        return 0 if self.executor.stuck or self.retiring else 1
 
     async def stream(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The generator handler (``STREAM_OUTPUTS=true``): ``{"type": "progress", ...}`` items,
@@ -204,7 +210,7 @@ def main() -> None:
 
     if config.stream_outputs:  # /runsync answers the list of items; /stream/<id> shows them as they come
         runpod.serverless.start({"handler": worker.stream, "return_aggregate_stream": True,
-                                 "concurrency_modifier": worker.concurrency})
+                                 "refresh_worker": config.refresh_worker, "concurrency_modifier": worker.concurrency})
     else:
         runpod.serverless.start({"handler": worker.handle, "concurrency_modifier": worker.concurrency})
 

@@ -86,11 +86,24 @@ def test_the_generator_handler_yields_progress_outputs_then_the_result(backends,
     assert result["images"][0]["data"] == outputs[0][1]["output"]["data"]
 
 
+@pytest.fixture(scope="module")
+def preview_server(server_config, tmp_path_factory):
+    """A server-mode executor whose ComfyUI server makes previews (COMFY_ARGS=--preview-method ...)."""
+    from embedded import Executor
+
+    config = dataclasses.replace(server_config, extra_args=("--preview-method", "latent2rgb"),
+                                 work_dir=tmp_path_factory.mktemp("preview-server"))
+    with Executor(config) as ex:
+        yield ex
+
+
 @pytest.mark.parametrize("mode", ["embedded", "server"])
-def test_previews_of_a_real_ksampler_come_in_both_modes_only_when_asked(backends, mode, models):
+def test_previews_of_a_real_ksampler_come_in_both_modes_only_when_asked(backends, mode, models, request):
     import base64
 
     from embedded.events import PreviewEvent
+
+    backends = {**backends, "server": request.getfixturevalue("preview_server")} if mode == "server" else backends
 
     wf = workflow("txt2img_checkpoint")
     wf["4"]["inputs"].update(width=256, height=256)
