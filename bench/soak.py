@@ -6,13 +6,16 @@ BENCH_SOAK_FAILING failing jobs spread among them (half a node that raises, half
 an asyncio task behind and then fails), then waits until the between-jobs clean-up has run while
 idle, and compares with the state after the warm-up: resident memory of the process tree (server
 mode: the client and ComfyUI's server, also reported apart), files left in the work folder, threads,
-and asyncio tasks on the runner's loop (embedded mode).
+and asyncio tasks on the runner's loop (embedded mode). Memory is the median of samples taken after
+each of the last SAMPLES jobs of the warm-up and of the soak: one reading swings by tens of MiB with
+the model loaded at that moment (two checkpoints of very different sizes alternate).
 """
 
 import asyncio
 import json
 import os
 import shutil
+import statistics
 import sys
 import threading
 import time
@@ -25,6 +28,7 @@ from common import REPO, WORK, txt2img  # noqa: E402
 JOBS = int(os.environ.get("BENCH_SOAK_JOBS", "300"))
 FAILING = int(os.environ.get("BENCH_SOAK_FAILING", "50"))
 WARMUP = int(os.environ.get("BENCH_SOAK_WARMUP", "50"))
+SAMPLES = 25
 CHECKPOINTS = ("tiny-sd3.safetensors", "tiny-sd15.safetensors")
 
 
@@ -63,26 +67,32 @@ def server_process(executor):
     return psutil.Process(server.proc.pid)
 
 
-def state(executor, work: Path) -> dict:
-    from embedded.worker.recycling import tree_rss
+def state(executor, work: Path, rss_samples: list[float]) -> dict:
     server = server_process(executor)
-    return {"rss_mb": round(tree_rss() / 2 ** 20, 1), "files": files_left(work), "threads": threading.active_count(),
+    return {"rss_mb": round(statistics.median(rss_samples), 1), "files": files_left(work),
+            "threads": threading.active_count(),
             "server_rss_mb": round(server.memory_info().rss / 2 ** 20, 1) if server else None,
             "server_threads": server.num_threads() if server else None, "loop_tasks": loop_tasks(executor)}
 
 
-def mixed(executor, jobs: int, failing_jobs: int, offset: int = 0) -> tuple[int, int]:
+def mixed(executor, jobs: int, failing_jobs: int, offset: int = 0) -> tuple[int, int, list[float]]:
     """``jobs`` txt2img jobs alternating the checkpoints, ``failing_jobs`` failing ones spread among
-    them; returns how many succeeded and how many failed."""
+    them; returns how many succeeded, how many failed, and the memory (MiB) after each of the last
+    SAMPLES jobs."""
+    from embedded.worker.recycling import tree_rss
     every = max(1, (jobs + failing_jobs) // max(failing_jobs, 1))
     ok = failed = n_failing = 0
-    for i in range(offset, offset + jobs + failing_jobs):
+    samples: list[float] = []
+    end = offset + jobs + failing_jobs
+    for i in range(offset, end):
         if n_failing < failing_jobs and (i - offset) % every == every - 1:
             n_failing += 1
             failed += not run(executor, failing(i))
         else:
             ok += run(executor, txt2img(i, 64, CHECKPOINTS[i % 2]))
-    return ok, failed
+        if i >= end - SAMPLES:
+            samples.append(tree_rss() / 2 ** 20)
+    return ok, failed, samples
 
 
 def run(executor, wf) -> bool:
@@ -109,15 +119,15 @@ def main(mode: str, out: Path) -> None:
         from embedded.comfy import modelgen
         for recipe in ("tiny-sd3", "tiny-sd15"):
             modelgen.install(recipe, WORK / "models", modelgen.default_cache_dir())
-    warm_ok, warm_failed = mixed(executor, max(WARMUP, 2), max(WARMUP // 7, 2))
+    warm_ok, warm_failed, warm_samples = mixed(executor, max(WARMUP, 2), max(WARMUP // 7, 2))
     assert warm_ok >= 2 and warm_failed >= 2, "the warm-up runs both checkpoints and fails as meant"
     time.sleep(GC_INTERVAL + 1)  # the idle clean-up, as after the soak
-    before = state(executor, work)
+    before = state(executor, work, warm_samples)
     started = time.perf_counter()
-    ok, failed = mixed(executor, JOBS, FAILING, offset=10_000)
+    ok, failed, samples = mixed(executor, JOBS, FAILING, offset=10_000)
     seconds = time.perf_counter() - started
     time.sleep(GC_INTERVAL + 1)
-    after = state(executor, work)
+    after = state(executor, work, samples)
     executor.close()
     growth = 100 * (after["rss_mb"] - before["rss_mb"]) / before["rss_mb"]
     out.write_text(json.dumps({"jobs": ok, "failing_jobs": failed, "warmup_jobs": warm_ok + warm_failed,
