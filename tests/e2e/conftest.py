@@ -4,7 +4,7 @@ against a fake job API, each on a fresh work folder with the test custom nodes."
 import pytest
 
 from ..helpers import CUSTOM_NODES
-from ..servers import FakeJobApi, LocalApiWorker, Process, worker_env, wait_until
+from ..servers import FakeJobApi, LocalApiWorker, start_loop_worker, worker_env, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -26,19 +26,11 @@ def local_api(tmp_path_factory, extra_paths):
 @pytest.fixture(scope="module")
 def job_loop(tmp_path_factory, extra_paths):
     """The SDK's production loop (``RUNPOD_WEBHOOK_GET_JOB`` set) fed by a fake job API."""
-    import sys
 
     api = FakeJobApi()
     work = tmp_path_factory.mktemp("job-loop-work")
-    env = worker_env(work, extra_paths, JOB_TIMEOUT_S="8", REFRESH_WORKER="true", **api.env())
-    worker = Process([sys.executable, "-m", "embedded.handler"], env, work.parent / "job-loop.log")
-    api.submit("warm-1", {"workflow": {"1": {"class_type": "EmptyImage", "inputs": {
-        "width": 8, "height": 8, "batch_size": 1, "color": 0}}, "2": {"class_type": "PreviewImage", "inputs": {
-        "images": ["1", 0]}}}})
-    try:
-        api.result("warm-1", timeout=180)
-    except TimeoutError:
-        raise RuntimeError(f"the worker never took a job:\n{worker.log()[-3000:]}") from None
+    worker = start_loop_worker(api, work, extra_paths, work.parent / "job-loop.log", JOB_TIMEOUT_S="8",
+                               REFRESH_WORKER="true")
     api.worker, api.work_dir = worker, work
     yield api
     worker.stop()

@@ -3,14 +3,13 @@
 simulated on loopback, which records when each streamed item arrives: outputs before the job ends,
 a cancel, previews of a real KSampler, a preflight, timings."""
 
-import sys
 import time
 
 import pytest
 import requests
 
 from ..helpers import workflow
-from ..servers import FakeJobApi, LocalApiWorker, Process, worker_env
+from ..servers import FakeJobApi, LocalApiWorker, start_loop_worker, worker_env
 
 _runs = iter(range(1, 10 ** 6))
 
@@ -34,13 +33,8 @@ def streaming_api(tmp_path_factory, extra_paths):
 def streaming_loop(tmp_path_factory, extra_paths, models, test_config):
     api = FakeJobApi()
     work = tmp_path_factory.mktemp("stream-loop-work")
-    env = worker_env(work, extra_paths, STREAM_OUTPUTS="true", COMFY_MODELS_DIR=str(test_config.models), **api.env())
-    worker = Process([sys.executable, "-m", "embedded.handler"], env, work.parent / "stream-loop.log")
-    api.submit("warm", {"workflow": workflow("solid_red_image")})
-    try:
-        api.result("warm", timeout=180)
-    except TimeoutError:
-        raise RuntimeError(f"the worker never took a job:\n{worker.log()[-3000:]}") from None
+    worker = start_loop_worker(api, work, extra_paths, work.parent / "stream-loop.log", STREAM_OUTPUTS="true",
+                               COMFY_MODELS_DIR=str(test_config.models))
     yield api
     worker.stop()
     api.close()

@@ -2,13 +2,12 @@
 whose node never checks ComfyUI's interrupt flag is answered within the stop grace period of its
 timeout or cancel, with ``stopPod: true``, and the worker takes no job until the node returns."""
 
-import sys
 import time
 
 import pytest
 
 from ..helpers import workflow
-from ..servers import FakeJobApi, Process, worker_env
+from ..servers import FakeJobApi, start_loop_worker
 
 TIMEOUT, GRACE, BLOCK = 3.0, 1.0, 8.0
 
@@ -17,16 +16,10 @@ TIMEOUT, GRACE, BLOCK = 3.0, 1.0, 8.0
 def loop_api(tmp_path_factory, extra_paths):
     api = FakeJobApi()
     work = tmp_path_factory.mktemp("stuck-loop-work")
-    env = worker_env(work, extra_paths, JOB_TIMEOUT_S=str(TIMEOUT), JOB_STOP_GRACE_S=str(GRACE), **api.env())
-    worker = Process([sys.executable, "-m", "embedded.handler"], env, work.parent / "stuck-loop.log")
-    api.submit("warm", {"workflow": workflow("solid_red_image")})
-    try:
-        api.result("warm", timeout=180)
-    except TimeoutError:
-        raise RuntimeError(f"the worker never took a job:\n{worker.log()[-3000:]}") from None
-    api.worker = worker
+    api.worker = start_loop_worker(api, work, extra_paths, work.parent / "stuck-loop.log",
+                                   JOB_TIMEOUT_S=str(TIMEOUT), JOB_STOP_GRACE_S=str(GRACE))
     yield api
-    worker.stop()
+    api.worker.stop()
     api.close()
 
 
