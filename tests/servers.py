@@ -173,6 +173,16 @@ class FakeJobApi:
         with self._posted:
             return [(p["at"], p["body"]["output"]) for p in self.posts if p["job_id"] == job_id and p["kind"] == "stream"]
 
+    def wait_for_node(self, job_id: str, node_id: str, timeout: float = 30) -> float:
+        """Wait until a progress report (posted, or streamed by a generator handler) says ``node_id``
+        of ``job_id`` runs; returns when it did (``time.monotonic``)."""
+        deadline = time.monotonic() + timeout
+        while not any(u.get("node_id") == node_id
+                      for u in self.progress(job_id) + [item for _, item in self.streamed(job_id)]):
+            assert time.monotonic() < deadline, f"node {node_id} of {job_id} never started"
+            time.sleep(0.02)
+        return time.monotonic()
+
     def result(self, job_id: str, timeout: float) -> dict:
         """The final (non-progress) post for ``job_id``."""
         deadline = time.monotonic() + timeout

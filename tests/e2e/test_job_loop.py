@@ -31,10 +31,7 @@ def test_progress_updates_report_nodes_and_steps(job_loop):
 
 def test_a_stop_signal_interrupts_the_running_job_and_the_next_job_runs(job_loop):
     job_loop.submit("slow-1", {"workflow": workflow("slow_node")})
-    deadline = time.monotonic() + 30
-    while not any(u["node_id"] == "2" for u in job_loop.progress("slow-1")):
-        assert time.monotonic() < deadline, "the slow node never started"
-        time.sleep(0.05)
+    job_loop.wait_for_node("slow-1", "2")
     job_loop.stop("slow-1")
     stopped = time.monotonic()
     job_loop.submit("after-cancel", {"workflow": workflow("solid_red_image")})

@@ -75,10 +75,7 @@ def test_an_output_reaches_runpod_before_the_job_ends(streaming_loop):
 
 def test_a_cancelled_streamed_job_stops_and_the_next_job_runs(streaming_loop):
     streaming_loop.submit("stream-cancel", {"workflow": workflow("slow_node")})
-    deadline = time.monotonic() + 30
-    while not any(item.get("node_id") == "2" for _, item in streaming_loop.streamed("stream-cancel")):
-        assert time.monotonic() < deadline, "the slow node never started"
-        time.sleep(0.05)
+    streaming_loop.wait_for_node("stream-cancel", "2")
     streaming_loop.stop("stream-cancel")
     stopped = time.monotonic()
     streaming_loop.submit("after-stream-cancel", {"workflow": fresh("output_then_slow_node")})

@@ -29,14 +29,6 @@ def blocking_job() -> dict:
     return {"workflow": wf}
 
 
-def wait_for_node(api, job_id: str, node_id: str) -> float:
-    deadline = time.monotonic() + 30
-    while not any(u["node_id"] == node_id for u in api.progress(job_id)):
-        assert time.monotonic() < deadline, f"node {node_id} of {job_id} never started"
-        time.sleep(0.02)
-    return time.monotonic()
-
-
 def assert_no_job_taken_until_the_node_returns(api, node_started: float, job_id: str) -> None:
     api.submit(job_id, {"workflow": workflow("solid_red_image")})
     time.sleep(1.0)
@@ -48,7 +40,7 @@ def assert_no_job_taken_until_the_node_returns(api, node_started: float, job_id:
 
 def test_a_timed_out_job_whose_node_never_stops_is_answered_with_stop_pod(loop_api):
     loop_api.submit("stuck-timeout", blocking_job())
-    started = wait_for_node(loop_api, "stuck-timeout", "2")
+    started = loop_api.wait_for_node("stuck-timeout", "2")
     result = loop_api.result("stuck-timeout", timeout=30)
     answered = time.monotonic() - started
     assert answered < TIMEOUT + GRACE + 2.0
@@ -61,7 +53,7 @@ def test_a_timed_out_job_whose_node_never_stops_is_answered_with_stop_pod(loop_a
 
 def test_a_cancelled_job_whose_node_never_stops_is_answered_with_stop_pod(loop_api):
     loop_api.submit("stuck-cancel", blocking_job())
-    started = wait_for_node(loop_api, "stuck-cancel", "2")
+    started = loop_api.wait_for_node("stuck-cancel", "2")
     loop_api.stop("stuck-cancel")
     result = loop_api.result("stuck-cancel", timeout=30)
     assert time.monotonic() - started < TIMEOUT, "answered before its timeout: the cancel did it"
@@ -74,7 +66,7 @@ def test_a_cancelled_job_whose_node_never_stops_is_answered_with_stop_pod(loop_a
 def test_a_cancelled_job_that_stops_in_time_is_not_answered_and_the_worker_stays(loop_api):
     wf = workflow("slow_node")
     loop_api.submit("plain-cancel", {"workflow": wf})
-    wait_for_node(loop_api, "plain-cancel", "2")
+    loop_api.wait_for_node("plain-cancel", "2")
     loop_api.stop("plain-cancel")
     loop_api.submit("after-plain-cancel", {"workflow": workflow("solid_red_image")})
     result = loop_api.result("after-plain-cancel", timeout=30)
