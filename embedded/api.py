@@ -1,8 +1,9 @@
 """The Python API: ``execute()`` and the ``Executor`` behind it.
 
 Owns: turning a caller's arguments into a checked ``Job`` (workflow format, image names and bytes
-are checked here, before any backend sees them), the process-wide default executor that
-``execute()`` uses, and sync/async entry points.
+are checked here, before any backend sees them; files given by URL and the job's ``models`` are
+fetched first, through ``staging``, and its download folder removed when the job is over), the
+process-wide default executor that ``execute()`` uses, and sync/async entry points.
 
 The backend (embedded, or the legacy server mode with ``EXECUTION_MODE=server``) is created on
 ``start``, so importing ``embedded`` stays cheap and never boots ComfyUI by itself.
@@ -16,15 +17,25 @@ import concurrent.futures
 import contextlib
 import queue
 import threading
+from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping
 
 from . import backend
 from .backend import Backend
 from .config import Config
+from .errors import InputError
+from . import preflight
 from .events import Event, EventCallback, ResultEvent
+from .fetching import Fetcher, S3Settings
 from .inputs import check_inputs, check_workflow
+from .modelcache import ModelCache, ModelRef
 from .preflight import Preflight
-from .types import Job, Result
+from .staging import Staging, fetcher_for, model_cache_for
+from .urlguard import is_url
+from .types import Job, Result, new_id
+
+#: what ``files`` may map a name to: bytes, a local path, or an ``http(s)://`` / ``s3://`` URL
+FileSource = Any
 
 
 class Executor:
@@ -38,6 +49,7 @@ class Executor:
         self._runner: Backend | None = backend
         self._started = False
         self._lock = threading.Lock()
+        self._fetching: tuple[Fetcher, ModelCache] | None = None
 
     def start(self) -> "Executor":
         """Start the backend: boot ComfyUI in this process (once per process), or start its server
@@ -72,33 +84,64 @@ class Executor:
         return job
 
     def submit(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-               on_event: EventCallback | None = None, **job_options: Any) -> concurrent.futures.Future:
-        """Queue a job; returns a future of its ``Result``. ``job_options`` are ``make_job``'s."""
-        job = self.make_job(workflow, images, **job_options)
-        return self.start()._runner.submit(job, on_event)
+               on_event: EventCallback | None = None, files: Mapping[str, FileSource] | None = None,
+               models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> concurrent.futures.Future:
+        """Fetch what the job needs (in this thread), then queue it; returns a future of its
+        ``Result``. ``files`` maps input names to bytes, local paths or URLs (``http(s)://``,
+        ``s3://``); ``models`` lists ``ModelRef``s (or ``{"url", "folder", "filename",
+        "sha256"?}`` dicts) fetched into the model cache; ``s3`` is the bucket of ``s3://`` URLs
+        (default: the ``BUCKET_*`` variables). ``job_options`` are ``make_job``'s."""
+        check_workflow(workflow)
+        self.start()
+        staging = self._staging(images, files, models)
+        try:
+            fetched = staging.fetch(_files(images, files), _models(models), _bucket(s3), on_event) if staging \
+                else _files(images, files)
+            job = self.make_job(workflow, fetched, **job_options)
+            future = self._runner.submit(job, on_event)
+        except BaseException:
+            if staging:
+                staging.close()
+            raise
+        if staging:
+            future.add_done_callback(lambda _: staging.close())
+        return future
 
     def run(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-            on_event: EventCallback | None = None, **job_options: Any) -> Result:
+            on_event: EventCallback | None = None, **options: Any) -> Result:
         """Run a workflow and return its ``Result``; raises an ``EmbeddedError`` subclass on failure.
-        ``job_options`` are ``make_job``'s (``timeout``, ``job_id``, ``free_memory``...)."""
-        return self.submit(workflow, images, on_event=on_event, **job_options).result()
+        ``options`` are ``submit``'s (``files``, ``models``, ``s3``) and ``make_job``'s
+        (``timeout``, ``job_id``, ``free_memory``...)."""
+        return self.submit(workflow, images, on_event=on_event, **options).result()
 
     async def run_async(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-                        on_event: EventCallback | None = None, **job_options: Any) -> Result:
-        """Like ``run`` for async callers. Cancelling the awaiting task interrupts the job and waits
-        until it stops, or until ``JOB_STOP_GRACE_S`` has passed and it is answered anyway."""
-        job = self.make_job(workflow, images, **job_options)
-        return await self.start()._runner.run_async(job, on_event)
+                        on_event: EventCallback | None = None, files: Mapping[str, FileSource] | None = None,
+                        models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> Result:
+        """Like ``run`` for async callers. Cancelling the awaiting task stops the downloads, or
+        interrupts the job and waits until it stops, or until ``JOB_STOP_GRACE_S`` has passed and
+        it is answered anyway."""
+        check_workflow(workflow)
+        self.start()
+        staging = self._staging(images, files, models)
+        try:
+            fetched = await _fetch_async(staging, _files(images, files), _models(models), _bucket(s3), on_event) \
+                if staging else _files(images, files)
+            job = self.make_job(workflow, fetched, **job_options)
+            return await self._runner.run_async(job, on_event)
+        finally:
+            if staging:
+                staging.close()
 
     def stream(self, workflow: Any, images: Mapping[str, bytes] | None = None,
-               **job_options: Any) -> Iterator[Event | ResultEvent]:
-        """Run a workflow and yield its events as they happen: progress, each output (an
-        ``OutputEvent`` with its bytes) as soon as its node finished, and last a ``ResultEvent``.
-        The job's error is raised at the end instead. Closing the iterator early (leaving a
-        ``with contextlib.closing(ex.stream(...))`` block) interrupts the job."""
+               **options: Any) -> Iterator[Event | ResultEvent]:
+        """Run a workflow and yield its events as they happen: downloads, progress, each output
+        (an ``OutputEvent`` with its bytes) as soon as its node finished, and last a
+        ``ResultEvent``. The job's error is raised at the end instead. Closing the iterator early
+        (leaving a ``with contextlib.closing(ex.stream(...))`` block) interrupts the job.
+        ``options`` are ``run``'s."""
         items: queue.Queue = queue.Queue()
-        job = self.make_job(workflow, images, **{**job_options, "stream_outputs": True})
-        future = self.start()._runner.submit(job, items.put)
+        job_id = str(options.pop("job_id", None) or new_id())
+        future = self.submit(workflow, images, on_event=items.put, job_id=job_id, **{**options, "stream_outputs": True})
         future.add_done_callback(lambda _: items.put(_END))
         try:
             while (item := items.get()) is not _END:
@@ -106,18 +149,18 @@ class Executor:
             yield ResultEvent(future.result())
         finally:
             if not future.done():
-                self.interrupt(job.job_id)
+                self.interrupt(job_id)
 
     async def astream(self, workflow: Any, images: Mapping[str, bytes] | None = None,
-                      **job_options: Any) -> AsyncIterator[Event | ResultEvent]:
+                      **options: Any) -> AsyncIterator[Event | ResultEvent]:
         """``stream`` for async callers. Cancelling the consuming task, or closing the iterator
         early (``async with contextlib.aclosing(ex.astream(...))``), interrupts the job and waits for
         it to stop, as ``run_async``."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
-        job = self.make_job(workflow, images, **{**job_options, "stream_outputs": True})
-        run = asyncio.ensure_future(self.start()._runner.run_async(
-            job, lambda item: loop.call_soon_threadsafe(items.put_nowait, item)))
+        run = asyncio.ensure_future(self.run_async(
+            workflow, images, on_event=lambda item: loop.call_soon_threadsafe(items.put_nowait, item),
+            **{**options, "stream_outputs": True}))
         run.add_done_callback(lambda _: items.put_nowait(_END))
         try:
             while (item := await items.get()) is not _END:
@@ -129,11 +172,38 @@ class Executor:
                 with contextlib.suppress(BaseException):
                     await run
 
-    def check(self, workflow: Any, images: Mapping[str, bytes] | None = None) -> Preflight:
+    def check(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
+              files: Mapping[str, FileSource] | None = None, models: Any = None) -> Preflight:
         """Preflight: validate ``workflow`` (with its input files) as a run would, without running a
-        node; unknown node types, ComfyUI's validation errors and missing models are reported in a
-        ``Preflight`` (``ok``, ``errors``, ``missing_models``, ``missing_nodes``)."""
-        return self.start()._runner.check(self.make_job(workflow, images))
+        node or fetching anything; unknown node types, ComfyUI's validation errors, missing models
+        and what the job would download are reported in a ``Preflight`` (``ok``, ``errors``,
+        ``missing_models``, ``missing_nodes``, ``inputs_to_fetch``)."""
+        check_workflow(workflow)
+        sources, refs = _files(images, files), _models(models)
+        local = {name: value for name, value in sources.items() if not is_url(value)}
+        fetcher, cache = self._fetch_tools()
+        planned = Staging(self.config, fetcher, cache).plan(sources, refs)
+        job = self.make_job(workflow, {n: v if isinstance(v, bytes) else _path(v) for n, v in local.items()})
+        # Inputs to be fetched are there for validation (empty: no node runs in a preflight).
+        job.images.update({p.name: b"" for p in planned if p.kind == "input"})
+        found = self.start()._runner.check(job)
+        return preflight.with_fetches(found, job.workflow, [p.to_dict() for p in planned],
+                                      [(str(cache.root / r.folder), r.filename) for r in refs])
+
+    # --- downloads ------------------------------------------------------------------------------
+    def _fetch_tools(self) -> tuple[Fetcher, ModelCache]:
+        with self._lock:
+            if self._fetching is None:
+                fetcher = fetcher_for(self.config)
+                self._fetching = fetcher, model_cache_for(self.config, fetcher)
+            return self._fetching
+
+    def _staging(self, images: Any, files: Any, models: Any) -> Staging | None:
+        """A job's downloads, where it has any (a URL or local path among its files, or models)."""
+        sources = _files(images, files)
+        if not models and all(isinstance(v, (bytes, bytearray)) for v in sources.values()):
+            return None
+        return Staging(self.config, *self._fetch_tools())
 
     def interrupt(self, job_id: str | None = None) -> bool:
         """Interrupt the running job (or the job ``job_id``, running or queued)."""
@@ -160,6 +230,45 @@ class Executor:
 #: marks the end of a stream's items
 _END = object()
 
+
+def _files(images: Mapping[str, Any] | None, files: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``images`` and ``files`` as one mapping; a name in both is an ``InputError``."""
+    both = set(images or {}) & set(files or {})
+    if both:
+        raise InputError(f"Input {sorted(both)[0]!r} is given in both images and files")
+    for given in (images, files):
+        if given is not None and not isinstance(given, Mapping):
+            raise InputError(f"images and files must map names to files, got {type(given).__name__}")
+    return {**(images or {}), **(files or {})}
+
+
+def _models(models: Any) -> list[ModelRef]:
+    if models is None:
+        return []
+    if not isinstance(models, (list, tuple)):
+        raise InputError(f"models must be a list, got {type(models).__name__}")
+    return [m if isinstance(m, ModelRef) else ModelRef.from_request(m) for m in models]
+
+
+def _bucket(s3: S3Settings | None) -> S3Settings | None:
+    return s3 if s3 is not None else S3Settings.from_env()
+
+
+def _path(value: Any) -> Any:
+    return Path(value).expanduser() if isinstance(value, str) else value
+
+
+async def _fetch_async(staging: Staging, *args: Any) -> dict[str, Any]:
+    """``staging.fetch`` in a thread; a cancel stops the downloads and waits for them to stop."""
+    task = asyncio.ensure_future(asyncio.to_thread(staging.fetch, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        staging.cancel.set()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+
 _default: Executor | None = None
 _default_lock = threading.Lock()
 
@@ -175,11 +284,14 @@ def default_executor() -> Executor:
 
 
 def execute(workflow: Any, images: Mapping[str, bytes] | None = None, *, on_event: EventCallback | None = None,
-            timeout: float | None = None) -> Result:
+            timeout: float | None = None, files: Mapping[str, FileSource] | None = None, models: Any = None) -> Result:
     """Run an API-format ComfyUI workflow in this process and return its outputs with their bytes.
 
-    ``images`` maps input names (as ``LoadImage`` refers to them) to image bytes. Raises
+    ``images`` maps input names (as ``LoadImage`` refers to them) to image bytes; ``files`` maps
+    names to bytes, local paths or URLs (``https://...``, ``s3://bucket/key``), fetched before the
+    workflow runs; ``models`` lists models fetched into the model cache first
+    (``{"url", "folder", "filename", "sha256"?}`` or ``ModelRef``). Raises
     ``ValidationError``, ``ExecutionError``, ``JobInterrupted``/``JobTimeout``, ``WorkflowFormatError``,
     ``InputError`` or ``BootError``, all subclasses of ``EmbeddedError``.
     """
-    return default_executor().run(workflow, images, on_event=on_event, timeout=timeout)
+    return default_executor().run(workflow, images, on_event=on_event, timeout=timeout, files=files, models=models)

@@ -1,9 +1,9 @@
-"""``python -m embedded run WORKFLOW.json [--image NAME=PATH ...] [--out DIR] [--timeout S]`` and
-``python -m embedded check WORKFLOW.json [--image NAME=PATH ...]``.
+"""``python -m embedded run WORKFLOW.json [--image NAME=PATH|URL ...] [--model URL:folder/filename[:sha256] ...]
+[--out DIR] [--timeout S]`` and ``python -m embedded check WORKFLOW.json [--image ...] [--model ...]``.
 
-Owns: the command line: arguments, a progress bar (nodes done / total, and the steps of the node
-that reports them), writing outputs into DIR, the preflight report as JSON, and a one-line reason
-with a non-zero exit status on failure. Uses only the public API.
+Owns: the command line: arguments, a progress bar (downloads, then nodes done / total, and the
+steps of the node that reports them), writing outputs into DIR, the preflight report as JSON,
+and a one-line reason with a non-zero exit status on failure. Uses only the public API.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import EmbeddedError, Executor
-from .events import ExecutingEvent, NodesDone, ProgressEvent
+from .events import DownloadEvent, ExecutingEvent, NodesDone, ProgressEvent
+from .modelcache import ModelRef
+from .urlguard import is_url
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -33,6 +35,11 @@ class ProgressBar:
         self.nodes = NodesDone()
 
     def __call__(self, ev) -> None:
+        if isinstance(ev, DownloadEvent):
+            total = f"/{ev.total // 1024 ** 2} MiB" if ev.total else " MiB"
+            self.bar.set_description(f"fetching {ev.name}")
+            self.bar.set_postfix_str(f"{ev.received // 1024 ** 2}{total}")
+            return
         finished = self.nodes.update(ev)
         if finished:
             self.bar.update(finished)
@@ -48,17 +55,27 @@ class ProgressBar:
         self.bar.close()
 
 
-def _parse_images(pairs: list[str]) -> dict[str, bytes]:
-    images = {}
+def _parse_images(pairs: list[str]) -> dict[str, str | Path]:
+    """``NAME=PATH`` or ``NAME=URL`` (fetched by the executor, through the URL guard)."""
+    images: dict[str, str | Path] = {}
     for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--image expects NAME=PATH, got {pair!r}")
-        try:
-            images[name] = Path(path).read_bytes()
-        except OSError as exc:
-            raise ValueError(f"--image {name}: cannot read {path}: {exc.strerror}") from None
+        name, sep, source = pair.partition("=")
+        if not sep or not name or not source:
+            raise ValueError(f"--image expects NAME=PATH or NAME=URL, got {pair!r}")
+        if is_url(source):
+            images[name] = source
+        elif not Path(source).is_file():
+            raise ValueError(f"--image {name}: cannot read {source}: no such file")
+        else:
+            images[name] = Path(source)
     return images
+
+
+def _parse_models(specs: list[str]) -> list[ModelRef]:
+    try:
+        return [ModelRef.parse(spec) for spec in specs]
+    except EmbeddedError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _write(result, out_dir: Path) -> list[Path]:
@@ -76,33 +93,34 @@ def _write(result, out_dir: Path) -> list[Path]:
     return written
 
 
-def _read_arguments(args: argparse.Namespace) -> tuple[object, dict[str, bytes]]:
-    """The workflow and input files named on the command line; raises ValueError (usage errors)."""
+def _read_arguments(args: argparse.Namespace) -> tuple[object, dict[str, str | Path], list[ModelRef]]:
+    """The workflow, input files and models named on the command line; raises ValueError (usage
+    errors)."""
     try:
         workflow = json.loads(Path(args.workflow).read_text())
     except OSError as exc:
         raise ValueError(f"cannot read {args.workflow}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{args.workflow} is not JSON: {exc}") from None
-    return workflow, _parse_images(args.image)
+    return workflow, _parse_images(args.image), _parse_models(args.model)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Preflight: prints the report as JSON; exits 0 when the workflow would run, 1 otherwise."""
     try:
-        workflow, images = _read_arguments(args)
+        workflow, files, models = _read_arguments(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     with Executor() as executor:
-        report = executor.check(workflow, images)
+        report = executor.check(workflow, files=files, models=models)
     print(json.dumps(report.to_dict(), indent=1))
     return 0 if report.ok else EXIT_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        workflow, images = _read_arguments(args)
+        workflow, files, models = _read_arguments(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -117,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         total = len(workflow) if isinstance(workflow, dict) else 0
         bar = ProgressBar(total, show)
         try:
-            result = executor.run(workflow, images, on_event=bar, timeout=args.timeout)
+            result = executor.run(workflow, files=files, models=models, on_event=bar, timeout=args.timeout)
         finally:
             bar.close()
         written = _write(result, out_dir)
@@ -136,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an API-format workflow and write its outputs")
     run.add_argument("workflow", help="workflow JSON in ComfyUI's API format (Export (API))")
-    run.add_argument("--image", action="append", default=[], metavar="NAME=PATH",
-                     help="an input image, referred to as NAME by LoadImage (repeatable)")
+    run.add_argument("--image", action="append", default=[], metavar="NAME=PATH|URL",
+                     help="an input file (a path, or an http(s):// or s3:// URL to fetch), referred to as NAME "
+                          "by LoadImage and friends (repeatable)")
+    run.add_argument("--model", action="append", default=[], metavar="URL:FOLDER/FILENAME[:SHA256]",
+                     help="a model to fetch into the model cache first, e.g. "
+                          "https://host/x.safetensors:loras/x.safetensors (repeatable)")
     run.add_argument("--out", default="out", metavar="DIR", help="folder for the outputs (default: out)")
     run.add_argument("--timeout", type=float, default=None, metavar="S", help="stop the job after S seconds")
     run.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
@@ -145,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate a workflow without running it (preflight), as JSON")
     check.add_argument("workflow", help="workflow JSON in ComfyUI's API format (Export (API))")
-    check.add_argument("--image", action="append", default=[], metavar="NAME=PATH",
-                       help="an input file the workflow loads, as NAME (repeatable)")
+    check.add_argument("--image", action="append", default=[], metavar="NAME=PATH|URL",
+                       help="an input file the workflow loads, as NAME (repeatable; URLs are listed, not fetched)")
+    check.add_argument("--model", action="append", default=[], metavar="URL:FOLDER/FILENAME[:SHA256]",
+                       help="a model the job would fetch (repeatable; listed, not fetched)")
     check.add_argument("-q", "--quiet", action="store_true", help="less logging")
     check.set_defaults(func=cmd_check)
     return parser

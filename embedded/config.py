@@ -3,7 +3,8 @@
 Owns: names, defaults and meaning of the configuration (README's table mirrors this file), and the
 folders derived from them.
 
-Must not import ComfyUI or any other module of this package.
+Must not import ComfyUI or any module of this package but ``inputs`` and ``urlguard`` (the
+limits and allowlist it parses).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .inputs import InputLimits
+from .urlguard import Allowlist
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -155,6 +157,28 @@ class Config:
     input_max_bytes: int = InputLimits.max_bytes
     #: largest input image, in pixels (INPUT_MAX_PIXELS)
     input_max_pixels: int = InputLimits.max_pixels
+    #: largest sum of a job's fetched input files, in bytes (INPUT_MAX_TOTAL_BYTES)
+    input_max_total_bytes: int = 1024 ** 3
+    #: hosts, host:port and CIDRs the URL guard lets through although their address is private,
+    #: loopback or link-local (FETCH_ALLOW, comma-separated)
+    fetch_allow: Allowlist = field(default_factory=Allowlist)
+    #: seconds to connect, and the longest silence while reading, of a download
+    #: (FETCH_CONNECT_TIMEOUT_S, FETCH_READ_TIMEOUT_S)
+    fetch_connect_timeout_s: float = 10.0
+    fetch_read_timeout_s: float = 60.0
+    #: retries of a download on connection errors and 5xx answers, with backoff (FETCH_RETRIES)
+    fetch_retries: int = 3
+    #: where models fetched for jobs are kept (MODEL_CACHE_DIR; default <network volume>/model-cache
+    #: when a volume is mounted, else <work_dir>/model-cache)
+    model_cache_dir: Path | None = None
+    #: the model cache's size limit in GB, least recently used files evicted (MODEL_CACHE_MAX_GB)
+    model_cache_max_gb: float | None = None
+    #: bearer tokens for Hugging Face and civitai.com downloads (HF_TOKEN, CIVITAI_TOKEN); never logged
+    hf_token: str | None = field(default=None, repr=False)
+    civitai_token: str | None = field(default=None, repr=False)
+    #: largest response with outputs inline (base64): beyond it outputs go to S3, or the job gets
+    #: an error that says so (OUTPUT_MAX_INLINE_BYTES; RunPod's /run payload limit)
+    output_max_inline_bytes: int = 10_000_000
     #: ask to replace the worker once its processes have grown more than this percentage over their
     #: size after boot and warm-up; None = never (MAX_RSS_GROWTH_PCT)
     max_rss_growth_pct: float | None = None
@@ -213,6 +237,16 @@ class Config:
             job_stop_grace_s=_seconds(env.get("JOB_STOP_GRACE_S"), "JOB_STOP_GRACE_S", default=10.0),
             input_max_bytes=_size(env.get("INPUT_MAX_BYTES"), InputLimits.max_bytes, "INPUT_MAX_BYTES"),
             input_max_pixels=_size(env.get("INPUT_MAX_PIXELS"), InputLimits.max_pixels, "INPUT_MAX_PIXELS"),
+            input_max_total_bytes=_size(env.get("INPUT_MAX_TOTAL_BYTES"), 1024 ** 3, "INPUT_MAX_TOTAL_BYTES"),
+            fetch_allow=Allowlist.parse(env.get("FETCH_ALLOW")),
+            fetch_connect_timeout_s=_seconds(env.get("FETCH_CONNECT_TIMEOUT_S"), "FETCH_CONNECT_TIMEOUT_S", default=10.0),
+            fetch_read_timeout_s=_seconds(env.get("FETCH_READ_TIMEOUT_S"), "FETCH_READ_TIMEOUT_S", default=60.0),
+            fetch_retries=_count(env.get("FETCH_RETRIES"), 3, "FETCH_RETRIES"),
+            model_cache_dir=_path(env.get("MODEL_CACHE_DIR"), None),
+            model_cache_max_gb=_positive(env.get("MODEL_CACHE_MAX_GB"), None, "MODEL_CACHE_MAX_GB"),
+            hf_token=env.get("HF_TOKEN") or None,
+            civitai_token=env.get("CIVITAI_TOKEN") or None,
+            output_max_inline_bytes=_size(env.get("OUTPUT_MAX_INLINE_BYTES"), 10_000_000, "OUTPUT_MAX_INLINE_BYTES"),
             max_rss_growth_pct=_positive(env.get("MAX_RSS_GROWTH_PCT"), None, "MAX_RSS_GROWTH_PCT"),
             warmup_workflow=_path(env.get("WARMUP_WORKFLOW"), None),
             comfy_org_api_key=env.get("COMFY_ORG_API_KEY") or None,
@@ -228,6 +262,17 @@ class Config:
     @property
     def user(self) -> Path:
         return self.user_dir or self.work_dir / "user"
+
+    @property
+    def model_cache(self) -> Path:
+        if self.model_cache_dir is not None:
+            return self.model_cache_dir
+        return self.network_volume / "model-cache" if self.network_volume.is_dir() else self.work_dir / "model-cache"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Per-job folders of fetched input files, until the job ends."""
+        return self.work_dir / "downloads"
 
     @property
     def jobs_dir(self) -> Path:

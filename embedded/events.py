@@ -8,7 +8,8 @@ terminal event); ``trace`` logging for ``WEBSOCKET_TRACE``.
 Both backends use it: the embedded one feeds it what the server stand-in receives, the server one
 what arrives on the websocket. Beyond ComfyUI's messages: ``OutputEvent`` (an output with its
 bytes as soon as its node finished, for jobs that stream their outputs), ``PreviewEvent`` (a
-sampler preview as a small JPEG, for jobs that ask) and ``ResultEvent`` (the last item of
+sampler preview as a small JPEG, for jobs that ask), ``DownloadEvent`` (a file fetched before the
+workflow runs) and ``ResultEvent`` (the last item of
 ``Executor.stream``); they have no websocket frame. Must not import ComfyUI or the
 backends.
 """
@@ -162,6 +163,19 @@ def preview_event(prompt_id: str, node_id: str | None, image: Any) -> PreviewEve
 
 
 @dataclass(frozen=True)
+class DownloadEvent:
+    """A file a job fetches before its workflow runs (``kind``: "input" or "model"): bytes received
+    so far, and the size when the server said it; ``done`` once it is in place."""
+
+    type: ClassVar[str] = "download"
+    kind: str
+    name: str
+    received: int
+    total: int | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True)
 class ResultEvent:
     """The last item ``Executor.stream`` / ``astream`` yield: the job's whole ``Result``."""
 
@@ -170,7 +184,7 @@ class ResultEvent:
 
 
 Event = Union[StartEvent, CachedEvent, ExecutingEvent, ProgressEvent, ProgressStateEvent, ProgressTextEvent,
-              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent, OutputEvent, PreviewEvent]
+              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent, OutputEvent, PreviewEvent, DownloadEvent]
 EventCallback = Callable[[Event], None]
 TERMINAL = (SuccessEvent, ErrorEvent, InterruptedEvent)
 

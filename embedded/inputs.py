@@ -12,6 +12,8 @@ Must not import ComfyUI or the backends.
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Mapping
@@ -181,16 +183,24 @@ class InputLimits:
     max_pixels: int = 100_000_000
 
 
-def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits()) -> bytes:
-    """Bytes for an input, within the size limit; a name with an image extension must hold a
-    readable image within the pixel limit (read from its header: nothing is decoded)."""
-    if not isinstance(data, (bytes, bytearray)):
+def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits()) -> bytes | Path:
+    """Bytes for an input, or a file holding them (a download), within the size limit; a name with
+    an image extension must hold a readable image within the pixel limit (read from its header:
+    nothing is decoded)."""
+    if isinstance(data, Path):
+        try:
+            size = data.stat().st_size
+        except OSError as exc:
+            raise InputError(f"Input {name!r} could not be read: {exc.strerror or type(exc).__name__}") from None
+    elif isinstance(data, (bytes, bytearray)):
+        size = len(data)
+    else:
         raise InputError(f"Input {name!r}: expected bytes, got {type(data).__name__}")
-    if len(data) > limits.max_bytes:
-        raise InputError(f"Input {name!r} is {len(data)} bytes; the limit is {limits.max_bytes} (INPUT_MAX_BYTES)")
+    if size > limits.max_bytes:
+        raise InputError(f"Input {name!r} is {size} bytes; the limit is {limits.max_bytes} (INPUT_MAX_BYTES)")
     if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS:
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as im:
                 width, height = im.size
                 im.verify()
         except Image.DecompressionBombError:
@@ -202,11 +212,12 @@ def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits())
         if width * height > limits.max_pixels:
             raise InputError(f"Input {name!r} is {width}x{height} pixels; the limit is {limits.max_pixels} "
                              f"pixels (INPUT_MAX_PIXELS)")
-    return bytes(data)
+    return data if isinstance(data, Path) else bytes(data)
 
 
-def check_inputs(files: Mapping[str, Any] | None, limits: InputLimits = InputLimits()) -> dict[str, bytes]:
-    """Check a job's input files (name -> bytes) by name, together and by content."""
+def check_inputs(files: Mapping[str, Any] | None, limits: InputLimits = InputLimits()) -> dict[str, bytes | Path]:
+    """Check a job's input files (name -> bytes, or the file holding them) by name, together and
+    by content."""
     if files is None:
         return {}
     if not isinstance(files, Mapping):
@@ -248,9 +259,10 @@ def prepare_input_folder(folder: Path, static_dirs: tuple[Path, ...], names: Ite
             leaf.unlink()
 
 
-def write_inputs(files: Mapping[str, bytes], folder: Path) -> list[Path]:
-    """Write checked input files under ``folder``; returns the paths written. A file-system
-    refusal is an ``InputError`` that names the input, never the folder."""
+def write_inputs(files: Mapping[str, bytes | Path], folder: Path) -> list[Path]:
+    """Write checked input files under ``folder`` (a file given by its path is linked when it can
+    be, else copied); returns the paths written. A file-system refusal is an ``InputError`` that
+    names the input, never the folder."""
     written = []
     root = folder.resolve()
     for name, data in files.items():
@@ -261,8 +273,18 @@ def write_inputs(files: Mapping[str, bytes], folder: Path) -> list[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_symlink():  # a static file of that name: this job's file replaces the link
                 target.unlink()
-            target.write_bytes(data)
+            if isinstance(data, Path):
+                _link_or_copy(data, target)
+            else:
+                target.write_bytes(data)
         except OSError as exc:
             raise InputError(f"Input {name!r} could not be written: {exc.strerror or type(exc).__name__}") from None
         written.append(target)
     return written
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, target)

@@ -2,7 +2,8 @@
 
 Owns: ``setup`` (the root level from ``COMFY_LOG_LEVEL``, one stderr handler when the process has
 none, and third-party loggers that log credentials or request signatures at DEBUG, ``boto3``,
-``botocore``, ``s3transfer`` and ``urllib3``, capped at WARNING whatever the level) and ``redact``
+``botocore`` and ``s3transfer``, capped at WARNING whatever the level, and ``urllib3``, whose
+retry warnings carry whole URLs with their presigned query strings, capped at ERROR) and ``redact``
 (a frame or any JSON-like value with the job's secrets, and values under secret-looking keys,
 replaced by ``<redacted>``).
 
@@ -15,8 +16,10 @@ import logging
 import re
 from typing import Any, Iterable
 
-#: loggers that write access key ids, signatures or whole signed requests at DEBUG
-CAPPED = ("boto3", "botocore", "s3transfer", "urllib3")
+#: loggers that write access key ids, signatures or whole signed requests, and the lowest level
+#: they may log at
+CAPPED = {"boto3": logging.WARNING, "botocore": logging.WARNING, "s3transfer": logging.WARNING,
+          "urllib3": logging.ERROR}
 #: keys whose values are never logged (ComfyUI's hidden API-key inputs, bucket credentials...)
 SECRET_KEY = re.compile(r"(?i)(api_?key|auth_?token|secret|password|credential|signature)")
 REDACTED = "<redacted>"
@@ -29,8 +32,8 @@ def setup(level: str) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
-    for name in CAPPED:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
+    for name, lowest in CAPPED.items():
+        logging.getLogger(name).setLevel(max(lowest, logging.getLogger(name).level))
 
 
 def redact(value: Any, secrets: Iterable[str] = ()) -> Any:

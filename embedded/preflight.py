@@ -1,10 +1,12 @@
 """Preflight: what a workflow would need, found without running a node (``"dry_run": true``,
 ``Executor.check``, ``python -m embedded check``).
 
-Owns: the report (``Preflight``: ``ok``, ``errors``, ``missing_models``, ``missing_nodes``) built
-from what a backend knows: the node types it does not know (every one, where ComfyUI's own
-validation stops at the first) and the pack that failed to import for each, every model input
-whose file is not in its folders (with the folders searched), and ComfyUI's validation errors.
+Owns: the report (``Preflight``: ``ok``, ``errors``, ``missing_models``, ``missing_nodes``,
+``inputs_to_fetch``) built from what a backend knows: the node types it does not know (every one,
+where ComfyUI's own validation stops at the first) and the pack that failed to import for each,
+every model input whose file is not in its folders (with the folders searched), and ComfyUI's
+validation errors; then ``with_fetches``: what the job would download, and no complaint about a
+model the job brings in its ``models``.
 
 Must not import ComfyUI or the backends: they pass in what they know.
 """
@@ -50,9 +52,20 @@ class Preflight:
     errors: list[str] = field(default_factory=list)
     missing_models: list[MissingModel] = field(default_factory=list)
     missing_nodes: list[MissingNode] = field(default_factory=list)
+    #: what the job would download before it runs (``staging.ToFetch.to_dict()`` items)
+    inputs_to_fetch: list[dict[str, Any]] = field(default_factory=list)
+    #: what the report was made of (for ``with_fetches``); not part of the answer
+    validation: ValidationError | None = field(default=None, repr=False, compare=False)
+    warnings: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def models_missing_besides(self, models: set[tuple[str, str]]) -> list[MissingModel]:
+        """The missing models but those ``models`` (``(folder path, filename)``) will provide."""
+        return [m for m in self.missing_models
+                if not any(m.value == name and folder in m.folders_searched for folder, name in models)]
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
+        del body["validation"], body["warnings"]
         body["missing_models"] = [dict(m, folders_searched=list(m["folders_searched"])) for m in body["missing_models"]]
         body["missing_nodes"] = [{k: v for k, v in n.items() if v is not None} for n in body["missing_nodes"]]
         return body
@@ -106,7 +119,31 @@ def report(missing_nodes: list[MissingNode], models: list[MissingModel], error: 
     if error is not None:
         errors += error.details() or [error.message]
     ok = not missing_nodes and error is None
-    return Preflight(ok, errors if not ok else list(warnings), models, missing_nodes)
+    warnings = list(warnings)
+    return Preflight(ok, errors if not ok else warnings, models, missing_nodes, validation=error, warnings=warnings)
+
+
+def with_fetches(found: Preflight, workflow: dict[str, Any], to_fetch: list[dict[str, Any]],
+                 models: Iterable[tuple[str, str]]) -> Preflight:
+    """``found`` for a job that fetches ``to_fetch`` first: listed under ``inputs_to_fetch``, and
+    a model input naming a file of ``models`` (``(folder path, filename)``: it will be in that
+    folder) is neither missing nor a validation error."""
+    models = set(models)
+    names = {filename for _, filename in models}
+    kept = found.models_missing_besides(models)
+    error = found.validation
+    if error is not None and names:
+        def fetched(e) -> bool:
+            node = workflow.get(e.node_id)
+            value = (node.get("inputs") or {}).get(e.input_name) if isinstance(node, dict) else None
+            return e.type == "value_not_in_list" and value in names
+
+        remaining = [e for e in error.node_errors if not fetched(e)]
+        if len(remaining) < len(error.node_errors):
+            error = ValidationError(error.message, error.type, remaining, error.extra) if remaining else None
+    result = report(found.missing_nodes, kept, error, found.warnings)
+    result.inputs_to_fetch = list(to_fetch)
+    return result
 
 
 def model_folders(kinds: Callable[[], dict[str, tuple[Iterable[str], Iterable[str]]]]) -> FoldersOf:

@@ -28,7 +28,17 @@ def static_input(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def test_config(work_dir, network_volume, static_input, tmp_path_factory) -> Config:
+def file_server():
+    """An HTTP file server on loopback that the session's executor may fetch from (FETCH_ALLOW)."""
+    from .servers import FileServer
+
+    server = FileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def test_config(work_dir, network_volume, static_input, file_server, tmp_path_factory) -> Config:
     config_dir = tmp_path_factory.mktemp("config")
     volume = config_dir / "runpod.yaml"
     volume.write_text(EXAMPLES.joinpath("extra_model_paths.runpod.yaml").read_text()
@@ -37,7 +47,9 @@ def test_config(work_dir, network_volume, static_input, tmp_path_factory) -> Con
     paths.write_text(f"tests:\n  custom_nodes: {CUSTOM_NODES}\n")
     return Config.from_env({"COMFY_WORK_DIR": str(work_dir), "COMFY_EXTRA_MODEL_PATHS": f"{paths}:{volume}",
                             "COMFY_LOG_LEVEL": "INFO", "COMFY_DISABLE_METADATA": "true",
-                            "COMFY_INPUT_DIRS": str(static_input)})
+                            "COMFY_INPUT_DIRS": str(static_input), "FETCH_ALLOW": file_server.allow,
+                            "MODEL_CACHE_DIR": str(tmp_path_factory.mktemp("model-cache")),
+                            "FETCH_READ_TIMEOUT_S": "5", "FETCH_RETRIES": "1"})
 
 
 @pytest.fixture(scope="session")

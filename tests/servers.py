@@ -1,5 +1,6 @@
 """Real processes and loopback servers for the end-to-end tests: the worker (runpod's local API or
-its production loop), a fake RunPod job API for that loop, and a SeaweedFS S3 server.
+its production loop), a fake RunPod job API for that loop, an HTTP file server for inputs and
+models by URL, and a SeaweedFS S3 server.
 
 Everything binds 127.0.0.1 and stops by itself: request loops are bounded in count and time.
 """
@@ -216,6 +217,88 @@ def start_loop_worker(api: "FakeJobApi", work_dir: Path, extra_model_paths: Path
         worker.stop()
         raise RuntimeError(f"the worker never took a job:\n{worker.log()[-3000:]}") from None
     return worker
+
+
+class FileServer:
+    """An HTTP server on loopback that serves ``files`` (path -> bytes) and records every request
+    (path, query and headers). Per path: ``redirects`` (-> a Location), ``failures`` (that many
+    503 answers first), ``stall`` (seconds of silence before the body), ``unsized`` (no
+    Content-Length: the body is read until the connection closes), ``delay`` (seconds between
+    chunks, for downloads that take a while)."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}
+        self.failures: dict[str, int] = {}
+        self.stall: dict[str, float] = {}
+        self.delay: dict[str, float] = {}
+        self.unsized: set[str] = set()
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                parsed = urllib.parse.urlparse(self.path)
+                path = parsed.path
+                with served._lock:
+                    served.requests.append({"path": path, "query": parsed.query, "headers": dict(self.headers)})
+                    failing = served.failures.get(path, 0)
+                    if failing:
+                        served.failures[path] = failing - 1
+                if failing:
+                    return self._answer(503, b"busy")
+                if path in served.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", served.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if path not in served.files:
+                    return self._answer(404, b"not found")
+                time.sleep(served.stall.get(path, 0))
+                body = served.files[path]
+                self.send_response(200)
+                if path in served.unsized:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for start in range(0, len(body), 256 * 1024):
+                    self.wfile.write(body[start:start + 256 * 1024])
+                    time.sleep(served.delay.get(path, 0))
+
+            def _answer(self, status: int, body: bytes):
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @property
+    def allow(self) -> str:
+        """The ``FETCH_ALLOW`` entry that lets the worker fetch from this server."""
+        return f"127.0.0.1:{self.port}"
+
+    def hits(self, path: str) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if r["path"] == path)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class SeaweedS3:

@@ -21,6 +21,7 @@ Must not import ComfyUI (it runs in the other process) or the embedded backend.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import io
 import json
@@ -30,7 +31,7 @@ import struct
 import threading
 import time
 import uuid
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import requests
@@ -406,11 +407,13 @@ class ServerRunner(JobControl):
     def _post(self, path: str, payload: Any, ok=(200,)) -> requests.Response:
         return self._request("POST", path, ok=ok, json=payload)
 
-    def _upload(self, name: str, data: bytes) -> None:
+    def _upload(self, name: str, data: bytes | Path) -> None:
         path = PurePosixPath(name)
         subfolder = str(path.parent) if str(path.parent) != "." else ""
-        self._request("POST", "/upload/image", files={"image": (path.name, data)},
-                      data={"type": "input", "subfolder": subfolder, "overwrite": "true"})
+        with contextlib.ExitStack() as stack:  # a downloaded input is streamed from its file
+            body = stack.enter_context(open(data, "rb")) if isinstance(data, Path) else data
+            self._request("POST", "/upload/image", files={"image": (path.name, body)},
+                          data={"type": "input", "subfolder": subfolder, "overwrite": "true"})
 
     def _history(self, prompt_id: str) -> dict[str, Any] | None:
         return self._get(f"/history/{prompt_id}").json().get(prompt_id)

@@ -1,13 +1,16 @@
 """How output files reach the client: base64 in the response, or an S3 upload and its URL.
 
-Owns: the choice (S3 only when ``BUCKET_ENDPOINT_URL``, ``BUCKET_ACCESS_KEY_ID`` and
-``BUCKET_SECRET_ACCESS_KEY`` are all set: runpod's ``rp_upload`` would otherwise write to a local
-folder and return its path), the upload through ``rp_upload`` (key ``<job id>/<8 hex><ext>``,
-a presigned URL valid 7 days), and the fallback: an output whose upload fails is returned as
-base64, with the failure in ``errors``. A client never receives a local path.
+Owns: the choice (S3 when the job sent its own ``s3`` block, or when ``BUCKET_ENDPOINT_URL``,
+``BUCKET_ACCESS_KEY_ID`` and ``BUCKET_SECRET_ACCESS_KEY`` are all set: runpod's ``rp_upload``
+would otherwise write to a local folder and return its path), the upload (through ``rp_upload``
+for the configured bucket, through the guarded fetcher to a presigned URL for a job's own;
+key ``[<prefix>/]<job id>/<8 hex><ext>``, a presigned URL valid 7 days), how much may be
+returned inline (``OUTPUT_MAX_INLINE_BYTES`` of base64 per job) and the fallback: an output whose
+upload fails is returned as base64, with the failure in ``errors``, while that fits, else it is
+not returned and ``errors`` says why. A client never receives a local path.
 
 Must not import ComfyUI or the backends. Never logs credentials (``rp_upload`` reads them from
-the environment itself).
+the environment itself; a job's own are only in its ``S3Settings``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fetching import Fetcher, FetchError, S3Settings
 from ..types import IMAGE, Output
 
 log = logging.getLogger("embedded.delivery")
@@ -33,26 +37,61 @@ class Delivered:
     data: str
 
 
+class NotDelivered(Exception):
+    """An output that could be neither uploaded nor returned inline; its text says why."""
+
+
+def inline_size(data: bytes) -> int:
+    """Bytes of ``data`` as base64."""
+    return 4 * ((len(data) + 2) // 3)
+
+
 class Delivery:
-    def __init__(self, s3_enabled: bool):
-        self.s3_enabled = s3_enabled
+    """One job's deliveries: ``bucket`` is the job's own (its ``s3`` block), ``s3_enabled`` says
+    whether the ``BUCKET_*`` variables are set; at most ``max_inline`` bytes go back as base64."""
+
+    def __init__(self, s3_enabled: bool, bucket: S3Settings | None = None, fetcher: Fetcher | None = None,
+                 max_inline: int | None = None):
+        self.s3_enabled = s3_enabled or bucket is not None
+        self.bucket = bucket
+        self.fetcher = fetcher
+        self.max_inline = max_inline
+        self._inline = 0
+        self._inline_lock = threading.Lock()
 
     def deliver(self, job_id: str, output: Output, errors: list[str]) -> Delivered:
-        """Base64 or S3 URL for one output; an S3 failure falls back to base64 and is added to ``errors``."""
+        """Base64 or S3 URL for one output; an S3 failure falls back to base64 and is added to
+        ``errors``; raises ``NotDelivered`` when base64 would go over ``max_inline``."""
+        too_large = f"too large to return inline (OUTPUT_MAX_INLINE_BYTES={self.max_inline}); it was not returned"
         if self.s3_enabled:
             try:
                 return Delivered("s3_url", self._upload(job_id, output))
             except Exception as exc:  # noqa: BLE001 - any upload failure must not lose the output
                 reason = _describe(exc)
                 log.warning("S3 upload of %s failed (%s); returning it as base64", output.filename, reason)
+                if not self._take_inline(output):
+                    raise NotDelivered(f"S3 upload of {output.filename} failed ({reason}) and it is {too_large}") \
+                        from None
                 errors.append(f"S3 upload of {output.filename} failed ({reason}); returned as base64 instead")
+        elif not self._take_inline(output):
+            raise NotDelivered(f"{output.filename} is {too_large}")
         return Delivered("base64", base64.b64encode(output.data).decode("ascii"))
 
-    @staticmethod
-    def _upload(job_id: str, output: Output) -> str:
+    def _take_inline(self, output: Output) -> bool:
+        size = inline_size(output.data)
+        with self._inline_lock:
+            if self.max_inline is not None and self._inline + size > self.max_inline:
+                return False
+            self._inline += size
+            return True
+
+    def _upload(self, job_id: str, output: Output) -> str:
+        suffix = Path(output.filename).suffix or ".bin"
+        if self.bucket is not None:  # the job's own bucket, through the URL guard
+            key = "/".join(p for p in (self.bucket.prefix, job_id, f"{uuid.uuid4().hex[:8]}{suffix}") if p)
+            return self.fetcher.upload(self.bucket, key, output.data, output.mime_type)
         from runpod.serverless.utils import rp_upload
 
-        suffix = Path(output.filename).suffix or ".bin"
         with tempfile.TemporaryDirectory(prefix="embedded-upload-") as tmp:
             path = Path(tmp) / f"{uuid.uuid4().hex[:8]}{suffix}"
             path.write_bytes(output.data)
@@ -70,8 +109,8 @@ class RememberingDelivery(Delivery):
     """Delivers each output of a job once: a streamed output and the same output in the final
     result share one upload (outputs are told apart by node, folder type, sub-folder and name)."""
 
-    def __init__(self, s3_enabled: bool):
-        super().__init__(s3_enabled)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
         self._sent: dict[tuple[str, str, str, str], concurrent.futures.Future] = {}
 
@@ -84,7 +123,10 @@ class RememberingDelivery(Delivery):
             pending = self._sent[key]
         if first:
             problems: list[str] = []
-            pending.set_result((super().deliver(job_id, output, problems), problems))
+            try:
+                pending.set_result((super().deliver(job_id, output, problems), problems))
+            except NotDelivered as exc:
+                pending.set_exception(exc)
         sent, problems = pending.result()
         errors.extend(problems)
         return sent
@@ -93,6 +135,8 @@ class RememberingDelivery(Delivery):
 def _describe(exc: Exception) -> str:
     """A short reason that names neither the endpoint, the bucket nor the object key: S3's error
     code where there is one, else the kind of failure."""
+    if isinstance(exc, FetchError):  # a job's own bucket: the fetcher's words name no URL
+        return exc.message
     code = None
     response = getattr(exc, "response", None)
     if isinstance(response, dict):

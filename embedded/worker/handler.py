@@ -27,10 +27,11 @@ from . import diagnostics, request, response
 from .. import logs
 from ..api import Executor
 from ..config import Config
-from .delivery import Delivery, RememberingDelivery
+from .delivery import Delivery, NotDelivered, RememberingDelivery
 from ..errors import BootError, EmbeddedError, ExecutionError, JobInterrupted, WorkerStuck
 from ..events import OutputEvent
 from .recycling import RssWatch
+from ..staging import fetcher_for
 from .reporting import ProgressReporter
 
 log = logging.getLogger("embedded.worker")
@@ -48,7 +49,7 @@ class Worker:
             config = dataclasses.replace(config, disable_metadata=True)
         self.config = config
         self.executor = executor or Executor(self.config)
-        self.delivery = Delivery(self.config.s3_enabled)
+        self.fetcher = fetcher_for(self.config)
         self.boot_error: BaseException | None = None
         self.memory = RssWatch(self.config.max_rss_growth_pct)
         #: grown past MAX_RSS_GROWTH_PCT: it asked to be replaced and takes no new job
@@ -82,11 +83,12 @@ class Worker:
             log.warning("worker: warm-up workflow %s failed (not fatal): %s", path, exc)
 
     async def handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None = None,
-                     delivery: Delivery | None = None) -> dict[str, Any]:
+                     delivery: type[Delivery] = Delivery) -> dict[str, Any]:
         """The RunPod handler: one job in, worker-comfyui's response out. Never raises but for a
         cancel (``asyncio.CancelledError``), which interrupts the running ComfyUI job and waits
         for it to stop; a job whose node does not stop is answered, with ``refresh_worker``.
-        ``forward`` (``stream``) receives progress reports and ``OutputEvent``s as they come."""
+        ``forward`` (``stream``) receives progress reports and ``OutputEvent``s as they come;
+        ``delivery`` is the kind of the job's ``Delivery``."""
         result = await self._handle(job, forward, delivery)
         if not self.retiring and self.memory.exceeded():
             self.retiring = True
@@ -102,19 +104,25 @@ class Worker:
 
     async def stream(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The generator handler (``STREAM_OUTPUTS=true``): ``{"type": "progress", ...}`` items,
-        one ``{"type": "output", "key", "output"}`` item per output as soon as its node finished
+        ``{"type": "download", ...}`` items while its files are fetched, one ``{"type": "output",
+        "key", "output"}`` item per output as soon as its node finished
         (``output`` as the response lists it under ``key``, with ``node_id`` and ``mime_type``:
         base64 or the S3 URL; temp outputs skipped), and last ``{"type": "result", ...}`` holding
         the same dict ``handle`` returns (an output is uploaded once)."""
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
-        delivery = RememberingDelivery(self.config.s3_enabled)
         job_id = str(job.get("id") or "")
+        made: list[Delivery] = []  # the job's delivery, made once its request is read
+
+        class Remembered(RememberingDelivery):
+            def __init__(self, *args: Any) -> None:
+                super().__init__(*args)
+                made.append(self)
 
         def forward(item: Any) -> None:  # on the runner thread
             loop.call_soon_threadsafe(items.put_nowait, item)
 
-        run = asyncio.ensure_future(self.handle(job, forward=forward, delivery=delivery))
+        run = asyncio.ensure_future(self.handle(job, forward=forward, delivery=Remembered))
         run.add_done_callback(lambda _: items.put_nowait(_END))
         try:
             while (item := await items.get()) is not _END:
@@ -122,11 +130,16 @@ class Worker:
                     if item.output.type == "temp":
                         continue
                     errors: list[str] = []
-                    sent = await asyncio.to_thread(response.output_item, job_id, item.output, delivery, errors)
+                    try:
+                        sent = await asyncio.to_thread(response.output_item, job_id, item.output, made[0], errors)
+                    except NotDelivered:
+                        continue  # too large to send inline: the result says so
                     yield {"type": "output", "key": sent.pop("key"), "output": sent,
                            **({"errors": errors} if errors else {})}
                 elif "preview" in item:
                     yield {"type": "preview", "node_id": item["node_id"], "image": item["preview"]}
+                elif "download" in item:
+                    yield {"type": "download", **item["download"]}
                 else:
                     yield {"type": "progress", **item}
             yield {"type": "result", **await run}
@@ -136,20 +149,21 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await run
 
-    async def _handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None = None,
-                      delivery: Delivery | None = None) -> dict[str, Any]:
+    async def _handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None,
+                      delivery_kind: type[Delivery]) -> dict[str, Any]:
         job_id = str(job.get("id") or "")
-        delivery = delivery or self.delivery
         if self.boot_error is not None:
             return response.failure(self.boot_error)
         try:
             req = request.parse(job.get("input"), self.config.input_limits)
+            delivery = delivery_kind(self.config.s3_enabled, req.s3, self.fetcher, self.config.output_max_inline_bytes)
             extra = {}
             key = req.comfy_org_api_key or self.config.comfy_org_api_key
             if key:
                 extra["api_key_comfy_org"] = key
-            if req.dry_run:  # a preflight: nothing runs
-                return (await asyncio.to_thread(self.executor.check, req.workflow, req.images)).to_dict()
+            if req.dry_run:  # a preflight: nothing runs, nothing is fetched
+                return (await asyncio.to_thread(self.executor.check, req.workflow, files=req.images,
+                                                models=req.models)).to_dict()
             reporter = ProgressReporter(req.workflow, forward or _progress_sender(job))
 
             def on_event(ev) -> None:
@@ -157,7 +171,8 @@ class Worker:
                 if forward is not None and isinstance(ev, OutputEvent):
                     forward(ev)
 
-            result = await self.executor.run_async(req.workflow, req.images, on_event=on_event,
+            result = await self.executor.run_async(req.workflow, files=req.images, models=req.models,
+                                                   s3=req.s3, on_event=on_event,
                                                    timeout=self.config.job_timeout, job_id=job_id or None,
                                                    extra_data=extra, unload_models=req.unload_models,
                                                    free_memory=req.free_memory, stream_outputs=forward is not None,

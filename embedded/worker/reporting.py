@@ -3,7 +3,9 @@
 Owns: turning a job's events into progress reports (node id and class type, step value/max,
 nodes done/total, an overall percentage) and throttling them: a new node is always reported,
 step updates at most every ``interval`` seconds (and at a node's last step); a sampler preview
-(already throttled by the runner) is a report with ``preview``, a JPEG data URI.
+(already throttled by the runner) is a report with ``preview``, a JPEG data URI; a download
+before the run (already throttled) is ``{"download": {"kind", "name", "received_bytes",
+"total_bytes", "done"}}``.
 
 Must not import ComfyUI, the backends or RunPod (the handler passes the sending function).
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..events import Event, ExecutingEvent, NodesDone, PreviewEvent, ProgressEvent
+from ..events import DownloadEvent, Event, ExecutingEvent, NodesDone, PreviewEvent, ProgressEvent
 
 
 class ProgressReporter:
@@ -28,6 +30,10 @@ class ProgressReporter:
         self.last_step_sent = float("-inf")
 
     def __call__(self, ev: Event) -> None:
+        if isinstance(ev, DownloadEvent):
+            self.send({"download": {"kind": ev.kind, "name": ev.name, "received_bytes": ev.received,
+                                    "total_bytes": ev.total, "done": ev.done}})
+            return
         self.nodes.update(ev)
         if isinstance(ev, ExecutingEvent):
             self._report(ev.node_id, None, None)

@@ -1,11 +1,13 @@
 """A RunPod job's ``input``, as worker-comfyui accepts it, turned into checked parts.
 
 Owns: the request contract (``input`` as an object or a JSON string; ``workflow``; ``images`` as
-``[{"name", "image": base64 or data URI}]``; ``comfy_org_api_key``; beyond upstream,
+``[{"name", "image": base64 or data URI}]``; ``comfy_org_api_key``; beyond upstream: an image
+given as an ``http(s)://`` or ``s3://`` URL, fetched before the run, ``models`` fetched into the
+model cache, an ``s3`` block, the job's own bucket for its outputs and ``s3://`` inputs,
 ``unload_models`` and ``free_memory``, as ComfyUI's ``POST /free`` after the job, ``timings``,
 per-node run times in the result, ``dry_run``, a preflight instead of a run, and ``previews``,
-sampler previews with the progress reports) and worker-comfyui's error
-strings for bad input, which clients match on. Image names and bytes are checked with ``inputs``.
+sampler previews with the progress reports) and worker-comfyui's error strings for bad input,
+which clients match on. Image names and bytes are checked with ``inputs``.
 
 Must not import ComfyUI, the backends or RunPod.
 """
@@ -19,7 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..fetching import S3Settings
 from ..inputs import InputLimits, check_input_bytes, check_input_name, check_names_together, check_workflow
+from ..modelcache import ModelRef
+from ..urlguard import Guard, is_url
 
 # worker-comfyui's messages, kept word for word.
 NO_INPUT = "Please provide input"
@@ -41,7 +46,11 @@ class RequestError(Exception):
 @dataclass
 class WorkerRequest:
     workflow: dict[str, Any]
-    images: dict[str, bytes] = field(default_factory=dict)
+    #: name -> bytes, or the URL to fetch it from
+    images: dict[str, bytes | str] = field(default_factory=dict)
+    models: list[ModelRef] = field(default_factory=list)
+    #: the job's own bucket (outputs, ``s3://`` inputs); never logged
+    s3: S3Settings | None = field(default=None, repr=False)
     #: per-request Comfy.org key (over COMFY_ORG_API_KEY); never logged
     comfy_org_api_key: str | None = field(default=None, repr=False)
     unload_models: bool = False
@@ -92,12 +101,53 @@ def parse(job_input: Any, limits: InputLimits = InputLimits()) -> WorkerRequest:
             raise RequestError(f"'{name}' must be true or false")
         flags[name] = value
     check_workflow(workflow)
-    return WorkerRequest(workflow, _decode_images(images or [], limits), key or None, **flags)
+    return WorkerRequest(workflow, _decode_images(images or [], limits), _models(job_input.get("models")),
+                         _bucket(job_input.get("s3")), key or None, **flags)
 
 
-def _decode_images(images: list[dict[str, Any]], limits: InputLimits) -> dict[str, bytes]:
-    """Every file of ``images`` (any kind: images, video, audio, masks, text...), each problem one line."""
-    decoded: dict[str, bytes] = {}
+S3_FIELDS = ("endpoint_url", "bucket", "access_key_id", "secret_access_key")
+BAD_S3 = ("'s3' must be an object with 'endpoint_url', 'bucket', 'access_key_id' and 'secret_access_key' "
+          "strings (and optionally 'region' and 'prefix')")
+
+
+def _bucket(block: Any) -> S3Settings | None:
+    """The request's ``s3`` block (its values never appear in an error)."""
+    if block is None:
+        return None
+    if not isinstance(block, dict) or not all(isinstance(block.get(k), str) and block[k] for k in S3_FIELDS) \
+            or not all(isinstance(block.get(k, ""), str) for k in ("region", "prefix")) \
+            or set(block) - {*S3_FIELDS, "region", "prefix"}:
+        raise RequestError(BAD_S3)
+    try:
+        Guard().check_url(block["endpoint_url"], ("http", "https"))
+    except InputError as exc:
+        raise RequestError(f"'s3.endpoint_url': {exc.message}") from None
+    return S3Settings(block["endpoint_url"], block["access_key_id"], block["secret_access_key"], block["bucket"],
+                      block.get("region") or None, block.get("prefix", "").strip("/"))
+
+
+def _models(models: Any) -> list[ModelRef]:
+    if models is None:
+        return []
+    if not isinstance(models, list):
+        raise RequestError("'models' must be a list of objects with 'url', 'folder' and 'filename'")
+    refs, problems = [], []
+    for item in models:
+        try:
+            ref = ModelRef.from_request(item)
+            Guard().check_url(ref.url)
+            refs.append(ref)
+        except InputError as exc:
+            problems.append(exc.message)
+    if problems:
+        raise RequestError("Invalid 'models'", problems)
+    return refs
+
+
+def _decode_images(images: list[dict[str, Any]], limits: InputLimits) -> dict[str, bytes | str]:
+    """Every file of ``images`` (any kind: images, video, audio, masks, text...; a URL is kept for
+    fetching), each problem one line."""
+    decoded: dict[str, bytes | str] = {}
     problems: list[str] = []
     for item in images:
         name = item["name"]
@@ -110,7 +160,10 @@ def _decode_images(images: list[dict[str, Any]], limits: InputLimits) -> dict[st
             problems.append(f"Input name {name!r} is given twice")
             continue
         try:
-            decoded[name] = check_input_bytes(name, decode_base64_image(item["image"]), limits)
+            if is_url(item["image"]):
+                decoded[name] = Guard().check_url(item["image"])
+            else:
+                decoded[name] = check_input_bytes(name, decode_base64_image(item["image"]), limits)
         except ValueError as exc:
             problems.append(f"Error decoding base64 for {name}: {exc}")
         except InputError as exc:

@@ -2,8 +2,9 @@
 
 Owns: success (``images`` exactly as upstream: ``{"filename", "type": "base64"|"s3_url", "data"}``,
 temp outputs skipped; beyond upstream ``videos``, ``audio``, ``text`` and ``files`` with ``node_id``
-and ``mime_type`` too; ``errors`` for non-fatal problems; ``status: "success_no_images"``) and
-failure (``{"error", "details"}``) for every error this package raises.
+and ``mime_type`` too; ``errors`` for non-fatal problems; ``status: "success_no_images"``),
+outputs too large to return inline with no bucket to upload to (``too_large``), and failure
+(``{"error", "details"}``) for every error this package raises.
 
 Must not import ComfyUI or the backends.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .delivery import Delivery
+from .delivery import Delivery, NotDelivered, inline_size
 from ..errors import EmbeddedError, ExecutionError, ValidationError
 from .request import RequestError
 from ..types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Output, Result
@@ -58,12 +59,19 @@ def _with_outputs(job_id: str, outputs: list[Output], errors: list[str], deliver
     image, ``status: "success_no_images"``, or ``{"error": "Job processing failed", "details":
     errors}`` when the job failed or nothing at all came back. Other kinds go under keys upstream
     lacks, in either shape."""
+    oversize = too_large(outputs, delivery)
+    if oversize is not None:
+        return oversize
     images: list[dict[str, Any]] = []
     extra: dict[str, list[dict[str, Any]]] = {}
     for out in outputs:
         if out.type == "temp":  # PreviewImage and friends: not results (as upstream)
             continue
-        item = output_item(job_id, out, delivery, errors)
+        try:
+            item = output_item(job_id, out, delivery, errors)
+        except NotDelivered as exc:
+            errors.append(str(exc))
+            continue
         key = item.pop("key")
         if key == "images":
             images.append({k: item[k] for k in ("filename", "type", "data")})
@@ -80,9 +88,26 @@ def _with_outputs(job_id: str, outputs: list[Output], errors: list[str], deliver
     return response
 
 
+def too_large(outputs: list[Output], delivery: Delivery) -> dict[str, Any] | None:
+    """With no bucket to upload to, the error for outputs over ``OUTPUT_MAX_INLINE_BYTES``
+    together (RunPod would refuse the response), naming each output's size; else ``None``."""
+    if delivery.s3_enabled or delivery.max_inline is None:
+        return None
+    sizes = [(o.filename, len(o.data) if o.kind == TEXT else inline_size(o.data)) for o in outputs if o.type != "temp"]
+    total = sum(size for _, size in sizes)
+    if total <= delivery.max_inline:
+        return None
+    return {"error": f"The job's outputs are {total} bytes inline (base64), over OUTPUT_MAX_INLINE_BYTES "
+                     f"({delivery.max_inline}): RunPod would refuse the response. Configure S3 (BUCKET_ENDPOINT_URL, "
+                     "BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY) or send an 's3' block with the job to have "
+                     "them uploaded",
+            "details": [f"{name}: {size} bytes" for name, size in sizes]}
+
+
 def output_item(job_id: str, out: Output, delivery: Delivery, errors: list[str]) -> dict[str, Any]:
     """One output as the response lists it (``key`` says under which key: ``images``, ``videos``,
-    ``audio``, ``text``, ``files``): text inline, anything else delivered (base64 or S3 URL)."""
+    ``audio``, ``text``, ``files``): text inline, anything else delivered (base64 or S3 URL);
+    raises ``NotDelivered``."""
     if out.kind == TEXT:
         return {"key": "text", "node_id": out.node_id, "filename": out.filename, "type": "text",
                 "mime_type": out.mime_type, "data": out.text}

@@ -8,9 +8,15 @@ from embedded import logs
 
 def test_third_party_loggers_that_print_credentials_stay_at_warning_even_at_debug():
     logs.setup("DEBUG")
-    for name in ("boto3", "botocore", "botocore.auth", "s3transfer", "urllib3.connectionpool"):
+    for name in ("boto3", "botocore", "botocore.auth", "s3transfer"):
         assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
     assert logging.getLogger("embedded").getEffectiveLevel() == logging.DEBUG
+
+
+def test_urllib3_retry_warnings_which_carry_presigned_query_strings_are_not_logged():
+    logs.setup("DEBUG")
+    assert logging.getLogger("urllib3.connectionpool").getEffectiveLevel() == logging.ERROR
+    assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.WARNING)
 
 
 def test_redact_hides_the_jobs_secrets_anywhere_and_values_under_secret_keys():
