@@ -16,8 +16,10 @@ Must not import ComfyUI or the backends.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -70,6 +72,21 @@ class S3Settings:
         url, key, secret = (env.get(n) for n in ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID",
                                                  "BUCKET_SECRET_ACCESS_KEY"))
         return cls(url, key, secret) if url and key and secret else None
+
+    def for_bucket(self, bucket: str) -> "S3Settings":
+        """These settings for fetching from ``bucket``: the service endpoint without a path (the
+        ``BUCKET_ENDPOINT_URL`` of worker-comfyui users often ends in their bucket) or a
+        ``<bucket>.`` host prefix (AWS's virtual-hosted form), and the region read from an AWS
+        host (``s3.<region>.amazonaws.com``) when none is given."""
+        parts = urlsplit(self.endpoint_url)
+        host = parts.netloc
+        if host.lower().startswith(bucket.lower() + "."):
+            host = host[len(bucket) + 1:]
+        region = self.region
+        found = re.match(r"^s3[.-]([a-z0-9-]+)\.amazonaws\.com", host.lower())
+        if region is None and found and found.group(1) != "external-1":
+            region = found.group(1)
+        return dataclasses.replace(self, endpoint_url=f"{parts.scheme}://{host}", bucket=bucket, region=region)
 
     def client(self):
         import boto3
@@ -162,7 +179,8 @@ class Fetcher:
         if s3 is None:
             raise FetchError(f"{redact(url)}: no bucket credentials (set BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID "
                              "and BUCKET_SECRET_ACCESS_KEY, or send an 's3' block)")
-        return s3.presign("get_object", parts.hostname, key, PRESIGN_GET_S)
+        bucket = parts.netloc
+        return s3.for_bucket(bucket).presign("get_object", bucket, key, PRESIGN_GET_S)
 
     def download(self, url: str, dest: Path, *, what: str, max_bytes: int | None = None,
                  s3: S3Settings | None = None, on_progress: Callable[[int, int | None], None] | None = None,
@@ -218,12 +236,12 @@ class Fetcher:
     def upload(self, s3: S3Settings, key: str, data: bytes, content_type: str) -> str:
         """Put ``data`` at ``key`` of ``s3``'s bucket; returns a presigned ``GET`` URL (7 days)."""
         put = s3.presign("put_object", s3.bucket, key, PRESIGN_GET_S, ContentType=content_type)
-        self.settings.guard.check_url(put, ("http", "https"))
         try:
+            self.settings.guard.check_url(put, ("http", "https"))
             reply = self.session().put(put, data=data, headers={"Content-Type": content_type},
                                        timeout=(self.settings.connect_timeout, self.settings.read_timeout))
-        except (FetchRefused, FetchError):
-            raise
+        except FetchRefused as exc:  # the job's own endpoint: say why without repeating it
+            raise FetchError(f"the bucket endpoint is refused: {exc.reason} (FETCH_ALLOW lets it through)") from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchError(f"the bucket endpoint could not be reached ({type(exc).__name__})") from None
         if reply.status_code not in (200, 201):

@@ -158,7 +158,7 @@ class Staging:
 
     def _run_all(self, tasks: dict[str, Callable[[], Any]]) -> dict[str, Any]:
         results: dict[str, Any] = {}
-        problems: list[str] = []
+        problems: list[InputError] = []
         with concurrent.futures.ThreadPoolExecutor(min(PARALLEL, len(tasks)), "embedded-fetch") as pool:
             futures = {pool.submit(task): what for what, task in tasks.items()}
             for future in concurrent.futures.as_completed(futures):
@@ -166,15 +166,17 @@ class Staging:
                     results[futures[future]] = future.result()
                 except _OverBudget as exc:
                     self.cancel.set()  # the others stop at their next chunk
-                    problems.append(str(exc))
-                except InputError as exc:
-                    problems.append(exc.message if exc.message.startswith(("Input", "Model"))
-                                    else f"{futures[future]}: {exc.message}")
+                    problems.append(FetchError(str(exc)))
+                except InputError as exc:  # FetchError, FetchRefused, a fetched file that is unusable
+                    named = exc.message.startswith(("Input", "Model"))
+                    problems.append(exc if named else type(exc)(f"{futures[future]}: {exc.message}"))
                 except Cancelled:
                     pass
+        if len(problems) == 1:
+            raise problems[0]
         if problems:
-            raise FetchError(problems[0] if len(problems) == 1 else
-                             f"{len(problems)} files could not be fetched: " + "; ".join(sorted(problems)))
+            raise FetchError(f"{len(problems)} files could not be fetched: "
+                             + "; ".join(sorted(p.message for p in problems)))
         if len(results) < len(tasks):
             raise Cancelled()
         return results

@@ -33,9 +33,14 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class FetchRefused(InputError):
-    """A URL the guard refuses (its scheme, its form, or the address its host resolves to)."""
+    """A URL the guard refuses (its scheme, its form, or the address its host resolves to);
+    ``reason`` is the rule, without the host."""
 
     kind = "fetch_refused"
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def is_url(value: object) -> bool:
@@ -185,5 +190,5 @@ class Guard:
             reason = refusal(address)
             if reason:
                 raise FetchRefused(f"Refused to fetch from {host}:{port}: it resolves to {reason} "
-                                   f"(FETCH_ALLOW lets chosen hosts through)")
+                                   f"(FETCH_ALLOW lets chosen hosts through)", f"it resolves to {reason}")
         return str(addresses[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +106,9 @@ def parse(job_input: Any, limits: InputLimits = InputLimits()) -> WorkerRequest:
                          _bucket(job_input.get("s3")), key or None, **flags)
 
 
+#: a URL of any scheme (refused by the guard unless http, https or s3)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
 S3_FIELDS = ("endpoint_url", "bucket", "access_key_id", "secret_access_key")
 BAD_S3 = ("'s3' must be an object with 'endpoint_url', 'bucket', 'access_key_id' and 'secret_access_key' "
           "strings (and optionally 'region' and 'prefix')")
@@ -160,7 +164,7 @@ def _decode_images(images: list[dict[str, Any]], limits: InputLimits) -> dict[st
             problems.append(f"Input name {name!r} is given twice")
             continue
         try:
-            if is_url(item["image"]):
+            if is_url(item["image"]) or _SCHEME.match(str(item["image"])):  # base64 has no "://"
                 decoded[name] = Guard().check_url(item["image"])
             else:
                 decoded[name] = check_input_bytes(name, decode_base64_image(item["image"]), limits)

@@ -153,7 +153,8 @@ def test_a_token_is_sent_as_a_bearer_header_and_never_to_a_redirect_target(files
 
 def test_s3_urls_are_fetched_with_the_configured_bucket(s3, tmp_path):
     s3.client().put_object(Bucket="outputs", Key="in/pic.png", Body=b"from s3")
-    env = {"BUCKET_ENDPOINT_URL": s3.endpoint, "BUCKET_ACCESS_KEY_ID": s3.ACCESS_KEY,
+    # worker-comfyui's users often end the endpoint with their bucket: the service is what counts
+    env = {"BUCKET_ENDPOINT_URL": f"{s3.endpoint}/outputs", "BUCKET_ACCESS_KEY_ID": s3.ACCESS_KEY,
            "BUCKET_SECRET_ACCESS_KEY": s3.SECRET_KEY}
     config = Config.from_env(env)  # the configured endpoint is allowed although it is loopback
     fetcher_for(config).download("s3://outputs/in/pic.png", tmp_path / "a", what="Input 'pic.png'",
@@ -169,6 +170,14 @@ def test_a_jobs_own_bucket_on_a_private_address_is_refused_unless_allowed(s3, tm
     allowed = Config.from_env({"FETCH_ALLOW": s3.endpoint.split("//")[1]})
     fetcher_for(allowed).download("s3://outputs/in/pic.png", tmp_path / "a", what="Input", s3=own)
     assert (tmp_path / "a").read_bytes() == b"from s3"
+
+
+def test_an_aws_virtual_hosted_endpoint_gives_its_service_endpoint_and_region():
+    own = S3Settings("https://my-bucket.s3.eu-west-3.amazonaws.com", "k", "s")
+    assert own.for_bucket("my-bucket").endpoint_url == "https://s3.eu-west-3.amazonaws.com"
+    assert own.for_bucket("my-bucket").region == "eu-west-3"
+    assert S3Settings("https://minio.example:9000/bucket", "k", "s").for_bucket("b").endpoint_url == \
+        "https://minio.example:9000"
 
 
 def test_an_s3_url_without_credentials_says_how_to_give_them(tmp_path):
