@@ -91,6 +91,26 @@ class Executor:
         ``s3://``); ``models`` lists ``ModelRef``s (or ``{"url", "folder", "filename",
         "sha256"?}`` dicts) fetched into the model cache; ``s3`` is the bucket of ``s3://`` URLs
         (default: the ``BUCKET_*`` variables). ``job_options`` are ``make_job``'s."""
+        future, staging = self._submit(workflow, images, on_event, files, models, s3, job_options)
+        if staging:
+            future.add_done_callback(lambda _: staging.close())
+        return future
+
+    def run(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
+            on_event: EventCallback | None = None, files: Mapping[str, FileSource] | None = None,
+            models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> Result:
+        """Run a workflow and return its ``Result``; raises an ``EmbeddedError`` subclass on failure.
+        ``files``, ``models`` and ``s3`` are ``submit``'s, ``job_options`` ``make_job``'s
+        (``timeout``, ``job_id``, ``free_memory``...)."""
+        future, staging = self._submit(workflow, images, on_event, files, models, s3, job_options)
+        try:
+            return future.result()
+        finally:
+            if staging:  # the job's downloads go before this returns
+                staging.close()
+
+    def _submit(self, workflow: Any, images: Any, on_event: EventCallback | None, files: Any, models: Any,
+                s3: S3Settings | None, job_options: dict[str, Any]) -> tuple[concurrent.futures.Future, Staging | None]:
         check_workflow(workflow)
         self.start()
         staging = self._staging(images, files, models)
@@ -98,21 +118,11 @@ class Executor:
             fetched = staging.fetch(_files(images, files), _models(models), _bucket(s3), on_event) if staging \
                 else _files(images, files)
             job = self.make_job(workflow, fetched, **job_options)
-            future = self._runner.submit(job, on_event)
+            return self._runner.submit(job, on_event), staging
         except BaseException:
             if staging:
                 staging.close()
             raise
-        if staging:
-            future.add_done_callback(lambda _: staging.close())
-        return future
-
-    def run(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-            on_event: EventCallback | None = None, **options: Any) -> Result:
-        """Run a workflow and return its ``Result``; raises an ``EmbeddedError`` subclass on failure.
-        ``options`` are ``submit``'s (``files``, ``models``, ``s3``) and ``make_job``'s
-        (``timeout``, ``job_id``, ``free_memory``...)."""
-        return self.submit(workflow, images, on_event=on_event, **options).result()
 
     async def run_async(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
                         on_event: EventCallback | None = None, files: Mapping[str, FileSource] | None = None,

@@ -64,11 +64,11 @@ class Preflight:
                 if not any(m.value == name and folder in m.folders_searched for folder, name in models)]
 
     def to_dict(self) -> dict[str, Any]:
-        body = asdict(self)
-        del body["validation"], body["warnings"]
-        body["missing_models"] = [dict(m, folders_searched=list(m["folders_searched"])) for m in body["missing_models"]]
-        body["missing_nodes"] = [{k: v for k, v in n.items() if v is not None} for n in body["missing_nodes"]]
-        return body
+        return {"ok": self.ok, "errors": list(self.errors),
+                "missing_models": [dict(asdict(m), folders_searched=list(m.folders_searched))
+                                   for m in self.missing_models],
+                "missing_nodes": [{k: v for k, v in asdict(n).items() if v is not None} for n in self.missing_nodes],
+                "inputs_to_fetch": list(self.inputs_to_fetch)}
 
 
 def unknown_nodes(workflow: dict[str, Any], known: Callable[[str], bool],

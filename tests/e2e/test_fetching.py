@@ -65,20 +65,28 @@ def test_a_redirect_to_another_loopback_port_is_refused(allowed_worker, files):
         other.close()
 
 
-def test_the_cli_takes_an_image_url_and_a_model_url(files, tmp_path):
+def test_two_cli_jobs_sharing_a_model_cache_download_the_model_once_and_both_succeed(files, tmp_path):
     files.files["/input.png"] = (EXAMPLES / "input.png").read_bytes()
-    files.files["/m/upscaler.safetensors"] = b"not a real model: fetched, cached, not loaded"
-    env = dict(os.environ, COMFY_WORK_DIR=str(tmp_path / "work"), COMFY_LOG_LEVEL="WARNING", FETCH_ALLOW=files.allow,
-               MODEL_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.run([sys.executable, "-m", "embedded", "run", str(EXAMPLES / "image_ops.json"),
-                           "--image", f"input.png={files.url('/input.png')}",
-                           "--model", f"{files.url('/m/upscaler.safetensors')}:upscale_models/up.safetensors",
-                           "--out", str(tmp_path / "out"), "-q"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert open_image((tmp_path / "out" / "image_ops_00001_.png").read_bytes()).size == (512, 512)
+    files.files["/m/upscaler.safetensors"] = b"not a real model: fetched, cached, not loaded" * 30000
+    files.delay["/m/upscaler.safetensors"] = 0.3  # long enough for both to want it at once
+    procs = []
+    for n in range(2):
+        env = dict(os.environ, COMFY_WORK_DIR=str(tmp_path / f"work{n}"), COMFY_LOG_LEVEL="WARNING",
+                   FETCH_ALLOW=files.allow, MODEL_CACHE_DIR=str(tmp_path / "cache"))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "embedded", "run", str(EXAMPLES / "image_ops.json"),
+             "--image", f"input.png={files.url('/input.png')}",
+             "--model", f"{files.url('/m/upscaler.safetensors')}:upscale_models/up.safetensors",
+             "--out", str(tmp_path / f"out{n}"), "-q"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    for n in range(2):
+        assert open_image((tmp_path / f"out{n}" / "image_ops_00001_.png").read_bytes()).size == (512, 512)
     assert (tmp_path / "cache" / "upscale_models" / "up.safetensors").read_bytes() == \
         files.files["/m/upscaler.safetensors"]
+    assert files.hits("/m/upscaler.safetensors") == 1 and files.hits("/input.png") == 2
 
 
 def test_the_cli_refuses_a_malformed_model_spec_as_a_usage_error(tmp_path):

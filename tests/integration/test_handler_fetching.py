@@ -165,3 +165,20 @@ def test_an_output_that_could_not_be_uploaded_is_not_inlined_over_the_limit(make
                                                             "s3": own_bucket(s3)})  # refused: loopback
     assert out["error"] == "Job processing failed"
     assert "too large to return inline" in out["details"][0] and "was not returned" in out["details"][0]
+
+
+def test_a_streaming_job_yields_its_downloads_before_its_outputs(make_worker, file_server):
+    file_server.files["/h/stream.png"] = png_bytes((4, 4), (0, 0, 0))
+
+    async def collect(worker):
+        return [item async for item in worker.stream({"id": "stream-dl", "input": {
+            "workflow": workflow("load_and_invert_input"),
+            "images": [{"name": "in.png", "image": file_server.url("/h/stream.png")}]}})]
+
+    items = asyncio.run(collect(make_worker(stream_outputs=True)))
+    kinds = [item["type"] for item in items]
+    assert kinds.index("download") < kinds.index("output") < kinds.index("result") == len(kinds) - 1
+    done = [item for item in items if item["type"] == "download" and item["done"]]
+    assert done == [{"type": "download", "kind": "input", "name": "in.png",
+                     "received_bytes": len(file_server.files["/h/stream.png"]),
+                     "total_bytes": len(file_server.files["/h/stream.png"]), "done": True}]

@@ -3,7 +3,6 @@ what a workflow would need, found without running a node, the same in both modes
 
 import asyncio
 import dataclasses
-import time
 
 import pytest
 
@@ -47,19 +46,17 @@ def test_a_valid_workflow_passes_and_no_node_runs(backends, mode, test_config):
     assert missing_input.ok is False and "Invalid image file" in " ".join(missing_input.errors)
 
 
-def test_dry_run_through_the_handler_answers_the_report_quickly(executor, test_config):
+def test_dry_run_through_the_handler_answers_the_report(executor, test_config):
     worker = Worker(dataclasses.replace(test_config), executor=executor)
     job = {"id": "dry-1", "input": {"workflow": workflow("preflight_missing_model_and_unknown_node"),
                                     "dry_run": True}}
-    asyncio.run(worker.handle(job))  # warm
-    started = time.perf_counter()
-    body = asyncio.run(worker.handle(job))
-    assert time.perf_counter() - started < 1.0
-    assert set(body) == {"ok", "errors", "missing_models", "missing_nodes"}
+    body = asyncio.run(worker.handle(job))  # how fast: make bench reports it
+    assert set(body) == {"ok", "errors", "missing_models", "missing_nodes", "inputs_to_fetch"}
+    assert body["inputs_to_fetch"] == []
     assert body["ok"] is False
     assert body["missing_nodes"] == [{"class_type": "NoSuchUpscaler"},
                                      {"class_type": "EmbeddedTestBrokenNode", "pack_failed": "embedded_broken_pack"}]
     assert body["missing_models"][0]["value"] == "does-not-exist.safetensors"
     ok = asyncio.run(worker.handle({"id": "dry-2", "input": {"workflow": workflow("solid_red_image"),
                                                               "dry_run": True}}))
-    assert ok == {"ok": True, "errors": [], "missing_models": [], "missing_nodes": []}
+    assert ok == {"ok": True, "errors": [], "missing_models": [], "missing_nodes": [], "inputs_to_fetch": []}

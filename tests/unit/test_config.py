@@ -89,3 +89,43 @@ def test_job_end_and_input_limits_have_documented_defaults_and_are_read():
 def test_limits_that_cannot_work_are_refused(name, value):
     with pytest.raises(ValueError, match=name):
         Config.from_env({name: value})
+
+
+def test_fetching_settings_have_documented_defaults_and_are_read(tmp_path):
+    default = Config.from_env({"COMFY_WORK_DIR": str(tmp_path), "NETWORK_VOLUME_PATH": str(tmp_path / "no-volume")})
+    assert (default.input_max_total_bytes, default.fetch_connect_timeout_s, default.fetch_read_timeout_s,
+            default.fetch_retries, default.model_cache_max_gb, default.output_max_inline_bytes) == \
+           (1024 ** 3, 10.0, 60.0, 3, None, 10_000_000)
+    assert not default.fetch_allow and default.hf_token is None
+    config = Config.from_env({"FETCH_ALLOW": "127.0.0.1:9000", "FETCH_READ_TIMEOUT_S": "5", "FETCH_RETRIES": "0",
+                              "MODEL_CACHE_DIR": str(tmp_path / "c"), "MODEL_CACHE_MAX_GB": "1.5",
+                              "HF_TOKEN": "hf_x", "CIVITAI_TOKEN": "cv_y", "OUTPUT_MAX_INLINE_BYTES": "5000000",
+                              "INPUT_MAX_TOTAL_BYTES": "2000"})
+    assert config.fetch_allow.allows("127.0.0.1", 9000) and not config.fetch_allow.allows("127.0.0.1", 9001)
+    assert (config.fetch_read_timeout_s, config.fetch_retries, config.model_cache, config.model_cache_max_gb) == \
+           (5.0, 0, tmp_path / "c", 1.5)
+    assert (config.output_max_inline_bytes, config.input_max_total_bytes) == (5_000_000, 2000)
+    assert "hf_x" not in repr(config) and "cv_y" not in repr(config)
+
+
+def test_the_model_cache_is_on_the_network_volume_when_one_is_mounted(tmp_path):
+    volume = tmp_path / "runpod-volume"
+    work = {"COMFY_WORK_DIR": str(tmp_path / "work"), "NETWORK_VOLUME_PATH": str(volume)}
+    assert Config.from_env(work).model_cache == tmp_path / "work" / "model-cache"
+    volume.mkdir()
+    assert Config.from_env(work).model_cache == volume / "model-cache"
+
+
+def test_the_model_cache_is_one_of_comfyuis_model_folders(tmp_path):
+    config = Config.from_env({"COMFY_WORK_DIR": str(tmp_path), "MODEL_CACHE_DIR": str(tmp_path / "cache")})
+    comfy_args(config, cpu=True)
+    generated = yaml.safe_load((tmp_path / "extra_model_paths.embedded.yaml").read_text())
+    assert generated["embedded_model_cache"] == {"base_path": str(tmp_path / "cache"),
+                                                 **{name: name for name in MODEL_FOLDERS}}
+
+
+@pytest.mark.parametrize("name, value", [("FETCH_ALLOW", "10.0.0.0/40"), ("FETCH_RETRIES", "-1"),
+                                         ("MODEL_CACHE_MAX_GB", "0"), ("OUTPUT_MAX_INLINE_BYTES", "0")])
+def test_fetching_settings_that_cannot_work_are_refused(name, value):
+    with pytest.raises(ValueError, match=name):
+        Config.from_env({name: value})
