@@ -23,10 +23,10 @@ from typing import Any, AsyncIterator, Iterator, Mapping
 from . import backend
 from .backend import Backend
 from .config import Config
-from .errors import InputError
+from .errors import InputError, JobInterrupted
 from . import preflight
 from .events import Event, EventCallback, ResultEvent
-from .fetching import Fetcher, S3Settings
+from .fetching import Cancelled, Fetcher, S3Settings
 from .inputs import check_inputs, check_workflow
 from .modelcache import ModelCache, ModelRef
 from .preflight import Preflight
@@ -50,6 +50,8 @@ class Executor:
         self._started = False
         self._lock = threading.Lock()
         self._fetching: tuple[Fetcher, ModelCache] | None = None
+        #: job id -> its downloads, while they run
+        self._fetches: dict[str, Staging] = {}
 
     def start(self) -> "Executor":
         """Start the backend: boot ComfyUI in this process (once per process), or start its server
@@ -113,32 +115,43 @@ class Executor:
                 s3: S3Settings | None, job_options: dict[str, Any]) -> tuple[concurrent.futures.Future, Staging | None]:
         check_workflow(workflow)
         self.start()
-        staging = self._staging(images, files, models)
+        job_options = {**job_options, "job_id": str(job_options.get("job_id") or new_id())}
+        staging = self._staging(images, files, models, job_options["job_id"])
         try:
-            fetched = staging.fetch(_files(images, files), _models(models), _bucket(s3), on_event) if staging \
-                else _files(images, files)
+            # the downloads get the job's timeout, and so does the run after them
+            fetched = staging.fetch(_files(images, files), _models(models), _bucket(s3), on_event,
+                                    job_options.get("timeout")) if staging else _files(images, files)
             job = self.make_job(workflow, fetched, **job_options)
             return self._runner.submit(job, on_event), staging
-        except BaseException:
+        except BaseException as exc:
             if staging:
                 staging.close()
+            if isinstance(exc, Cancelled):
+                raise JobInterrupted("The job was interrupted while its files were being fetched") from None
             raise
+        finally:
+            self._fetches.pop(job_options["job_id"], None)
 
     async def run_async(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
                         on_event: EventCallback | None = None, files: Mapping[str, FileSource] | None = None,
                         models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> Result:
-        """Like ``run`` for async callers. Cancelling the awaiting task stops the downloads, or
-        interrupts the job and waits until it stops, or until ``JOB_STOP_GRACE_S`` has passed and
-        it is answered anyway."""
+        """Like ``run`` for async callers. Cancelling the awaiting task stops the downloads (and
+        waits for them to stop), or interrupts the job and waits until it stops, or until
+        ``JOB_STOP_GRACE_S`` has passed and it is answered anyway."""
         check_workflow(workflow)
         self.start()
-        staging = self._staging(images, files, models)
+        job_options = {**job_options, "job_id": str(job_options.get("job_id") or new_id())}
+        staging = self._staging(images, files, models, job_options["job_id"])
         try:
-            fetched = await _fetch_async(staging, _files(images, files), _models(models), _bucket(s3), on_event) \
-                if staging else _files(images, files)
+            fetched = await _fetch_async(staging, _files(images, files), _models(models), _bucket(s3), on_event,
+                                         job_options.get("timeout")) if staging else _files(images, files)
+            self._fetches.pop(job_options["job_id"], None)
             job = self.make_job(workflow, fetched, **job_options)
             return await self._runner.run_async(job, on_event)
+        except Cancelled:
+            raise JobInterrupted("The job was interrupted while its files were being fetched") from None
         finally:
+            self._fetches.pop(job_options["job_id"], None)
             if staging:
                 staging.close()
 
@@ -147,18 +160,28 @@ class Executor:
         """Run a workflow and yield its events as they happen: downloads, progress, each output
         (an ``OutputEvent`` with its bytes) as soon as its node finished, and last a
         ``ResultEvent``. The job's error is raised at the end instead. Closing the iterator early
-        (leaving a ``with contextlib.closing(ex.stream(...))`` block) interrupts the job.
-        ``options`` are ``run``'s."""
+        (leaving a ``with contextlib.closing(ex.stream(...))`` block) stops its downloads or
+        interrupts the job. ``options`` are ``run``'s."""
         items: queue.Queue = queue.Queue()
         job_id = str(options.pop("job_id", None) or new_id())
-        future = self.submit(workflow, images, on_event=items.put, job_id=job_id, **{**options, "stream_outputs": True})
-        future.add_done_callback(lambda _: items.put(_END))
+        outcome: concurrent.futures.Future = concurrent.futures.Future()
+
+        def work() -> None:  # downloads, then the job: in a thread, so that their events flow now
+            try:
+                outcome.set_result(self.run(workflow, images, on_event=items.put, job_id=job_id,
+                                            **{**options, "stream_outputs": True}))
+            except BaseException as exc:
+                outcome.set_exception(exc)
+            finally:
+                items.put(_END)
+
+        threading.Thread(target=work, name="embedded-stream", daemon=True).start()
         try:
             while (item := items.get()) is not _END:
                 yield item
-            yield ResultEvent(future.result())
+            yield ResultEvent(outcome.result())
         finally:
-            if not future.done():
+            if not outcome.done():
                 self.interrupt(job_id)
 
     async def astream(self, workflow: Any, images: Mapping[str, bytes] | None = None,
@@ -197,7 +220,7 @@ class Executor:
         # Inputs to be fetched are there for validation (empty: no node runs in a preflight).
         job.images.update({p.name: b"" for p in planned if p.kind == "input"})
         found = self.start()._runner.check(job)
-        return preflight.with_fetches(found, job.workflow, [p.to_dict() for p in planned],
+        return preflight.with_fetches(found, [p.to_dict() for p in planned],
                                       [(str(cache.root / r.folder), r.filename) for r in refs])
 
     # --- downloads ------------------------------------------------------------------------------
@@ -208,15 +231,21 @@ class Executor:
                 self._fetching = fetcher, model_cache_for(self.config, fetcher)
             return self._fetching
 
-    def _staging(self, images: Any, files: Any, models: Any) -> Staging | None:
-        """A job's downloads, where it has any (a URL or local path among its files, or models)."""
+    def _staging(self, images: Any, files: Any, models: Any, job_id: str) -> Staging | None:
+        """A job's downloads, where it has any (a URL or local path among its files, or models),
+        known by its job id until they are done (``interrupt`` stops them)."""
         sources = _files(images, files)
         if not models and all(isinstance(v, (bytes, bytearray)) for v in sources.values()):
             return None
-        return Staging(self.config, *self._fetch_tools())
+        staging = self._fetches[job_id] = Staging(self.config, *self._fetch_tools())
+        return staging
 
     def interrupt(self, job_id: str | None = None) -> bool:
-        """Interrupt the running job (or the job ``job_id``, running or queued)."""
+        """Interrupt the running job (or the job ``job_id``: fetching its files, queued or running)."""
+        fetching = self._fetches.get(job_id) if job_id is not None else None
+        if fetching is not None:
+            fetching.cancel.set()
+            return True
         return self._runner.interrupt(job_id) if self._runner and self._started else False
 
     @property

@@ -3,7 +3,8 @@
 
 Owns: the command line: arguments, a progress bar (downloads, then nodes done / total, and the
 steps of the node that reports them), writing outputs into DIR, the preflight report as JSON,
-and a one-line reason with a non-zero exit status on failure. Uses only the public API.
+and a one-line reason with a non-zero exit status on failure. Uses the public API (and
+``urlguard.is_url`` to tell a URL from a path).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import EmbeddedError, Executor
-from .events import DownloadEvent, ExecutingEvent, NodesDone, ProgressEvent
-from .modelcache import ModelRef
+from . import DownloadEvent, EmbeddedError, Executor, ModelRef
+from .events import ExecutingEvent, NodesDone, ProgressEvent
 from .urlguard import is_url
 
 EXIT_FAILED, EXIT_USAGE = 1, 2

@@ -179,6 +179,12 @@ class JobTimeout(JobInterrupted):
         self.timeout = timeout
         super().__init__(f"The job exceeded its timeout of {timeout:g} s and was stopped", node_id, node_type)
 
+    def fetching(self) -> "JobTimeout":
+        """Say that the job was still fetching its files (no node ran)."""
+        self.message += " while its files were being fetched"
+        self.args = (self.message,)
+        return self
+
 
 class WorkerStuck(EmbeddedError):
     """A stopped job's node never returned and holds this process: no job can run here now."""

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -36,9 +36,12 @@ from urllib3.util.retry import Retry
 from .errors import InputError
 from .urlguard import FetchRefused, Guard, host_of, redact
 
-CHUNK = 1024 * 1024
-#: a presigned URL's life, for fetching an ``s3://`` input (seconds)
-PRESIGN_GET_S = 3600
+#: bytes read at a time (a cancel is seen between two)
+CHUNK = 64 * 1024
+#: redirects followed, each checked by the guard like the first URL
+MAX_REDIRECTS = 10
+#: a presigned URL's life for one transfer: an ``s3://`` input's GET, an output's PUT (seconds)
+PRESIGN_TRANSFER_S = 3600
 #: how long a presigned URL of an output in a job's own bucket stays valid (as rp_upload: 7 days)
 PRESIGN_RESULT_S = 7 * 24 * 3600
 #: bearer tokens by host: (the variable, the hosts it is sent to, with their sub-domains)
@@ -114,8 +117,12 @@ class FetchSettings:
 
 
 def token_for(url: str, tokens: Mapping[str, str]) -> str | None:
-    """The bearer token to send with ``url``: ``HF_TOKEN`` to Hugging Face, ``CIVITAI_TOKEN`` to civitai."""
-    host = (urlsplit(url).hostname or "").lower()
+    """The bearer token to send with ``url``: ``HF_TOKEN`` to Hugging Face, ``CIVITAI_TOKEN`` to
+    civitai; over https only."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return None
+    host = (parts.hostname or "").lower()
     for variable, domains in TOKENS:
         if tokens.get(variable) and any(host == d or host.endswith("." + d) for d in domains):
             return tokens[variable]
@@ -143,7 +150,7 @@ def _guarded_adapter(guard: Guard, retries: int) -> HTTPAdapter:
     adapter = HTTPAdapter(max_retries=Retry(total=retries, connect=retries, read=retries, status=retries,
                                             backoff_factor=0.5, status_forcelist=(500, 502, 503, 504),
                                             allowed_methods=frozenset({"GET", "PUT"}), raise_on_status=False,
-                                            redirect=False))
+                                            respect_retry_after_header=False, redirect=False))
     adapter.poolmanager.pool_classes_by_scheme = pools
     return adapter
 
@@ -160,7 +167,6 @@ class Fetcher:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # no proxy, .netrc or CA bundle from the environment
-            session.max_redirects = 10
             adapter = _guarded_adapter(self.settings.guard, self.settings.retries)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -170,9 +176,9 @@ class Fetcher:
     def http_url(self, url: str, s3: S3Settings | None) -> str:
         """The ``http(s)`` URL to fetch for ``url``: itself, or a presigned ``GET`` for ``s3://``."""
         self.settings.guard.check_url(url)
-        if not url.startswith("s3://"):
-            return url
         parts = urlsplit(url)
+        if parts.scheme != "s3":
+            return url
         key = parts.path.lstrip("/")
         if not key:
             raise FetchRefused(f"{redact(url)} names no object: use s3://bucket/key")
@@ -180,7 +186,7 @@ class Fetcher:
             raise FetchError(f"{redact(url)}: no bucket credentials (set BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID "
                              "and BUCKET_SECRET_ACCESS_KEY, or send an 's3' block)")
         bucket = parts.netloc
-        return s3.for_bucket(bucket).presign("get_object", bucket, key, PRESIGN_GET_S)
+        return s3.for_bucket(bucket).presign("get_object", bucket, key, PRESIGN_TRANSFER_S)
 
     def download(self, url: str, dest: Path, *, what: str, max_bytes: int | None = None,
                  s3: S3Settings | None = None, on_progress: Callable[[int, int | None], None] | None = None,
@@ -190,11 +196,8 @@ class Fetcher:
         ``FetchRefused`` or ``Cancelled``."""
         target = self.http_url(url, s3)
         shown = f"{what} from {host_of(url)}"
-        token = token_for(target, self.settings.tokens)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with self.session().get(target, stream=True, headers=headers,
-                                    timeout=(self.settings.connect_timeout, self.settings.read_timeout)) as reply:
+            with self._follow(target, shown) as reply:
                 if reply.status_code != 200:
                     raise FetchError(f"{shown}: HTTP {reply.status_code}{f' {reply.reason}' if reply.reason else ''}")
                 total = _length(reply)
@@ -216,15 +219,11 @@ class Fetcher:
                 return size
         except (FetchError, FetchRefused, Cancelled):
             raise
-        except requests.exceptions.TooManyRedirects:
-            raise FetchError(f"{shown}: more than {self.session().max_redirects} redirects") from None
         except requests.exceptions.ConnectTimeout:
             raise FetchError(f"{shown}: no connection within {self.settings.connect_timeout:g} s") from None
         except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
             raise FetchError(f"{shown}: the server sent nothing for {self.settings.read_timeout:g} s "
                              "(FETCH_READ_TIMEOUT_S)") from None
-        except requests.exceptions.InvalidSchema:
-            raise FetchRefused(f"{shown}: redirected to a URL scheme that is not allowed") from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             if _caused_by(exc, (socket.timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
                 raise FetchError(f"{shown}: the server sent nothing for {self.settings.read_timeout:g} s "
@@ -233,9 +232,30 @@ class Fetcher:
         except OSError as exc:
             raise FetchError(f"{what} could not be written ({exc.strerror or type(exc).__name__})") from None
 
+    def _follow(self, url: str, shown: str) -> requests.Response:
+        """The answer to ``GET url`` after its redirects (each checked by the guard when its
+        connection is made; a redirect's body is never read). The token of ``url``'s host goes
+        to that host only."""
+        token = token_for(url, self.settings.tokens)
+        origin = urlsplit(url).netloc
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = {"Accept-Encoding": "identity"}
+            if token and urlsplit(url).netloc == origin and urlsplit(url).scheme == "https":
+                headers["Authorization"] = f"Bearer {token}"
+            reply = self.session().get(url, stream=True, headers=headers, allow_redirects=False,
+                                       timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+            if not reply.is_redirect:
+                return reply
+            location = reply.headers.get("Location", "")
+            reply.close()
+            url = urljoin(url, location)
+            self.settings.guard.check_url(url, ("http", "https"))
+        raise FetchError(f"{shown}: more than {MAX_REDIRECTS} redirects")
+
     def upload(self, s3: S3Settings, key: str, data: bytes, content_type: str) -> str:
         """Put ``data`` at ``key`` of ``s3``'s bucket; returns a presigned ``GET`` URL (7 days)."""
-        put = s3.presign("put_object", s3.bucket, key, PRESIGN_GET_S, ContentType=content_type)
+        s3 = s3.for_bucket(s3.bucket)
+        put = s3.presign("put_object", s3.bucket, key, PRESIGN_TRANSFER_S, ContentType=content_type)
         try:
             self.settings.guard.check_url(put, ("http", "https"))
             reply = self.session().put(put, data=data, headers={"Content-Type": content_type},

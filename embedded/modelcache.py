@@ -3,13 +3,16 @@
 Owns: ``ModelRef`` (``url``, ``folder``, ``filename``, optional ``sha256``; from a request's
 ``models`` item or the CLI's ``URL:folder/filename[:sha256]``), the cache's layout
 (``<MODEL_CACHE_DIR>/<folder>/<filename>``, registered with ComfyUI's model folders by
-``launch``), and ``ModelCache.ensure``: a cached file is reused without a request (its use
-refreshes its place in the least-recently-used order); otherwise one download per file however
-many workers share the volume (``filelock``), into a temporary file moved into place only when
-complete and, when ``sha256`` is given, matching (a mismatch leaves nothing in the cache); then
-the least recently used files are evicted until the cache fits ``MODEL_CACHE_MAX_GB`` (never a
-file the job needs). A known checksum is kept beside the file under ``.sha256/`` so that a cached
-file is hashed at most once.
+``launch``), and ``ModelCache.ensure``: a cached file is reused without a request when it came
+from the same URL (scheme, host and path; a query string may change) or has the requested
+``sha256`` (its use refreshes its place in the least-recently-used order); otherwise one download
+per file however many workers share the volume (``filelock``), into a temporary file moved into
+place only when complete and, when ``sha256`` is given, matching (a mismatch leaves nothing in
+the cache); then the least recently used files are evicted until the cache fits
+``MODEL_CACHE_MAX_GB`` (never a file the job needs, nor one used in the last
+``EVICT_GRACE_S``: another worker may be about to load it), with downloads left behind by killed
+workers. What is known of a file (its URL, its checksum once computed) is kept beside it under
+``.meta/``, so that a cached file is hashed at most once.
 
 Must not import ComfyUI or the backends.
 """
@@ -17,10 +20,12 @@ Must not import ComfyUI or the backends.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +37,17 @@ from .fetching import Cancelled, Fetcher, FetchError, S3Settings, sha256_of
 from .inputs import check_input_name
 from .launch import MODEL_FOLDERS
 from .errors import InputError
+from .urlguard import redact
 
 log = logging.getLogger("embedded.models")
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 #: a model folder's other names (``clip`` for ``text_encoders``...) -> its name
 FOLDER_NAMES = {alias: name for name, aliases in MODEL_FOLDERS.items() for alias in (name, *aliases)}
-#: hidden folders of the cache: downloads in progress, locks, known checksums
-INCOMING, LOCKS, SUMS = ".incoming", ".locks", ".sha256"
+#: hidden folders of the cache: downloads in progress, locks, what is known of each file
+INCOMING, LOCKS, META = ".incoming", ".locks", ".meta"
+#: a file used this recently (seconds) is not evicted; a download this old was abandoned
+EVICT_GRACE_S, ABANDONED_S = 600, 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,9 @@ class ModelCache:
     def cached(self, ref: ModelRef) -> bool:
         """Whether ``ref`` would be used from the cache without a request."""
         path = self.path_of(ref)
-        return path.is_file() and (ref.sha256 is None or self._known_sum(ref) == ref.sha256)
+        meta = self._meta(path)
+        return path.is_file() and (meta.get("sha256") == ref.sha256 if ref.sha256 else
+                                   meta.get("url") == redact(ref.url))
 
     def ensure(self, ref: ModelRef, *, s3: S3Settings | None = None,
                on_progress: Callable[[int, int | None], None] | None = None,
@@ -133,8 +143,13 @@ class ModelCache:
         if self.max_bytes is None:
             return []
         keep = {p.resolve() for p in keep}
+        (self.root / LOCKS).mkdir(parents=True, exist_ok=True)
         with self._evicting, FileLock(self.root / LOCKS / "evict.lock"):
-            files = [p for p in self._files() if p.resolve() not in keep]
+            now = time.time()
+            for stale in (self.root / INCOMING).glob("*") if (self.root / INCOMING).is_dir() else ():
+                if now - stale.stat().st_mtime > ABANDONED_S:
+                    stale.unlink(missing_ok=True)
+            files = [p for p in self._files() if p.resolve() not in keep and now - p.stat().st_mtime > EVICT_GRACE_S]
             total = sum(p.stat().st_size for p in self._files())
             removed = []
             for path in sorted(files, key=lambda p: p.stat().st_mtime):
@@ -142,25 +157,25 @@ class ModelCache:
                     break
                 size = path.stat().st_size
                 path.unlink(missing_ok=True)
-                self._sum_path(path).unlink(missing_ok=True)
+                self._meta_path(path).unlink(missing_ok=True)
                 total -= size
                 removed.append(path)
                 log.info("model cache: evicted %s (%d bytes, least recently used)", path.relative_to(self.root), size)
             if total > self.max_bytes:
-                log.warning("model cache: %d bytes in use, over MODEL_CACHE_MAX_GB, by files this job needs", total)
+                log.warning("model cache: %d bytes in use, over MODEL_CACHE_MAX_GB, by files jobs need now", total)
             return removed
 
     # --- internals ----------------------------------------------------------------------------
     def _usable(self, ref: ModelRef, path: Path) -> bool:
         if not path.is_file():
             return False
-        if ref.sha256 is None:
-            return True
-        known = self._known_sum(ref)
-        if known is None:  # placed there by hand, or cached without a checksum: hash it once
-            known = sha256_of(path)
-            self._write_sum(path, known)
-        return known == ref.sha256
+        meta = self._meta(path)
+        if ref.sha256 is None:  # the same source, or a file placed there by hand
+            return meta.get("url", redact(ref.url)) == redact(ref.url)
+        if "sha256" not in meta:  # placed there by hand, or cached without a checksum: hash it once
+            meta["sha256"] = sha256_of(path)
+            self._write_meta(path, meta)
+        return meta["sha256"] == ref.sha256
 
     def _download(self, ref: ModelRef, path: Path, s3: S3Settings | None,
                   on_progress: Callable[[int, int | None], None] | None, cancel: threading.Event | None) -> None:
@@ -175,10 +190,10 @@ class ModelCache:
                 raise FetchError(f"Model {ref.folder}/{ref.filename}: its sha256 is {digest.hexdigest()}, not the "
                                  f"{ref.sha256} asked for (nothing was cached)")
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_meta(path, {"url": redact(ref.url), "sha256": digest.hexdigest()})
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
-        self._write_sum(path, digest.hexdigest())
         log.info("model cache: fetched %s/%s (%d bytes)", ref.folder, ref.filename, size)
 
     def _files(self) -> list[Path]:
@@ -190,24 +205,25 @@ class ModelCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _sum_path(self, path: Path) -> Path:
-        return self.root / SUMS / path.relative_to(self.root).parent / f"{path.name}.sha256"
+    def _meta_path(self, path: Path) -> Path:
+        return self.root / META / path.relative_to(self.root).parent / f"{path.name}.json"
 
-    def _known_sum(self, ref: ModelRef) -> str | None:
+    def _meta(self, path: Path) -> dict[str, str]:
         try:
-            return self._sum_path(self.path_of(ref)).read_text().strip() or None
-        except OSError:
-            return None
+            meta = json.loads(self._meta_path(path).read_text())
+            return meta if isinstance(meta, dict) else {}
+        except (OSError, ValueError):
+            return {}
 
-    def _write_sum(self, path: Path, value: str) -> None:
-        target = self._sum_path(path)
+    def _write_meta(self, path: Path, meta: dict[str, str]) -> None:
+        target = self._meta_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(value)
+        target.write_text(json.dumps(meta))
 
     @staticmethod
     def _touch(path: Path) -> Path:
         try:
             os.utime(path)  # its place in the least-recently-used order
         except OSError:
-            pass  # a read-only volume: still usable
+            pass  # a file another user owns: used, not moved up the order
         return path

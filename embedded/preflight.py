@@ -123,22 +123,18 @@ def report(missing_nodes: list[MissingNode], models: list[MissingModel], error: 
     return Preflight(ok, errors if not ok else warnings, models, missing_nodes, validation=error, warnings=warnings)
 
 
-def with_fetches(found: Preflight, workflow: dict[str, Any], to_fetch: list[dict[str, Any]],
+def with_fetches(found: Preflight, to_fetch: list[dict[str, Any]],
                  models: Iterable[tuple[str, str]]) -> Preflight:
     """``found`` for a job that fetches ``to_fetch`` first: listed under ``inputs_to_fetch``, and
     a model input naming a file of ``models`` (``(folder path, filename)``: it will be in that
-    folder) is neither missing nor a validation error."""
+    folder, one of the input's) is neither missing nor a validation error."""
     models = set(models)
-    names = {filename for _, filename in models}
     kept = found.models_missing_besides(models)
+    brought = {(m.node_id, m.input) for m in found.missing_models if m not in kept}
     error = found.validation
-    if error is not None and names:
-        def fetched(e) -> bool:
-            node = workflow.get(e.node_id)
-            value = (node.get("inputs") or {}).get(e.input_name) if isinstance(node, dict) else None
-            return e.type == "value_not_in_list" and value in names
-
-        remaining = [e for e in error.node_errors if not fetched(e)]
+    if error is not None and brought:
+        remaining = [e for e in error.node_errors
+                     if not (e.type == "value_not_in_list" and (e.node_id, e.input_name) in brought)]
         if len(remaining) < len(error.node_errors):
             error = ValidationError(error.message, error.type, remaining, error.extra) if remaining else None
     result = report(found.missing_nodes, kept, error, found.warnings)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .config import Config
-from .errors import InputError
+from .errors import InputError, JobTimeout
 from .events import DownloadEvent, EventCallback
 from .fetching import Cancelled, Fetcher, FetchError, FetchSettings, S3Settings
 from .inputs import check_input_bytes, check_input_name, check_names_together
@@ -76,6 +76,7 @@ class Staging:
         self.cache = cache
         self.folder = config.downloads_dir / uuid.uuid4().hex
         self.cancel = threading.Event()
+        self.timed_out = False
 
     def plan(self, files: Mapping[str, Any] | None, models: Iterable[ModelRef]) -> list[ToFetch]:
         """What ``fetch`` would download; checks each URL's form (``FetchRefused``), fetches nothing."""
@@ -90,10 +91,10 @@ class Staging:
         return planned
 
     def fetch(self, files: Mapping[str, Any] | None, models: Iterable[ModelRef] = (), s3: S3Settings | None = None,
-              on_event: EventCallback | None = None) -> dict[str, bytes | Path]:
-        """The job's input files, every reference fetched, and its models in the cache. Raises
-        ``InputError`` (``FetchError``, ``FetchRefused``) naming every file that failed, or
-        ``Cancelled``."""
+              on_event: EventCallback | None = None, timeout: float | None = None) -> dict[str, bytes | Path]:
+        """The job's input files, every reference fetched, and its models in the cache, within
+        ``timeout`` seconds (the job's). Raises ``InputError`` (``FetchError``, ``FetchRefused``)
+        naming every file that failed, ``JobTimeout`` or ``Cancelled``."""
         models = list(models)
         local: dict[str, bytes | Path] = {}
         remote: dict[str, str] = {}
@@ -117,7 +118,19 @@ class Staging:
             tasks[f"Input {name!r}"] = self._input_task(name, url, self.folder / str(index), s3, report, budget)
         for ref in models:
             tasks[f"Model {ref.folder}/{ref.filename}"] = self._model_task(ref, s3, report)
-        results = self._run_all(tasks)
+        timer = threading.Timer(timeout, self._time_out) if timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            results = self._run_all(tasks)
+        except Cancelled:
+            if self.timed_out:
+                raise JobTimeout(timeout).fetching() from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         fetched = {name: results[f"Input {name!r}"] for name in remote}
         self.cache.evict(keep=[self.cache.path_of(ref) for ref in models])
         return {**local, **fetched}
@@ -125,6 +138,10 @@ class Staging:
     def close(self) -> None:
         self.cancel.set()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.cancel.set()
 
     # --- internals ----------------------------------------------------------------------------
     def _input_task(self, name: str, url: str, dest: Path, s3: S3Settings | None, report: "_Reporter",
@@ -161,17 +178,27 @@ class Staging:
         problems: list[InputError] = []
         with concurrent.futures.ThreadPoolExecutor(min(PARALLEL, len(tasks)), "embedded-fetch") as pool:
             futures = {pool.submit(task): what for what, task in tasks.items()}
-            for future in concurrent.futures.as_completed(futures):
-                try:
-                    results[futures[future]] = future.result()
-                except _OverBudget as exc:
-                    self.cancel.set()  # the others stop at their next chunk
-                    problems.append(FetchError(str(exc)))
-                except InputError as exc:  # FetchError, FetchRefused, a fetched file that is unusable
-                    named = exc.message.startswith(("Input", "Model"))
-                    problems.append(exc if named else type(exc)(f"{futures[future]}: {exc.message}"))
-                except Cancelled:
-                    pass
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    what = futures[future]
+                    try:
+                        results[what] = future.result()
+                    except _OverBudget as exc:
+                        self.cancel.set()  # the others stop at their next chunk
+                        problems.append(FetchError(str(exc)))
+                    except InputError as exc:  # FetchError, FetchRefused, a fetched file that is unusable
+                        named = exc.message.startswith(("Input", "Model"))
+                        problems.append(exc if named else type(exc)(f"{what}: {exc.message}"))
+                    except Cancelled:
+                        pass
+                    except OSError as exc:  # the cache's folder or lock: no path in the message
+                        problems.append(FetchError(f"{what} could not be stored ({exc.strerror or type(exc).__name__})"))
+                    except Exception as exc:  # boto3 refusing a bucket name, say
+                        log.warning("%s could not be fetched", what, exc_info=True)
+                        problems.append(FetchError(f"{what} could not be fetched ({type(exc).__name__})"))
+            except BaseException:  # an interrupt of the caller: the downloads stop too
+                self.cancel.set()
+                raise
         if len(problems) == 1:
             raise problems[0]
         if problems:

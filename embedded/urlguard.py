@@ -30,6 +30,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: not globally routable, though Python 3.11's tables do not say so
+_UNROUTED = (ipaddress.ip_network("3fff::/20"),)  # IPv6 documentation (RFC 9637)
 
 
 class FetchRefused(InputError):
@@ -83,7 +85,9 @@ def refusal(address: IPAddress) -> str | None:
               ("link-local (the cloud metadata range)", address.is_link_local),
               ("shared CGNAT space", address in _CGNAT if address.version == 4 else False),
               ("multicast", address.is_multicast), ("reserved", address.is_reserved),
-              ("private", address.is_private), ("not globally routable", not address.is_global))
+              ("site-local", getattr(address, "is_site_local", False)), ("private", address.is_private),
+              ("not globally routable", not address.is_global or any(address in n for n in _UNROUTED
+                                                                      if n.version == address.version)))
     return next((f"a {name} address" for name, hit in checks if hit), None)
 
 
@@ -108,6 +112,11 @@ class Allowlist:
                 except ValueError:
                     raise ValueError(f"{name}: {entry!r} is not a CIDR") from None
                 continue
+            try:  # a bare address (IPv6 without brackets: no port)
+                hosts.add((str(ipaddress.ip_address(entry)), None))
+                continue
+            except ValueError:
+                pass
             try:
                 parts = urlsplit(f"//{entry}")
                 host, port = parts.hostname, parts.port

@@ -222,7 +222,7 @@ def start_loop_worker(api: "FakeJobApi", work_dir: Path, extra_model_paths: Path
 class FileServer:
     """An HTTP server on loopback that serves ``files`` (path -> bytes) and records every request
     (path, query and headers). Per path: ``redirects`` (-> a Location), ``failures`` (that many
-    503 answers first), ``stall`` (seconds of silence before the body), ``unsized`` (no
+    503 answers first, with ``retry_after``'s Retry-After header), ``stall`` (seconds of silence before the body), ``unsized`` (no
     Content-Length: the body is read until the connection closes), ``delay`` (seconds between
     chunks, for downloads that take a while)."""
 
@@ -233,6 +233,7 @@ class FileServer:
         self.stall: dict[str, float] = {}
         self.delay: dict[str, float] = {}
         self.unsized: set[str] = set()
+        self.retry_after: dict[str, str] = {}
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         served = self
@@ -250,7 +251,8 @@ class FileServer:
                     if failing:
                         served.failures[path] = failing - 1
                 if failing:
-                    return self._answer(503, b"busy")
+                    return self._answer(503, b"busy", {"Retry-After": served.retry_after[path]}
+                                        if path in served.retry_after else {})
                 if path in served.redirects:
                     self.send_response(302)
                     self.send_header("Location", served.redirects[path])
@@ -272,8 +274,10 @@ class FileServer:
                     self.wfile.write(body[start:start + 256 * 1024])
                     time.sleep(served.delay.get(path, 0))
 
-            def _answer(self, status: int, body: bytes):
+            def _answer(self, status: int, body: bytes, headers: dict | None = None):
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

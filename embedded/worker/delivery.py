@@ -47,12 +47,16 @@ def inline_size(data: bytes) -> int:
 
 
 class Delivery:
-    """One job's deliveries: ``bucket`` is the job's own (its ``s3`` block), ``s3_enabled`` says
-    whether the ``BUCKET_*`` variables are set; at most ``max_inline`` bytes go back as base64."""
+    """One job's deliveries: to ``bucket`` (the job's own ``s3`` block, uploaded through
+    ``fetcher``) or, when ``env_bucket`` (the ``BUCKET_*`` variables are set), through
+    ``rp_upload``; else base64, at most ``max_inline`` bytes of it. ``s3_enabled`` says whether
+    outputs go to a bucket."""
 
-    def __init__(self, s3_enabled: bool, bucket: S3Settings | None = None, fetcher: Fetcher | None = None,
+    def __init__(self, env_bucket: bool, bucket: S3Settings | None = None, fetcher: Fetcher | None = None,
                  max_inline: int | None = None):
-        self.s3_enabled = s3_enabled or bucket is not None
+        if bucket is not None and fetcher is None:
+            raise ValueError("a job's own bucket needs the fetcher that uploads to it")
+        self.s3_enabled = env_bucket or bucket is not None
         self.bucket = bucket
         self.fetcher = fetcher
         self.max_inline = max_inline
@@ -125,7 +129,7 @@ class RememberingDelivery(Delivery):
             problems: list[str] = []
             try:
                 pending.set_result((super().deliver(job_id, output, problems), problems))
-            except NotDelivered as exc:
+            except BaseException as exc:  # the other caller gets it too, instead of waiting forever
                 pending.set_exception(exc)
         sent, problems = pending.result()
         errors.extend(problems)

@@ -60,6 +60,8 @@ def _with_outputs(job_id: str, outputs: list[Output], errors: list[str], deliver
     errors}`` when the job failed or nothing at all came back. Other kinds go under keys upstream
     lacks, in either shape."""
     oversize = too_large(outputs, delivery)
+    if oversize is not None and failed:  # the node's failure first, then why nothing came back
+        return {"error": JOB_FAILED, "details": [scrub_paths(e) for e in errors] + [oversize["error"]]}
     if oversize is not None:
         return oversize
     images: list[dict[str, Any]] = []

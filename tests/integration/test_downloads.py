@@ -125,30 +125,41 @@ def test_a_cancel_stops_a_download_between_chunks(files, tmp_path):
         fetcher(files).download(files.url("/long.bin"), tmp_path / "a", what="Input 'a'", cancel=cancel)
 
 
-def test_tokens_go_to_their_own_hosts_only():
+def test_tokens_go_to_their_own_hosts_only_and_only_over_https():
     tokens = {"HF_TOKEN": "hf_abc", "CIVITAI_TOKEN": "civ_xyz"}
     assert token_for("https://huggingface.co/org/repo/resolve/main/x.safetensors", tokens) == "hf_abc"
     assert token_for("https://cdn-lfs.hf.co/x", tokens) == "hf_abc"
     assert token_for("https://civitai.com/api/download/models/1", tokens) == "civ_xyz"
+    assert token_for("http://huggingface.co/org/repo/resolve/main/x.safetensors", tokens) is None
     assert token_for("https://evilhuggingface.co/x", tokens) is None
     assert token_for("https://huggingface.co.evil.com/x", tokens) is None
     assert token_for("https://example.com/x", tokens) is None
 
 
-def test_a_token_is_sent_as_a_bearer_header_and_never_to_a_redirect_target(files, tmp_path, monkeypatch):
+def test_no_token_is_sent_over_plain_http(files, tmp_path, monkeypatch):
     import embedded.fetching as fetching
 
-    # The loopback server stands in for huggingface.co: its host gets the token...
-    monkeypatch.setattr(fetching, "TOKENS", (("HF_TOKEN", ("127.0.0.1",)),))
+    monkeypatch.setattr(fetching, "TOKENS", (("HF_TOKEN", ("127.0.0.1",)),))  # the loopback server as "its" host
     files.files["/model.bin"] = b"weights"
-    settings = dict(tokens={"HF_TOKEN": "hf_secret_token"})
-    fetcher(files, **settings).download(files.url("/model.bin"), tmp_path / "a", what="Model m")
-    assert files.requests[-1]["headers"]["Authorization"] == "Bearer hf_secret_token"
-    # ...and requests drops it on a redirect to another host (here: localhost, the same server).
-    files.redirects["/hop.bin"] = f"http://localhost:{files.port}/model.bin"
-    allow = Allowlist.parse(f"{files.allow},localhost:{files.port}")
-    Fetcher(FetchSettings(Guard(allow), **settings)).download(files.url("/hop.bin"), tmp_path / "b", what="Model m")
+    fetcher(files, tokens={"HF_TOKEN": "hf_secret_token"}).download(files.url("/model.bin"), tmp_path / "a",
+                                                                   what="Model m")
     assert "Authorization" not in files.requests[-1]["headers"]
+
+
+def test_more_than_ten_redirects_is_an_error(files, tmp_path):
+    for hop in range(12):
+        files.redirects[f"/loop{hop}"] = f"/loop{hop + 1}"
+    with pytest.raises(FetchError, match="more than 10 redirects"):
+        fetcher(files).download(files.url("/loop0"), tmp_path / "a", what="Input 'a'")
+    assert files.hits("/loop11") == 0
+
+
+def test_a_retry_after_header_does_not_make_the_worker_wait(files, tmp_path):
+    files.files["/busy.bin"] = b"ok"
+    files.failures["/busy.bin"] = 1
+    files.retry_after["/busy.bin"] = "3600"  # honoured, it would hold the job for an hour
+    fetcher(files, retries=1).download(files.url("/busy.bin"), tmp_path / "a", what="Input 'a'")
+    assert (tmp_path / "a").read_bytes() == b"ok"
 
 
 def test_s3_urls_are_fetched_with_the_configured_bucket(s3, tmp_path):

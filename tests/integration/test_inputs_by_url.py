@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from embedded import InputError
+from embedded import InputError, JobInterrupted, JobTimeout
 from embedded.config import Config
 from embedded.events import DownloadEvent
 from embedded.fetching import Fetcher, FetchError
@@ -130,3 +130,44 @@ def _staging(config: Config) -> Staging:
     return Staging(config, fetcher, model_cache_for(config, fetcher))
 
 
+
+
+def test_the_jobs_timeout_bounds_its_downloads(executor, file_server, test_config):
+    file_server.files["/slow/drip.bin"] = b"d" * (40 * 256 * 1024)
+    file_server.delay["/slow/drip.bin"] = 0.5  # a trickle: never silent long enough for the read timeout
+    with pytest.raises(JobTimeout, match="timeout of 1 s .* while its files were being fetched"):
+        executor.run(workflow("load_and_invert_input"), {"in.png": png_bytes()},
+                     files={"drip.bin": file_server.url("/slow/drip.bin")}, timeout=1)
+    assert list(test_config.downloads_dir.iterdir()) == []
+    assert executor.run(workflow("solid_red_image")).outputs  # and the next job runs
+
+
+def test_interrupting_a_job_by_id_stops_its_downloads(executor, file_server):
+    import threading
+
+    file_server.files["/slow/long.bin"] = b"l" * (40 * 256 * 1024)
+    file_server.delay["/slow/long.bin"] = 0.5
+    threading.Timer(1.0, executor.interrupt, ["fetching-job"]).start()
+    with pytest.raises(JobInterrupted, match="while its files were being fetched"):
+        executor.run(workflow("load_and_invert_input"), {"in.png": png_bytes()}, job_id="fetching-job",
+                     files={"long.bin": file_server.url("/slow/long.bin")})
+
+
+def test_a_stream_yields_downloads_while_they_run_and_closing_it_stops_them(executor, file_server):
+    import contextlib
+
+    file_server.files["/slow/streamed.bin"] = b"s" * (40 * 256 * 1024)
+    file_server.delay["/slow/streamed.bin"] = 0.3
+    with contextlib.closing(executor.stream(workflow("load_and_invert_input"), {"in.png": png_bytes()},
+                                            files={"streamed.bin": file_server.url("/slow/streamed.bin")})) as events:
+        first = next(events)
+    assert isinstance(first, DownloadEvent) and not first.done and first.name == "streamed.bin"
+    assert executor.run(workflow("solid_red_image")).outputs  # the stopped download holds nothing
+
+
+def test_preflight_forgives_a_brought_model_only_in_its_own_folder(executor, file_server):
+    wf = workflow("txt2img_checkpoint")
+    wf["1"]["inputs"]["ckpt_name"] = "wrong-folder.safetensors"
+    report = executor.check(wf, models=[{"url": file_server.url("/m/wrong-folder.safetensors"), "folder": "loras",
+                                         "filename": "wrong-folder.safetensors"}])
+    assert not report.ok and [m.value for m in report.missing_models] == ["wrong-folder.safetensors"]

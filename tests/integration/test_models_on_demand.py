@@ -59,7 +59,7 @@ def test_a_matching_checksum_is_kept_so_the_file_is_hashed_once(file_server, tmp
     ref = ModelRef.of(url, "vae", "good.safetensors", hashlib.sha256(data).hexdigest())
     path = cache.ensure(ref)
     assert path.read_bytes() == data and cache.cached(ref)
-    assert (tmp_path / ".sha256" / "vae" / "good.safetensors.sha256").read_text() == ref.sha256
+    assert json.loads((tmp_path / ".meta" / "vae" / "good.safetensors.json").read_text())["sha256"] == ref.sha256
 
 
 def test_a_cached_file_whose_checksum_differs_from_the_request_is_fetched_again(file_server, tmp_path):
@@ -72,6 +72,17 @@ def test_a_cached_file_whose_checksum_differs_from_the_request_is_fetched_again(
     assert path.read_bytes() == new and file_server.hits("/sum/v.safetensors") == 1
 
 
+def test_a_cached_file_from_another_url_is_not_taken_for_the_requested_one(file_server, tmp_path):
+    cache = cache_at(tmp_path, file_server)
+    first = ModelRef.of(serve(file_server, "/src/one.safetensors", b"one"), "loras", "same.safetensors")
+    other = ModelRef.of(serve(file_server, "/src/two.safetensors", b"two"), "loras", "same.safetensors")
+    assert cache.ensure(first).read_bytes() == b"one"
+    assert not cache.cached(other)
+    assert cache.ensure(other).read_bytes() == b"two"
+    signed = ModelRef.of(file_server.url("/src/two.safetensors") + "?X-Amz-Signature=new", "loras", "same.safetensors")
+    assert cache.cached(signed)  # the same source, signed again
+
+
 def test_least_recently_used_models_are_evicted_to_fit_the_limit(file_server, tmp_path):
     cache = cache_at(tmp_path, file_server, max_bytes=2500)
     refs = [ModelRef.of(serve(file_server, f"/lru/{n}.safetensors", n.encode() * 1000), "loras", f"{n}.safetensors")
@@ -82,10 +93,20 @@ def test_least_recently_used_models_are_evicted_to_fit_the_limit(file_server, tm
     import os
     os.utime(a, (1, 1))
     os.utime(b, (2, 2))
-    cache.ensure(refs[0])  # used again: now the most recent
+    cache.ensure(refs[0])  # used again: now the most recent, and too recent to evict
     cache.ensure(refs[2])
     assert cache.evict(keep=[c]) == [b]
     assert a.exists() and c.exists() and not b.exists()
+
+
+def test_a_model_used_in_the_last_minutes_is_not_evicted_even_over_the_limit(file_server, tmp_path):
+    cache = cache_at(tmp_path, file_server, max_bytes=1000)
+    refs = [ModelRef.of(serve(file_server, f"/grace/{n}.safetensors", n.encode() * 800), "vae", f"{n}.safetensors")
+            for n in "xy"]
+    for ref in refs:
+        cache.ensure(ref)  # another worker's model and this job's: both just used
+    assert cache.evict(keep=[cache.path_of(refs[1])]) == []
+    assert all(cache.path_of(r).exists() for r in refs)
 
 
 def test_two_processes_wanting_one_model_download_it_once(file_server, tmp_path):

@@ -20,6 +20,7 @@ REFUSED = {
     "2002:a9fe:a9fe::": "link-local",      # 6to4 of the metadata address
     "64:ff9b::a9fe:a9fe": "link-local",    # NAT64 of the metadata address
     "2001:0:4136:e378:8000:63bf:f5ff:fffe": "private",  # Teredo whose client is 10.0.0.1
+    "fec0::1": "site-local", "3fff::1": "not globally routable", "2001:db8::1": "",
 }
 PUBLIC = ["8.8.8.8", "1.1.1.1", "151.101.1.69", "2606:4700::6810:84e5", "2a00:1450:4001:80b::200e",
           "::ffff:8.8.8.8", "64:ff9b::808:808"]
@@ -83,11 +84,12 @@ def test_fetch_allow_host_port_lets_only_that_port_through():
 
 
 def test_fetch_allow_cidr_and_host_names():
-    guard = Guard(Allowlist.parse("10.0.0.0/8, models.internal, [::1]:9000"),
+    guard = Guard(Allowlist.parse("10.0.0.0/8, models.internal, [::1]:9000, fd00::7"),
                   resolver=resolving({"models.internal": ["192.168.7.7"], "other.internal": ["192.168.7.8"]}))
     assert guard.resolve("10.20.30.40", 80) == "10.20.30.40"
     assert guard.resolve("models.internal", 8443) == "192.168.7.7"
     assert guard.resolve("[::1]", 9000) == "::1"
+    assert guard.resolve("fd00::7", 443) == "fd00::7"
     with pytest.raises(FetchRefused):
         guard.resolve("other.internal", 80)
     with pytest.raises(FetchRefused):
