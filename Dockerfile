@@ -56,13 +56,19 @@ COPY docker/comfy-node-install /usr/local/bin/comfy-node-install
 # comfy-cli as in worker-comfyui's image: workspace /comfyui, tracking off, so that derived images'
 # `RUN comfy-node-install ...` and `RUN comfy model download ...` lines work unchanged.
 RUN comfy --skip-prompt tracking disable \
-    && comfy --skip-prompt set-default /comfyui \
-    && python -m compileall -q /comfyui /app/embedded
+    && comfy --skip-prompt set-default /comfyui
 
 # ComfyUI's tree, models baked into it, our work folder (per-job folders) outside it.
 ENV COMFYUI_PATH=/comfyui \
     COMFY_MODELS_DIR=/comfyui/models \
     COMFY_WORK_DIR=/app/work \
     COMFY_LOG_LEVEL=DEBUG
+
+# Cold start: bytecode compiled now for the tree, the package and the venv, and the index of
+# ComfyUI's own node packs built now (an eager boot, on the CPU), so that a worker imports a pack
+# only when a job uses it. A derived image that changes the tree's node files is served an eager
+# boot until the index is rebuilt (`python -m embedded.comfy.nodeindex`).
+RUN python -m compileall -q -j 0 /comfyui /app/embedded /opt/venv/lib \
+    && COMFY_LOG_LEVEL=ERROR python -m embedded.comfy.nodeindex
 
 CMD ["/start.sh"]

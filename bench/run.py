@@ -5,7 +5,9 @@ Writes ``bench/results/latest.json`` (one object per scenario: ``embedded``, ``s
 ``bench/results/latest.md`` (the same as a table, with the machine it ran on).
 
 Scenarios: cold start (process start to first result, median of BENCH_COLD_RUNS fresh processes per
-mode; server mode pays the server start, HTTP readiness and the first job, as worker-comfyui does);
+mode; server mode pays the server start, HTTP readiness and the first job, as worker-comfyui does;
+split into phases: interpreter, runpod SDK import, torch, ComfyUI core, each node pack, the
+server's start, the first job; the embedded runs find the node index, as in the image);
 per-job wall time and overhead (median, p95, p99 over BENCH_JOBS jobs) for a model-free 512 px
 workflow and tiny txt2img at 64 and 512 px; the preflight (``"dry_run": true``) of the first; resident memory after boot and after BENCH_RSS_JOBS
 jobs; ``/runsync`` through runpod's local API against a direct ``execute()`` call; and a soak
@@ -35,16 +37,27 @@ MODES = ("embedded", "server")
 SOAK_GOAL_PCT = 2.0
 
 
-def cold_start(mode: str) -> float:
+def cold_start(mode: str) -> tuple[float, dict[str, float]]:
+    """Seconds from spawning a fresh process to its first result, and its phases."""
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(BENCH / "cold_start.py"), mode], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    phases: dict[str, float] = {}
     for line in proc.stdout:
-        if line.startswith("FIRST_RESULT"):
+        if line.startswith("PHASE\t"):
+            _, name, seconds = line.rstrip("\n").split("\t")
+            phases[name] = float(seconds)
+        elif line.startswith("FIRST_RESULT"):
             elapsed = time.perf_counter() - started
             proc.wait(120)
-            return elapsed
+            return elapsed, {"interpreter start": max(elapsed - sum(phases.values()), 0.0), **phases}
     raise RuntimeError(f"{mode} cold start produced no result (exit {proc.wait()})")
+
+
+def build_node_index() -> None:
+    """The embedded cold starts find the node index, as in the image (built at image build time)."""
+    subprocess.run([sys.executable, "-m", "embedded.comfy.nodeindex"], cwd=REPO, check=True, capture_output=True,
+                   env={**os.environ, "COMFY_WORK_DIR": str(WORK / "cold-embedded"), "COMFY_LOG_LEVEL": "ERROR"})
 
 
 def ratio(a, b):
@@ -69,11 +82,15 @@ def main() -> int:
     started = time.perf_counter()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
+    build_node_index()
     cold = {mode: [] for mode in MODES}
+    cold_phases = {mode: [] for mode in MODES}
     for _ in range(COLD_RUNS):
         for mode in MODES:  # interleaved, so that a noisy minute hits both
-            cold[mode].append(cold_start(mode))
-            print(f"bench: cold start {mode}: {cold[mode][-1]:.2f} s", flush=True)
+            seconds, phases = cold_start(mode)
+            cold[mode].append(seconds)
+            cold_phases[mode].append(phases)
+            print(f"bench: cold start {mode}: {seconds:.2f} s", flush=True)
     figures = {}
     for mode in MODES:
         out = WORK / f"{mode}.json"
@@ -113,6 +130,8 @@ def main() -> int:
         "note": "model-free 512 px, embedded mode: a direct execute() call against /runsync through runpod's "
                 "local API (the worker as a subprocess); ratio = direct / runsync"}
     result = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "cold_start_phases": {mode: {name: round(statistics.median(run[name] for run in cold_phases[mode]), 3)
+                                           for name in cold_phases[mode][0]} for mode in MODES},
               "txt2img_model": emb["txt2img_model"],
               "jobs_per_scenario": emb["model_free_512"]["wall_ms"]["n"], "boot_s": {m: figures[m]["boot_s"] for m in MODES},
               "bench_seconds": round(time.perf_counter() - started, 1), "scenarios": scenarios,
@@ -143,6 +162,10 @@ def markdown(result: dict) -> str:
                              f"{s['ratio'][k]:.2f} |")
         else:
             lines.append(f"| {name} | {s['unit']} | {s['embedded']:.2f} | {s['server']:.2f} | {s['ratio']:.2f} |")
+    lines += ["", "Cold start by phase (seconds, median of the cold runs; phases run one after the other):", "",
+              "| mode | phase | s |", "|---|---|---|"]
+    for mode, phases in result["cold_start_phases"].items():
+        lines += [f"| {mode} | {name} | {seconds:.3f} |" for name, seconds in phases.items()]
     r = result["scenarios"]["runsync_vs_direct"]
     lines += ["", "| embedded mode, model-free 512 px | unit | direct `execute()` | `/runsync` (local API) | ratio |",
               "|---|---|---|---|---|"]

@@ -16,7 +16,8 @@ from .modelcache import ModelRef
 from .types import Job, NodeTiming, Output, Result, Timings
 from .urlguard import FetchRefused
 
-__all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output", "Result", "Timings", "NodeTiming", "Event",
+__all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output", "Result", "Timings", "NodeTiming",
+           "Event",
            "DownloadEvent", "ModelRef", "S3Settings", "FetchError", "FetchRefused",
            "EmbeddedError", "BootError", "WorkflowFormatError", "InputError", "ValidationError", "NodeError",
            "ExecutionError", "JobInterrupted", "JobTimeout", "WorkerStuck", "ServerError", "ServerCrashed"]

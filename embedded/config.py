@@ -129,6 +129,8 @@ class Config:
     disable_metadata: bool | None = None
     #: more ComfyUI arguments, e.g. "--highvram --fast" (COMFY_ARGS)
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    #: import every ComfyUI node pack at boot instead of on first use (EAGER_NODES)
+    eager_nodes: bool = False
 
     # --- backends -------------------------------------------------------------------------------
     #: "embedded" (ComfyUI in this process) or "server" (ComfyUI's main.py as a subprocess, driven
@@ -223,6 +225,7 @@ class Config:
             force_cpu=_optional_flag(cpu),
             disable_metadata=_optional_flag(env.get("COMFY_DISABLE_METADATA")),
             extra_args=tuple(shlex.split(env.get("COMFY_ARGS") or "")),
+            eager_nodes=_flag(env.get("EAGER_NODES")),
             execution_mode=_mode(env.get("EXECUTION_MODE")),
             websocket_reconnect_attempts=_count(env.get("WEBSOCKET_RECONNECT_ATTEMPTS"), 5,
                                                 "WEBSOCKET_RECONNECT_ATTEMPTS"),
@@ -239,7 +242,8 @@ class Config:
             input_max_pixels=_size(env.get("INPUT_MAX_PIXELS"), InputLimits.max_pixels, "INPUT_MAX_PIXELS"),
             input_max_total_bytes=_size(env.get("INPUT_MAX_TOTAL_BYTES"), 1024 ** 3, "INPUT_MAX_TOTAL_BYTES"),
             fetch_allow=Allowlist.parse(env.get("FETCH_ALLOW")),
-            fetch_connect_timeout_s=_seconds(env.get("FETCH_CONNECT_TIMEOUT_S"), "FETCH_CONNECT_TIMEOUT_S", default=10.0),
+            fetch_connect_timeout_s=_seconds(env.get("FETCH_CONNECT_TIMEOUT_S"), "FETCH_CONNECT_TIMEOUT_S",
+                                             default=10.0),
             fetch_read_timeout_s=_seconds(env.get("FETCH_READ_TIMEOUT_S"), "FETCH_READ_TIMEOUT_S", default=60.0),
             fetch_retries=_count(env.get("FETCH_RETRIES"), 3, "FETCH_RETRIES"),
             model_cache_dir=_path(env.get("MODEL_CACHE_DIR"), None),
@@ -268,6 +272,11 @@ class Config:
         if self.model_cache_dir is not None:
             return self.model_cache_dir
         return self.network_volume / "model-cache" if self.network_volume.is_dir() else self.work_dir / "model-cache"
+
+    @property
+    def node_index(self) -> Path:
+        """Which file defines each node class of ComfyUI's own packs (``comfy.nodeindex``)."""
+        return self.work_dir / "node-index.json"
 
     @property
     def downloads_dir(self) -> Path:

@@ -192,7 +192,8 @@ class Staging:
                     except Cancelled:
                         pass
                     except OSError as exc:  # the cache's folder or lock: no path in the message
-                        problems.append(FetchError(f"{what} could not be stored ({exc.strerror or type(exc).__name__})"))
+                        reason = exc.strerror or type(exc).__name__
+                        problems.append(FetchError(f"{what} could not be stored ({reason})"))
                     except Exception as exc:  # boto3 refusing a bucket name, say
                         log.warning("%s could not be fetched", what, exc_info=True)
                         problems.append(FetchError(f"{what} could not be fetched ({type(exc).__name__})"))

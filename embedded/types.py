@@ -133,3 +133,5 @@ class BootInfo:
     import_failures: tuple[str, ...] = ()
     #: custom-node packs that failed to import (a job using one of their nodes is told)
     failed_packs: tuple[FailedPack, ...] = ()
+    #: where the boot's time went: (phase, seconds), in order
+    phases: tuple[tuple[str, float], ...] = ()

@@ -27,9 +27,14 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    interrupt flag are shared.
 8. **Logging**: ComfyUI logs on the root logger; boot sets the root level to ``COMFY_LOG_LEVEL`` and
    adds a stderr handler only when the process has none (``logs.setup``, which also caps the
-   loggers of boto3/botocore/s3transfer/urllib3 at WARNING: at DEBUG they log credentials). ComfyUI's ``setup_logger`` (which
-   replaces ``sys.stdout``/``sys.stderr``) is not called.
+   loggers of boto3/botocore/s3transfer at WARNING and urllib3 at ERROR: they log credentials and
+   signed URLs). ComfyUI's ``setup_logger`` (which replaces ``sys.stdout``/``sys.stderr``) is not
+   called.
 9. After boot the heap is frozen (``gc.freeze()``) so full collections stay short during jobs.
+10. **Node classes** (``nodes.NODE_CLASS_MAPPINGS``): ComfyUI's own packs are registered on first
+   use (``nodeindex.LazyPacks``, on the runner thread, before a job or a preflight is validated),
+   custom packs at boot. While the core imports, ``sys.modules["torch._dynamo.utils"]`` is a
+   stand-in (``deferred``), removed before anything else runs. ``EAGER_NODES=true`` turns both off.
 
 Must not import the server backend, the handler or RunPod.
 """

@@ -3,8 +3,12 @@
 Owns the start-up order that works on the pinned tree (see the rules in ``embedded/comfy``):
 ``sys.path`` -> arguments parsed by ComfyUI's parser from our list -> logging -> ``utils.extra_config``
 before ``nodes`` -> folders (the tree's own ``extra_model_paths.yaml`` first, as main.py) -> custom
-nodes' prestartup scripts -> our ``PromptServer.instance`` -> node modules (built-in, extras, API,
-custom; packs that fail are recorded) -> progress hook -> ``gc.freeze()``.
+nodes' prestartup scripts -> ComfyUI's core (``torch._dynamo`` deferred, see ``deferred``) with our
+``PromptServer.instance`` -> node modules, in the order of
+ComfyUI's ``init_extra_nodes`` (built-in; then ComfyUI's own packs, extras and API nodes, either
+imported now, when there is no index of them or ``EAGER_NODES`` asks, or left to ``LazyPacks``;
+then custom packs, always now; packs that fail are recorded) -> progress hook -> ``gc.freeze()``.
+Each step's time is kept in ``BootInfo.phases``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from ..errors import BootError
 from .. import logs, packs
 from ..launch import comfy_args, use_cpu
 from ..types import BootInfo, FailedPack
+from . import deferred, nodeindex
+from .nodeindex import LazyPacks
 
 log = logging.getLogger("embedded.comfy")
 
@@ -33,11 +39,17 @@ log = logging.getLogger("embedded.comfy")
 _lock = threading.Lock()
 _booted: BootInfo | None = None
 _shim = None
+_lazy: LazyPacks | None = None
 
 
 def shim():
     """The installed ``PromptServer.instance`` stand-in (after boot)."""
     return _shim
+
+
+def lazy_packs() -> LazyPacks | None:
+    """ComfyUI's own packs left to be imported on first use (``None``: all imported at boot)."""
+    return _lazy
 
 
 @contextlib.contextmanager
@@ -55,7 +67,7 @@ def boot(config: Config, loop: asyncio.AbstractEventLoop) -> BootInfo:
 
     Idempotent: a second call returns the first boot; a second call for another tree raises.
     """
-    global _booted, _shim
+    global _booted, _shim, _lazy
     with _lock:
         if _booted is not None:
             if _booted.tree != config.comfyui_path:
@@ -67,7 +79,7 @@ def boot(config: Config, loop: asyncio.AbstractEventLoop) -> BootInfo:
             raise BootError(f"No ComfyUI tree at {tree}: run `python -m embedded.vendor` (or `make demo`) first, "
                             f"or set COMFYUI_PATH")
         try:
-            _booted, _shim = _boot(config, loop, tree, started)
+            _booted, _shim, _lazy = _boot(config, loop, tree, started)
         except BootError:
             raise
         except Exception as exc:
@@ -78,6 +90,7 @@ def boot(config: Config, loop: asyncio.AbstractEventLoop) -> BootInfo:
 
 
 def _boot(config: Config, loop, tree: Path, started: float):
+    phases = _Phases(started)
     if str(tree) not in sys.path:
         sys.path.insert(0, str(tree))
     cpu = use_cpu(config)
@@ -116,29 +129,53 @@ def _boot(config: Config, loop, tree: Path, started: float):
     node_dirs, extensions = folder_paths.folder_names_and_paths["custom_nodes"]
     folder_paths.folder_names_and_paths["custom_nodes"] = ([d for d in node_dirs if os.path.isdir(d)], extensions)
 
+    phases.end("arguments and folders")
+
     # 4. Custom nodes' prestartup scripts, as main.py runs them: before torch and the nodes.
     _run_prestartup_scripts(parsed, folder_paths.get_folder_paths("custom_nodes"))
+    phases.end("prestartup scripts")
 
-    # 5. Our PromptServer.instance before any node module is imported.
-    import server
-    from .shim import ServerShim
-    stand_in = ServerShim(loop)
-    server.PromptServer.instance = stand_in
+    # 5. ComfyUI's core, with torch._dynamo left for later (``deferred``, unless EAGER_NODES), and
+    # our PromptServer.instance set before any node module is imported.
+    with deferred.dynamo_deferred(not config.eager_nodes):
+        import server
+        from .shim import ServerShim
+        stand_in = ServerShim(loop)
+        server.PromptServer.instance = stand_in
+        import execution  # noqa: F401  (imports comfy.model_management with the parsed arguments)
+        import hook_breaker_ac10a0
+        import nodes
+    phases.end("ComfyUI core (torch, comfy, nodes)")
 
     # 6. Node modules (a pack that fails to import is recorded with ComfyUI's reason).
-    import execution  # noqa: F401  (imports comfy.model_management with the parsed arguments)
-    import hook_breaker_ac10a0
-    import nodes
+    api_nodes = not parsed.disable_api_nodes
+    index = None if config.eager_nodes else nodeindex.NodeIndex.read(config.node_index, tree, api_nodes)
     hook_breaker_ac10a0.save_functions()
     failed_packs = _FailedPackRecorder()
     logging.getLogger().addHandler(failed_packs)
-    try:
-        failures = loop.run_until_complete(nodes.init_extra_nodes(
-            init_custom_nodes=(not parsed.disable_all_custom_nodes) or len(parsed.whitelist_custom_nodes) > 0,
-            init_api_nodes=not parsed.disable_api_nodes))
+    failures: list[str] = []
+    try:  # what nodes.init_extra_nodes does, step by step
+        loop.run_until_complete(nodes.init_public_apis())
+        if index is None:
+            failures += loop.run_until_complete(nodes.init_builtin_extra_nodes()) or []
+            phases.end("comfy_extras")
+            if api_nodes:
+                failures += loop.run_until_complete(nodes.init_builtin_api_nodes()) or []
+                phases.end("comfy_api_nodes")
+            index = nodeindex.from_loaded(nodes.NODE_CLASS_MAPPINGS, tree, api_nodes)
+            _write_index(index, config.node_index)
+            lazy = None
+        else:
+            lazy = nodeindex.LazyPacks(index, tree, api_nodes)
+            phases.end("ComfyUI's own packs: on first use")
+        if (not parsed.disable_all_custom_nodes) or len(parsed.whitelist_custom_nodes) > 0:
+            loop.run_until_complete(nodes.init_external_custom_nodes())
+            phases.end("custom node packs")
     finally:
         logging.getLogger().removeHandler(failed_packs)
         hook_breaker_ac10a0.restore_functions()
+    for name in failures:
+        log.warning("embedded: ComfyUI's node file %s did not import (its nodes are unknown)", name)
     for pack in failed_packs.packs.values():
         log.warning("embedded: custom-node pack %s failed to import: %s", pack.name, pack.reason)
 
@@ -147,11 +184,33 @@ def _boot(config: Config, loop, tree: Path, started: float):
     progress.install(stand_in)
     gc.collect()
     gc.freeze()
-    booted = BootInfo(mode="embedded", tree=tree, args=tuple(args), cpu=cpu, node_classes=len(nodes.NODE_CLASS_MAPPINGS),
-                    seconds=time.perf_counter() - started,
-                    import_failures=tuple(failures or ()) if isinstance(failures, (list, tuple)) else (),
-                    failed_packs=tuple(failed_packs.packs.values()))
-    return booted, stand_in
+    phases.end("progress hook, gc")
+    unloaded = len(lazy.not_loaded()) if lazy is not None else 0
+    booted = BootInfo(mode="embedded", tree=tree, args=tuple(args), cpu=cpu,
+                      node_classes=len(nodes.NODE_CLASS_MAPPINGS) + unloaded, seconds=time.perf_counter() - started,
+                      import_failures=tuple(failures), failed_packs=tuple(failed_packs.packs.values()),
+                      phases=phases.done)
+    return booted, stand_in, lazy
+
+
+class _Phases:
+    """The boot's time, phase by phase."""
+
+    def __init__(self, started: float):
+        self.last = started
+        self.done: tuple[tuple[str, float], ...] = ()
+
+    def end(self, name: str) -> None:
+        now = time.perf_counter()
+        self.done += ((name, round(now - self.last, 4)),)
+        self.last = now
+
+
+def _write_index(index: nodeindex.NodeIndex, path: Path) -> None:
+    try:
+        index.write(path)
+    except OSError as exc:  # a read-only work folder: the next boot imports everything again
+        log.warning("embedded: could not write the node index (%s); boots stay eager", exc.strerror)
 
 
 class _FailedPackRecorder(logging.Handler):

@@ -197,6 +197,7 @@ class ComfyRunner(JobControl):
 
         async with self._job_lock:
             with _one_job_per_process:
+                await _import_used_packs(check_workflow(job.workflow))
                 known = nodes.NODE_CLASS_MAPPINGS.__contains__
                 missing = preflight.unknown_nodes(check_workflow(job.workflow), known, self.booted.failed_packs)
                 models = preflight.missing_models(job.workflow, known, _combo_options, preflight.model_folders(
@@ -224,6 +225,7 @@ class ComfyRunner(JobControl):
         import folder_paths
 
         prompt = copy.deepcopy(check_workflow(job.workflow))
+        await _import_used_packs(prompt)
         check_file_inputs(prompt, _file_inputs)
         try:
             for folder in folders.values():
@@ -360,6 +362,14 @@ def _remove_entry(cache: Any, node_id: str) -> None:
     cache.cache.pop(key, None)
     for table in ("used_generation", "timestamps", "children"):
         getattr(cache, table, {}).pop(key, None)
+
+
+async def _import_used_packs(workflow: dict[str, Any]) -> None:
+    """Import the files of ComfyUI's own packs that define the workflow's nodes, if not yet done
+    (a class still unknown afterwards is unknown, as in an eager import)."""
+    lazy = _boot.lazy_packs()
+    if lazy is not None:
+        await lazy.ensure(node.get("class_type") for node in workflow.values() if isinstance(node, dict))
 
 
 def _cleanup_step(what: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

@@ -86,13 +86,17 @@ class ServerRunner(JobControl):
 
     def _start_server(self) -> None:
         self.server.start()
+        t = time.perf_counter()
         info = self._get("/object_info").json()
+        object_info = time.perf_counter() - t
         self._file_inputs = {name: file_inputs(spec.get("input")) for name, spec in info.items()}
         self._clean_folders()
         self.booted = BootInfo(mode="server", tree=self.config.comfyui_path, args=tuple(self.server.args),
                                cpu=bool(self.server.cpu),
                                node_classes=len(info), seconds=self.server.ready_seconds or 0.0,
-                               failed_packs=self.server.failed_packs())
+                               failed_packs=self.server.failed_packs(),
+                               phases=(("ComfyUI's server: spawn to its first HTTP answer",
+                                         self.server.ready_seconds or 0.0), ("/object_info", round(object_info, 4))))
         for pack in self.booted.failed_packs:
             log.warning("server: custom-node pack %s failed to import: %s", pack.name, pack.reason)
         log.info("server: ComfyUI's server answers on %s after %.1f s", self.server.url, self.booted.seconds)

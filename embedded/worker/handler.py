@@ -1,7 +1,9 @@
 """The RunPod serverless worker's life and handler (``python -m embedded.handler``).
 
-Owns: the worker's life (boot ComfyUI when the process starts, before the first job; an optional
-warm-up workflow; a boot failure reported on every job instead of a crash loop), the async handler
+Owns: the worker's life (boot ComfyUI when the process starts, in a background thread while the
+runpod SDK starts and answers; a job that arrives meanwhile waits for the boot; the warm-up
+workflow's model files read ahead while ComfyUI imports, then the warm-up itself; a boot failure
+reported on every job instead of a crash loop), the async handler
 (parse the input, run the job in the executor's thread so that a RunPod cancel interrupts ComfyUI
 and waits for it to stop, report progress, deliver the outputs, shape the response), when to ask
 RunPod for a fresh worker (``refresh_worker``: ``REFRESH_WORKER``, a stopped job whose node never
@@ -21,9 +23,10 @@ import json
 import logging
 import os
 import sys
+import threading
 from typing import Any, AsyncIterator, Callable
 
-from . import diagnostics, request, response
+from . import diagnostics, readahead, request, response
 from .. import logs
 from ..api import Executor
 from ..config import Config
@@ -54,11 +57,20 @@ class Worker:
         self.memory = RssWatch(self.config.max_rss_growth_pct)
         #: grown past MAX_RSS_GROWTH_PCT: it asked to be replaced and takes no new job
         self.retiring = False
+        self._booting: threading.Thread | None = None
+
+    def start_boot(self) -> None:
+        """``boot`` in a background thread; jobs wait for it (``handle``)."""
+        self._booting = threading.Thread(target=self.boot, name="embedded-boot", daemon=True)
+        self._booting.start()
 
     def boot(self) -> None:
         """Boot ComfyUI and run the warm-up workflow; never raises (a failure is kept for every job)."""
         if self.config.network_volume_debug:
             diagnostics.log_report(self.config.network_volume)
+        warmup = self._warmup_workflow()
+        if warmup is not None:
+            readahead.start(self.config, warmup)
         try:
             self.executor.start()
         except Exception as exc:  # BootError, or anything a broken install raises
@@ -71,15 +83,25 @@ class Worker:
         self.warm_up()
         self.memory.set_baseline()
 
-    def warm_up(self) -> None:
+    def _warmup_workflow(self) -> Any:
         path = self.config.warmup_workflow
         if path is None:
-            return
+            return None
         try:
-            workflow = json.loads(path.read_text())
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("worker: warm-up workflow %s is unreadable (not fatal): %s", path, exc)
+            return None
+
+    def warm_up(self) -> None:
+        workflow = self._warmup_workflow()
+        if workflow is None:
+            return
+        path = self.config.warmup_workflow
+        try:
             result = self.executor.run(workflow, timeout=self.config.job_timeout)
             log.info("worker: warm-up workflow %s ran in %.2f s", path, result.timings.total)
-        except (OSError, ValueError, EmbeddedError) as exc:
+        except EmbeddedError as exc:
             log.warning("worker: warm-up workflow %s failed (not fatal): %s", path, exc)
 
     async def handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None = None,
@@ -88,7 +110,10 @@ class Worker:
         cancel (``asyncio.CancelledError``), which interrupts the running ComfyUI job and waits
         for it to stop; a job whose node does not stop is answered, with ``refresh_worker``.
         ``forward`` (``stream``) receives progress reports and ``OutputEvent``s as they come;
-        ``delivery`` is the kind of the job's ``Delivery``."""
+        ``delivery`` is the kind of the job's ``Delivery``. A job that arrives while ComfyUI boots
+        waits for it."""
+        if self._booting is not None and self._booting.is_alive():
+            await asyncio.to_thread(self._booting.join)
         result = await self._handle(job, forward, delivery)
         if not self.retiring and self.memory.exceeded():
             self.retiring = True
@@ -220,7 +245,7 @@ def main() -> None:
     logs.setup(config.log_level)
     sys.argv = _local_api_args(sys.argv, config.serve_api_locally)
     worker = Worker(config)
-    worker.boot()
+    worker.start_boot()  # the SDK starts (and answers health checks) while ComfyUI boots
     import runpod
 
     if config.stream_outputs:  # /runsync answers the list of items; /stream/<id> shows them as they come

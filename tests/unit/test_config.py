@@ -129,3 +129,9 @@ def test_the_model_cache_is_one_of_comfyuis_model_folders(tmp_path):
 def test_fetching_settings_that_cannot_work_are_refused(name, value):
     with pytest.raises(ValueError, match=name):
         Config.from_env({name: value})
+
+
+def test_node_packs_are_imported_on_first_use_unless_eager_nodes(tmp_path):
+    default = Config.from_env({"COMFY_WORK_DIR": str(tmp_path)})
+    assert default.eager_nodes is False and default.node_index == tmp_path / "node-index.json"
+    assert Config.from_env({"EAGER_NODES": "true"}).eager_nodes is True

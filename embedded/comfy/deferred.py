@@ -1,0 +1,49 @@
+"""An import ComfyUI's core pulls in at boot that no job needs then, deferred from our side.
+
+Owns: ``torch._dynamo`` (about a quarter of the core's import time here). The core imports it
+only through torchvision (``comfy.ldm.cascade.stage_c_coder`` -> ``torchvision.models`` ->
+``torchvision.ops.roi_align``, whose module does ``from torch._dynamo.utils import
+is_compile_supported``, a function it calls only inside ``roi_align``). While ComfyUI's core is
+imported, ``torch._dynamo.utils`` is a stand-in module holding that one function, which imports
+the real one when it is called; the stand-in is gone from ``sys.modules`` as soon as the core is
+in, so anything later (a custom pack, ``torch.compile``) imports the real ``torch._dynamo``
+normally. Nothing in ComfyUI's tree is changed. ``EAGER_NODES=true`` turns it off; a contract test
+pins that the pinned tree and torch import nothing else from ``torch._dynamo`` meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import types
+from typing import Iterator
+
+log = logging.getLogger("embedded.comfy")
+
+STAND_IN = "torch._dynamo.utils"
+
+
+def _is_compile_supported(device_type):  # the only name torchvision takes from it
+    from torch._dynamo.utils import is_compile_supported
+
+    return is_compile_supported(device_type)
+
+
+@contextlib.contextmanager
+def dynamo_deferred(enabled: bool = True) -> Iterator[None]:
+    """While the block runs, ``torch._dynamo.utils`` is the stand-in (unless already imported)."""
+    if not enabled or STAND_IN in sys.modules or "torch._dynamo" in sys.modules:
+        yield
+        return
+    stand_in = types.ModuleType(STAND_IN, "Stand-in while ComfyUI's core imports (embedded.comfy.deferred)")
+    stand_in.is_compile_supported = _is_compile_supported
+    sys.modules[STAND_IN] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get(STAND_IN) is stand_in:
+            del sys.modules[STAND_IN]
+        if "torch._dynamo" in sys.modules:  # something imported the package meanwhile: not expected
+            log.warning("embedded: torch._dynamo was imported while ComfyUI's core loaded; set EAGER_NODES=true "
+                        "if torch.compile misbehaves")

@@ -1,0 +1,100 @@
+"""Boots ComfyUI with its own packs imported at boot (``EAGER_NODES=true``) or on first use (the
+index built beforehand), then, for every workflow of ``tests/fixtures/workflows`` and
+``examples``, prints as JSON what a caller can see: the node set, each preflight, and each run's
+outputs (their digests) or error.
+
+Usage: ``python -m tests.probes.node_loading_probe WORK_DIR`` (the environment says which way).
+"""
+
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import wave
+from pathlib import Path
+
+from embedded import Config, EmbeddedError, Executor
+
+TESTS = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted([*(TESTS / "fixtures" / "workflows").glob("*.json"), *(TESTS.parent / "examples").glob("*.json")])
+#: workflows made to never end or to hold memory: their preflight is compared, not a run
+NOT_RUN = {"async_node_never_returns", "node_never_checks_interrupt", "leaky_node", "slow_node",
+           "async_task_then_sleep", "extra_model_paths.runpod"}
+
+
+def input_files() -> dict[str, bytes]:
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (16, 12), (200, 30, 60)).save(png, format="PNG")
+    wav = io.BytesIO()
+    with wave.open(wav, "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(8000), out.writeframes(b"\0\1" * 800)
+    return {"in.png": png.getvalue(), "input.png": png.getvalue(), "voice.wav": wav.getvalue()}
+
+
+def fingerprint(output) -> str:
+    """Images and text: their bytes; containers (WebM, MP4, FLAC) carry random ids: their size."""
+    if output.kind in ("image", "text"):
+        return hashlib.sha256(output.data).hexdigest()
+    return f"{len(output.data)} bytes"
+
+
+def dynamo_works() -> list:
+    """torchvision's roi_align (which took the stand-in's function) and torch._dynamo itself."""
+    import torch
+    import torch._dynamo.utils
+    import torchvision.ops
+
+    pooled = torchvision.ops.roi_align(torch.rand(1, 1, 8, 8), [torch.tensor([[0.0, 0.0, 4.0, 4.0]])], 2)
+    compiled = torch.compile(lambda x: x * 2, backend="eager")(torch.ones(2))
+    return [list(pooled.shape), torch._dynamo.utils.is_compile_supported("cpu"), compiled.tolist(),
+            type(sys.modules["torch._dynamo.utils"]).__name__, hasattr(sys.modules["torch._dynamo.utils"], "counters")]
+
+
+def node_set() -> list[str]:
+    import nodes
+    from embedded.comfy import boot
+
+    lazy = boot.lazy_packs()
+    return sorted(set(nodes.NODE_CLASS_MAPPINGS) | (lazy.not_loaded() if lazy else set()))
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    config = Config.from_env({**os.environ, "COMFY_WORK_DIR": str(work), "COMFY_LOG_LEVEL": "ERROR",
+                              "COMFY_DISABLE_METADATA": "true", "JOB_STOP_GRACE_S": "2"})
+    report = {"lazy": None, "nodes": None, "workflows": {}}
+    files = input_files()
+    with Executor(config) as executor:
+        from embedded.comfy import boot, modelgen
+
+        report["lazy"] = boot.lazy_packs() is not None
+        report["dynamo_after_boot"] = "torch._dynamo" in sys.modules
+        report["nodes"] = node_set()
+        for recipe in ("tiny-sd3", "tiny-sd15", "tiny-sd3-split"):  # random weights (ComfyUI booted first)
+            modelgen.install(recipe, config.models, modelgen.default_cache_dir(), seed=0, log=lambda *a: None)
+        for path in WORKFLOWS:
+            workflow = json.loads(path.read_text())
+            entry = report["workflows"][path.stem] = {}
+            try:
+                entry["check"] = executor.check(workflow, files).to_dict()
+            except EmbeddedError as exc:
+                entry["check"] = f"{type(exc).__name__}: {exc}"
+            if path.stem in NOT_RUN:
+                continue
+            try:
+                result = executor.run(workflow, files, timeout=60)
+                entry["run"] = [[o.node_id, o.kind, re.sub(r"_temp_[a-z]{5}_", "_temp_", o.filename),  # random
+                                 fingerprint(o)] for o in result.outputs]
+            except EmbeddedError as exc:
+                entry["run"] = f"{type(exc).__name__}: {exc}"
+        report["nodes_after"] = node_set()
+        report["dynamo_works"] = dynamo_works()
+    print(json.dumps(report).replace(str(work), "<work>"))  # the two ways run in two work folders
+
+
+if __name__ == "__main__":
+    main()
