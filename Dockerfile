@@ -64,11 +64,13 @@ ENV COMFYUI_PATH=/comfyui \
     COMFY_WORK_DIR=/app/work \
     COMFY_LOG_LEVEL=DEBUG
 
-# Cold start: bytecode compiled now for the tree, the package and the venv, and the index of
+# Cold start: bytecode compiled now for the tree, the package and the venv (a venv file that does
+# not compile, a package's Python 2 test data, say, is not a reason to fail), and the index of
 # ComfyUI's own node packs built now (an eager boot, on the CPU), so that a worker imports a pack
 # only when a job uses it. A derived image that changes the tree's node files is served an eager
 # boot until the index is rebuilt (`python -m embedded.comfy.nodeindex`).
-RUN python -m compileall -q -j 0 /comfyui /app/embedded /opt/venv/lib \
+RUN python -m compileall -q -j 0 /comfyui /app/embedded \
+    && (python -m compileall -q -j 0 /opt/venv/lib > /dev/null || true) \
     && COMFY_LOG_LEVEL=ERROR python -m embedded.comfy.nodeindex
 
 CMD ["/start.sh"]

@@ -53,6 +53,15 @@ class Executor:
         #: job id -> its downloads, while they run
         self._fetches: dict[str, Staging] = {}
 
+    def prepare(self) -> "Executor":
+        """What ``start`` must do on the caller's thread (see ``Backend.prepare``): call it first
+        when ``start`` runs in another thread. Raises ``BootError``."""
+        with self._lock:
+            if self._runner is None:
+                self._runner = backend.create(self.config)
+            self._runner.prepare()
+        return self
+
     def start(self) -> "Executor":
         """Start the backend: boot ComfyUI in this process (once per process), or start its server
         (``EXECUTION_MODE=server``). Raises ``BootError``."""

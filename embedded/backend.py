@@ -21,6 +21,12 @@ class Backend(Protocol):
     #: a stopped job's node still holds the backend (see ``jobcontrol``)
     stuck: bool
 
+    def prepare(self) -> "Backend":
+        """The part of ``start`` that must run on the caller's thread (the embedded backend parses
+        ComfyUI's arguments from a swapped ``sys.argv``, which the runpod SDK reads too): call it
+        before ``start`` runs on another thread. ``start`` calls it too."""
+        ...
+
     def start(self) -> "Backend": ...
 
     def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future: ...

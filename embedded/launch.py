@@ -71,10 +71,18 @@ def write_paths_config(config: Config) -> Path:
     return path
 
 
-def use_cpu(config: Config) -> bool:
-    """``--cpu`` when asked (COMFY_FORCE_CPU) or when CUDA is absent."""
+#: where a loaded NVIDIA driver shows itself (no GPU can be used without it)
+NVIDIA_DRIVER = (Path("/proc/driver/nvidia/version"), Path("/dev/nvidiactl"))
+
+
+def use_cpu(config: Config, import_torch: bool = True) -> bool:
+    """``--cpu`` when asked (COMFY_FORCE_CPU) or when CUDA is absent: asked of torch in the
+    embedded mode, which imports it anyway; in the server mode, whose own process does not (as
+    worker-comfyui's handler), when no NVIDIA driver is loaded."""
     if config.force_cpu is not None:
         return config.force_cpu
+    if not import_torch:
+        return not any(path.exists() for path in NVIDIA_DRIVER)
     try:
         import torch
         return not torch.cuda.is_available()

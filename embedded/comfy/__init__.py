@@ -30,7 +30,9 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    loggers of boto3/botocore/s3transfer at WARNING and urllib3 at ERROR: they log credentials and
    signed URLs). ComfyUI's ``setup_logger`` (which replaces ``sys.stdout``/``sys.stderr``) is not
    called.
-9. After boot the heap is frozen (``gc.freeze()``) so full collections stay short during jobs.
+9. **The cyclic garbage collector** is off while the boot imports (millions of objects, almost
+   none garbage) and on again after it; what boot made is frozen (``gc.freeze()``) so full
+   collections stay short during jobs.
 10. **Node classes** (``nodes.NODE_CLASS_MAPPINGS``): ComfyUI's own packs are registered on first
    use (``nodeindex.LazyPacks``, on the runner thread, before a job or a preflight is validated),
    custom packs at boot. While the core imports, ``sys.modules["torch._dynamo.utils"]`` is a

@@ -62,6 +62,14 @@ def _argv(argv: list[str]):
         sys.argv = saved
 
 
+def parse_arguments(config: Config) -> None:
+    """Step 1 of the boot, on the caller's thread: ComfyUI's parser reads ``sys.argv`` while it is
+    swapped for our list, and the runpod SDK also reads (and rewrites) ``sys.argv`` when it starts;
+    a worker that boots in the background does this first. Idempotent."""
+    with _lock:
+        _parse_arguments(config)
+
+
 def boot(config: Config, loop: asyncio.AbstractEventLoop) -> BootInfo:
     """Boot ComfyUI with ``config`` (node set-up runs on ``loop``, which must not be running).
 
@@ -89,23 +97,52 @@ def boot(config: Config, loop: asyncio.AbstractEventLoop) -> BootInfo:
         return _booted
 
 
-def _boot(config: Config, loop, tree: Path, started: float):
-    phases = _Phases(started)
+_arguments: tuple[Path, list[str], object] | None = None
+
+
+def _parse_arguments(config: Config) -> tuple[list[str], object]:
+    """ComfyUI's own parser reads our list (without ``--cpu``, decided after torch is imported),
+    never the process's ``sys.argv``."""
+    global _arguments
+    tree = config.comfyui_path
+    if _arguments is not None:
+        if _arguments[0] != tree:
+            raise BootError(f"ComfyUI's arguments were parsed for {_arguments[0]}; one tree per process")
+        return _arguments[1], _arguments[2]
     if str(tree) not in sys.path:
         sys.path.insert(0, str(tree))
-    cpu = use_cpu(config)
-    args = comfy_args(config, cpu)
-
-    # 1. Arguments: ComfyUI's own parser reads our list, never the process's sys.argv.
-    import comfy.options
+    args = comfy_args(config, cpu=False)
+    try:
+        import comfy.options
+    except ImportError:
+        raise BootError(f"No ComfyUI tree at {tree}: run `python -m embedded.vendor` (or `make demo`) first, "
+                        f"or set COMFYUI_PATH") from None
     comfy.options.enable_args_parsing(True)
     with _argv(["comfyui"] + args):
         try:
             cli_args = importlib.import_module("comfy.cli_args")
         except SystemExit as exc:
             raise BootError(f"ComfyUI rejected its arguments {args} (COMFY_ARGS?): exit {exc.code}") from None
-    comfy.options.enable_args_parsing(False)
-    parsed = cli_args.args
+        finally:
+            comfy.options.enable_args_parsing(False)
+    _arguments = (tree, args, cli_args.args)
+    return args, cli_args.args
+
+
+def _boot(config: Config, loop, tree: Path, started: float):
+    phases = _Phases(started)
+    gc.disable()  # imports make objects by the million: no cyclic collection until they are in
+    try:
+        return _boot_steps(config, loop, tree, phases)
+    finally:
+        gc.enable()
+
+
+def _boot_steps(config: Config, loop, tree: Path, phases: "_Phases"):
+
+    # 1. Arguments (already parsed when the worker booted in the background).
+    args, parsed = _parse_arguments(config)
+    phases.end("arguments")
 
     # 2. Logging (ComfyUI's setup_logger would replace sys.stdout/sys.stderr).
     logs.setup(config.log_level)
@@ -128,12 +165,18 @@ def _boot(config: Config, loop, tree: Path, started: float):
     # left out: ComfyUI would fail to list it.
     node_dirs, extensions = folder_paths.folder_names_and_paths["custom_nodes"]
     folder_paths.folder_names_and_paths["custom_nodes"] = ([d for d in node_dirs if os.path.isdir(d)], extensions)
-
-    phases.end("arguments and folders")
+    phases.end("folders")
 
     # 4. Custom nodes' prestartup scripts, as main.py runs them: before torch and the nodes.
     _run_prestartup_scripts(parsed, folder_paths.get_folder_paths("custom_nodes"))
     phases.end("prestartup scripts")
+
+    # torch, and --cpu when asked or when CUDA is absent (before comfy.model_management reads it).
+    cpu = use_cpu(config)
+    if cpu:
+        parsed.cpu = True
+        args = [*args, "--cpu"]
+    phases.end("torch (and the CUDA check)")
 
     # 5. ComfyUI's core, with torch._dynamo left for later (``deferred``, unless EAGER_NODES), and
     # our PromptServer.instance set before any node module is imported.
@@ -145,7 +188,7 @@ def _boot(config: Config, loop, tree: Path, started: float):
         import execution  # noqa: F401  (imports comfy.model_management with the parsed arguments)
         import hook_breaker_ac10a0
         import nodes
-    phases.end("ComfyUI core (torch, comfy, nodes)")
+    phases.end("ComfyUI core (comfy, nodes)")
 
     # 6. Node modules (a pack that fails to import is recorded with ComfyUI's reason).
     api_nodes = not parsed.disable_api_nodes
@@ -157,37 +200,40 @@ def _boot(config: Config, loop, tree: Path, started: float):
     try:  # what nodes.init_extra_nodes does, step by step
         loop.run_until_complete(nodes.init_public_apis())
         if index is None:
-            failures += loop.run_until_complete(nodes.init_builtin_extra_nodes()) or []
-            phases.end("comfy_extras")
-            if api_nodes:
-                failures += loop.run_until_complete(nodes.init_builtin_api_nodes()) or []
-                phases.end("comfy_api_nodes")
-            index = nodeindex.from_loaded(nodes.NODE_CLASS_MAPPINGS, tree, api_nodes)
-            _write_index(index, config.node_index)
+            with nodeindex.recording_files(nodes) as files:
+                failures += loop.run_until_complete(nodes.init_builtin_extra_nodes()) or []
+                phases.end("comfy_extras")
+                if api_nodes:
+                    failures += loop.run_until_complete(nodes.init_builtin_api_nodes()) or []
+                    phases.end("comfy_api_nodes")
+            _write_index(nodeindex.from_loaded(nodes.NODE_CLASS_MAPPINGS, tree, api_nodes, files, failures),
+                         config.node_index)
             lazy = None
         else:
             lazy = nodeindex.LazyPacks(index, tree, api_nodes)
+            failures += index.failed  # what the eager import that built the index saw
             phases.end("ComfyUI's own packs: on first use")
         if (not parsed.disable_all_custom_nodes) or len(parsed.whitelist_custom_nodes) > 0:
-            loop.run_until_complete(nodes.init_external_custom_nodes())
+            with lazy.builtin_names_kept(nodes) if lazy else contextlib.nullcontext():
+                loop.run_until_complete(nodes.init_external_custom_nodes())
             phases.end("custom node packs")
     finally:
         logging.getLogger().removeHandler(failed_packs)
         hook_breaker_ac10a0.restore_functions()
     for name in failures:
-        log.warning("embedded: ComfyUI's node file %s did not import (its nodes are unknown)", name)
+        log.warning("embedded: ComfyUI's node file %s did not import%s (its nodes are unknown)", name,
+                    " when the node index was built" if lazy else "")
     for pack in failed_packs.packs.values():
         log.warning("embedded: custom-node pack %s failed to import: %s", pack.name, pack.reason)
 
     # 7. Progress hook, then freeze what boot allocated.
     from . import progress
     progress.install(stand_in)
-    gc.collect()
-    gc.freeze()
-    phases.end("progress hook, gc")
+    gc.freeze()  # what boot made stays out of every later collection
+    phases.end("progress hook, gc.freeze")
     unloaded = len(lazy.not_loaded()) if lazy is not None else 0
     booted = BootInfo(mode="embedded", tree=tree, args=tuple(args), cpu=cpu,
-                      node_classes=len(nodes.NODE_CLASS_MAPPINGS) + unloaded, seconds=time.perf_counter() - started,
+                      node_classes=len(nodes.NODE_CLASS_MAPPINGS) + unloaded, seconds=time.perf_counter() - phases.started,
                       import_failures=tuple(failures), failed_packs=tuple(failed_packs.packs.values()),
                       phases=phases.done)
     return booted, stand_in, lazy
@@ -197,7 +243,7 @@ class _Phases:
     """The boot's time, phase by phase."""
 
     def __init__(self, started: float):
-        self.last = started
+        self.started = self.last = started
         self.done: tuple[tuple[str, float], ...] = ()
 
     def end(self, name: str) -> None:

@@ -7,8 +7,10 @@ is_compile_supported``, a function it calls only inside ``roi_align``). While Co
 imported, ``torch._dynamo.utils`` is a stand-in module holding that one function, which imports
 the real one when it is called; the stand-in is gone from ``sys.modules`` as soon as the core is
 in, so anything later (a custom pack, ``torch.compile``) imports the real ``torch._dynamo``
-normally. Nothing in ComfyUI's tree is changed. ``EAGER_NODES=true`` turns it off; a contract test
-pins that the pinned tree and torch import nothing else from ``torch._dynamo`` meanwhile.
+normally. Nothing in ComfyUI's tree is changed. ``EAGER_NODES=true`` turns it off; the
+node-loading parity test pins that, with the pinned tree and torch, nothing imports
+``torch._dynamo`` meanwhile and that it works afterwards. The window is process-wide: the worker
+parses ComfyUI's arguments, then imports the runpod SDK (which does not import torch) while it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,17 @@ STAND_IN = "torch._dynamo.utils"
 
 
 def _is_compile_supported(device_type):  # the only name torchvision takes from it
+    if isinstance(sys.modules.get(STAND_IN), _StandIn):  # called during the window: end it first
+        del sys.modules[STAND_IN]
     from torch._dynamo.utils import is_compile_supported
 
     return is_compile_supported(device_type)
+
+
+class _StandIn(types.ModuleType):
+    def __getattr__(self, name: str):  # anything else: a `from ... import name` fails saying why
+        raise AttributeError(f"torch._dynamo.utils.{name} was asked for while ComfyUI's core imported; "
+                             f"set EAGER_NODES=true (embedded.comfy.deferred)")
 
 
 @contextlib.contextmanager
@@ -36,7 +46,7 @@ def dynamo_deferred(enabled: bool = True) -> Iterator[None]:
     if not enabled or STAND_IN in sys.modules or "torch._dynamo" in sys.modules:
         yield
         return
-    stand_in = types.ModuleType(STAND_IN, "Stand-in while ComfyUI's core imports (embedded.comfy.deferred)")
+    stand_in = _StandIn(STAND_IN, "Stand-in while ComfyUI's core imports (embedded.comfy.deferred)")
     stand_in.is_compile_supported = _is_compile_supported
     sys.modules[STAND_IN] = stand_in
     try:
@@ -44,6 +54,7 @@ def dynamo_deferred(enabled: bool = True) -> Iterator[None]:
     finally:
         if sys.modules.get(STAND_IN) is stand_in:
             del sys.modules[STAND_IN]
-        if "torch._dynamo" in sys.modules:  # something imported the package meanwhile: not expected
-            log.warning("embedded: torch._dynamo was imported while ComfyUI's core loaded; set EAGER_NODES=true "
-                        "if torch.compile misbehaves")
+        touched = [m for m in sys.modules if m == "torch._dynamo" or m.startswith("torch._dynamo.")]
+        if touched:  # something imported part of it meanwhile: not expected with the pinned versions
+            log.warning("embedded: %s imported while ComfyUI's core loaded; set EAGER_NODES=true if torch.compile "
+                        "misbehaves", ", ".join(sorted(touched)[:3]))

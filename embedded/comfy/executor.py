@@ -73,10 +73,16 @@ class ComfyRunner(JobControl):
         self.booted: BootInfo | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
+    def prepare(self) -> "ComfyRunner":
+        """Parse ComfyUI's arguments on this thread (see ``Backend.prepare``); raises BootError."""
+        _boot.parse_arguments(self.config)
+        return self
+
     def start(self) -> "ComfyRunner":
         """Start the runner thread and boot ComfyUI there (blocks until ready; raises BootError)."""
         if self._thread is not None:
             return self
+        self.prepare()
         ready: concurrent.futures.Future = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="comfy-runner", daemon=True)
         self._thread.start()

@@ -98,7 +98,7 @@ class ComfyServer:
             raise BootError(f"No ComfyUI tree at {tree}: run `python -m embedded.vendor` (or `make demo`) first, "
                             f"or set COMFYUI_PATH")
         self._make_custom_node_folders()
-        self.cpu = use_cpu(self.config)
+        self.cpu = use_cpu(self.config, import_torch=False)  # this process needs no torch
         self.port = free_port(self.host)
         self.args = [*comfy_args(self.config, self.cpu), "--extra-model-paths-config", str(self._plugin_paths()),
                      "--listen", self.host, "--port", str(self.port), "--disable-auto-launch", "--dont-print-server"]

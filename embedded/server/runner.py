@@ -77,6 +77,10 @@ class ServerRunner(JobControl):
         self._file_inputs: dict[str, frozenset[str]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
+    def prepare(self) -> "ServerRunner":
+        """Nothing to do on the caller's thread: ComfyUI parses its arguments in its own process."""
+        return self
+
     def start(self) -> "ServerRunner":
         if self._pool is not None:
             return self

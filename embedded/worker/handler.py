@@ -60,28 +60,38 @@ class Worker:
         self._booting: threading.Thread | None = None
 
     def start_boot(self) -> None:
-        """``boot`` in a background thread; jobs wait for it (``handle``)."""
+        """``boot`` in a background thread; jobs wait for it (``handle``). What must happen on
+        this thread (ComfyUI's arguments read from a swapped ``sys.argv``, which the runpod SDK
+        reads when it starts) happens before this returns."""
+        try:
+            self.executor.prepare()
+        except Exception as exc:  # BootError: every job reports it
+            self._failed(exc)
+            return
         self._booting = threading.Thread(target=self.boot, name="embedded-boot", daemon=True)
         self._booting.start()
 
     def boot(self) -> None:
         """Boot ComfyUI and run the warm-up workflow; never raises (a failure is kept for every job)."""
-        if self.config.network_volume_debug:
-            diagnostics.log_report(self.config.network_volume)
-        warmup = self._warmup_workflow()
-        if warmup is not None:
-            readahead.start(self.config, warmup)
         try:
+            if self.config.network_volume_debug:
+                diagnostics.log_report(self.config.network_volume)
+            warmup = self._warmup_workflow()
+            if warmup is not None:
+                readahead.start(self.config, warmup)
             self.executor.start()
         except Exception as exc:  # BootError, or anything a broken install raises
-            self.boot_error = exc if isinstance(exc, BootError) else BootError(f"{type(exc).__name__}: {exc}")
-            log.error("ComfyUI failed to start; every job will report it: %s", self.boot_error)
+            self._failed(exc)
             return
         info = self.executor.boot_info
         log.info("worker: ComfyUI ready in %.1f s (%d node classes, %s)", info.seconds, info.node_classes,
                  "CPU" if info.cpu else "GPU")
         self.warm_up()
         self.memory.set_baseline()
+
+    def _failed(self, exc: Exception) -> None:
+        self.boot_error = exc if isinstance(exc, BootError) else BootError(f"{type(exc).__name__}: {exc}")
+        log.error("ComfyUI failed to start; every job will report it: %s", self.boot_error)
 
     def _warmup_workflow(self) -> Any:
         path = self.config.warmup_workflow
@@ -101,7 +111,7 @@ class Worker:
         try:
             result = self.executor.run(workflow, timeout=self.config.job_timeout)
             log.info("worker: warm-up workflow %s ran in %.2f s", path, result.timings.total)
-        except EmbeddedError as exc:
+        except Exception as exc:  # noqa: BLE001 - an EmbeddedError, or a bug: the worker serves jobs anyway
             log.warning("worker: warm-up workflow %s failed (not fatal): %s", path, exc)
 
     async def handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None = None,
@@ -113,7 +123,12 @@ class Worker:
         ``delivery`` is the kind of the job's ``Delivery``. A job that arrives while ComfyUI boots
         waits for it."""
         if self._booting is not None and self._booting.is_alive():
-            await asyncio.to_thread(self._booting.join)
+            await asyncio.to_thread(self._booting.join, self.config.server_start_timeout_s)
+            if self._booting.is_alive():
+                body = response.failure(BootError(f"ComfyUI did not finish booting within "
+                                                  f"{self.config.server_start_timeout_s:g} s "
+                                                  f"(COMFY_SERVER_START_TIMEOUT_S)"))
+                return {**body, "refresh_worker": True}
         result = await self._handle(job, forward, delivery)
         if not self.retiring and self.memory.exceeded():
             self.retiring = True
@@ -238,12 +253,28 @@ def _local_api_args(argv: list[str], serve_locally: bool) -> list[str]:
     return argv + extra
 
 
+def _require_gpu(argv: list[str]) -> list[str]:
+    """``--require-gpu`` (the image's start script passes it): exit at once, as worker-comfyui's
+    image does, when no CUDA GPU is usable, so that RunPod replaces the worker. The torch import
+    is the one ComfyUI's boot needs anyway."""
+    if "--require-gpu" not in argv:
+        return argv
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.device_count() > 0):
+        print("worker: no usable CUDA GPU (torch.cuda.is_available() is false); set COMFY_FORCE_CPU=true to run "
+              "on the CPU", file=sys.stderr)
+        raise SystemExit(1)
+    log.info("worker: GPU %s, CUDA %s", torch.cuda.get_device_name(0), torch.version.cuda)
+    return [a for a in argv if a != "--require-gpu"]
+
+
 def main() -> None:
     # The SDK logs whole job inputs (API keys included) and outputs at DEBUG: INFO unless asked.
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
     config = Config.from_env()
     logs.setup(config.log_level)
-    sys.argv = _local_api_args(sys.argv, config.serve_api_locally)
+    sys.argv = _local_api_args(_require_gpu(sys.argv), config.serve_api_locally)
     worker = Worker(config)
     worker.start_boot()  # the SDK starts (and answers health checks) while ComfyUI boots
     import runpod

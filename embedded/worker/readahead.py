@@ -42,17 +42,24 @@ def model_roots(config: Config) -> list[Path]:
 
 
 def find(names: set[str], roots: Iterable[Path]) -> list[Path]:
-    """Files under ``roots`` whose path ends with one of ``names`` (``sub/x.safetensors`` included)."""
+    """Files ``<root>/<kind>/<name>`` for each of ``names`` (a name may hold sub-folders, as
+    ComfyUI lists them), under each of ``roots``; links are followed, each folder once."""
     found: dict[Path, None] = {}
     for root in roots:
         if not root.is_dir():
             continue
+        seen: set[str] = set()
         for folder, dirs, files in os.walk(root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:  # a link back up the tree
+                dirs[:] = []
+                continue
+            seen.add(real)
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for file in files:
                 path = Path(folder) / file
-                relative = path.relative_to(root).as_posix()
-                if any(relative == n or relative.endswith("/" + n) for n in names):
+                kind_and_name = path.relative_to(root).as_posix().split("/", 1)
+                if len(kind_and_name) == 2 and kind_and_name[1] in names:
                     found[path] = None
     return list(found)
 

@@ -33,3 +33,16 @@ def test_the_api_answers_during_boot_and_a_job_waits_for_it(tmp_path, extra_path
         worker.stop()
 
 
+
+
+def test_the_image_gpu_check_exits_at_once_without_a_gpu(tmp_path, extra_paths):
+    """``docker/start.sh`` passes --require-gpu unless COMFY_FORCE_CPU=true; this machine has no GPU."""
+    import subprocess
+    import sys
+
+    from ..servers import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "embedded.handler", "--require-gpu"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=worker_env(tmp_path / "work", extra_paths))
+    assert proc.returncode == 1
+    assert "no usable CUDA GPU" in proc.stderr and "COMFY_FORCE_CPU=true" in proc.stderr

@@ -55,6 +55,11 @@ def test_lazy_loading_gives_the_same_node_set(probes):
     assert {"SaveAnimatedWEBP", "GetImageSize", "ImageBlur", "KSampler"} <= set(probes["lazy"]["nodes"])
 
 
+def test_every_class_comes_from_the_same_file_with_the_same_display_name(probes):
+    assert probes["lazy"]["modules"] == probes["eager"]["modules"]
+    assert probes["lazy"]["import_failures"] == probes["eager"]["import_failures"] == []
+
+
 def test_lazy_loading_gives_the_same_preflight_and_validation_errors(probes):
     for name, eager in probes["eager"]["workflows"].items():
         assert probes["lazy"]["workflows"][name]["check"] == eager["check"], name

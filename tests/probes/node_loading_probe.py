@@ -54,6 +54,13 @@ def dynamo_works() -> list:
             type(sys.modules["torch._dynamo.utils"]).__name__, hasattr(sys.modules["torch._dynamo.utils"], "counters")]
 
 
+def modules() -> dict[str, str]:
+    import nodes
+
+    return {name: f"{getattr(cls, 'RELATIVE_PYTHON_MODULE', None)} {nodes.NODE_DISPLAY_NAME_MAPPINGS.get(name)}"
+            for name, cls in nodes.NODE_CLASS_MAPPINGS.items()}
+
+
 def node_set() -> list[str]:
     import nodes
     from embedded.comfy import boot
@@ -92,6 +99,10 @@ def main() -> None:
             except EmbeddedError as exc:
                 entry["run"] = f"{type(exc).__name__}: {exc}"
         report["nodes_after"] = node_set()
+        # every class registered (a preflight imports what a workflow names): who defines each
+        executor.check({str(i): {"class_type": c, "inputs": {}} for i, c in enumerate(report["nodes"])})
+        report["modules"] = modules()
+        report["import_failures"] = list(executor.boot_info.import_failures)
         report["dynamo_works"] = dynamo_works()
     print(json.dumps(report).replace(str(work), "<work>"))  # the two ways run in two work folders
 

@@ -18,9 +18,17 @@ def test_files_are_found_under_every_model_folder_by_name_or_sub_path(tmp_path):
     wanted = [config.models / "checkpoints" / "sd" / "xl.safetensors", tmp_path / "vol" / "models" / "loras" / "a.pt",
               tmp_path / "cache" / "vae" / "v.safetensors"]
     for path in [*wanted, config.models / "checkpoints" / "other.safetensors",
+                 config.models / "checkpoints" / "old" / "sd" / "xl.safetensors",  # another file of that name
                  tmp_path / "cache" / ".incoming" / "v.safetensors"]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"w" * 10)
     found = readahead.find({"sd/xl.safetensors", "a.pt", "v.safetensors"}, readahead.model_roots(config))
     assert sorted(found) == sorted(wanted)
     assert readahead.read(found) == 30
+
+
+def test_a_link_back_up_the_tree_is_walked_once(tmp_path):
+    (tmp_path / "models" / "loras").mkdir(parents=True)
+    (tmp_path / "models" / "loras" / "a.pt").write_bytes(b"w")
+    (tmp_path / "models" / "loras" / "loop").symlink_to(tmp_path / "models", target_is_directory=True)
+    assert readahead.find({"a.pt"}, [tmp_path / "models"]) == [tmp_path / "models" / "loras" / "a.pt"]
