@@ -8,9 +8,9 @@ if [ -n "${TCMALLOC}" ]; then
     export LD_PRELOAD="${TCMALLOC}"
 fi
 
-# GPU check, as upstream: a worker without a usable GPU exits at once so that RunPod replaces it.
-# The worker does it itself (--require-gpu), with the torch it imports anyway: no second Python
-# start. COMFY_FORCE_CPU=true skips it (CPU-only testing of the image).
+# GPU check, as upstream: a worker without a usable GPU exits so that RunPod replaces it. The
+# worker does it itself (--require-gpu): at once when the container has no NVIDIA device, and
+# after the boot when torch cannot use CUDA (no extra Python start). COMFY_FORCE_CPU=true skips it.
 GPU_CHECK="--require-gpu"
 if [ "${COMFY_FORCE_CPU:-false}" = "true" ]; then
     GPU_CHECK=""

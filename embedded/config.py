@@ -140,7 +140,8 @@ class Config:
     websocket_reconnect_attempts: int = 5
     #: server mode: seconds between reconnect attempts (WEBSOCKET_RECONNECT_DELAY_S)
     websocket_reconnect_delay_s: float = 3.0
-    #: server mode: seconds ComfyUI's server may take to answer after it starts (COMFY_SERVER_START_TIMEOUT_S)
+    #: server mode: seconds ComfyUI's server may take to answer after it starts; both modes: how
+    #: long a job waits for a worker still booting (COMFY_SERVER_START_TIMEOUT_S)
     server_start_timeout_s: float = 300.0
 
     # --- the RunPod worker ------------------------------------------------------------------------

@@ -71,18 +71,20 @@ def write_paths_config(config: Config) -> Path:
     return path
 
 
-#: where a loaded NVIDIA driver shows itself (no GPU can be used without it)
-NVIDIA_DRIVER = (Path("/proc/driver/nvidia/version"), Path("/dev/nvidiactl"))
+def nvidia_devices(dev: Path = Path("/dev")) -> bool:
+    """Whether this container has NVIDIA GPUs passed through: the driver's control node and at
+    least one GPU node (what a GPU container gets; no torch import)."""
+    return (dev / "nvidiactl").exists() and any(p.name[len("nvidia"):].isdigit() for p in dev.glob("nvidia[0-9]*"))
 
 
 def use_cpu(config: Config, import_torch: bool = True) -> bool:
     """``--cpu`` when asked (COMFY_FORCE_CPU) or when CUDA is absent: asked of torch in the
     embedded mode, which imports it anyway; in the server mode, whose own process does not (as
-    worker-comfyui's handler), when no NVIDIA driver is loaded."""
+    worker-comfyui's handler), when no NVIDIA GPU is passed through."""
     if config.force_cpu is not None:
         return config.force_cpu
     if not import_torch:
-        return not any(path.exists() for path in NVIDIA_DRIVER)
+        return not nvidia_devices()
     try:
         import torch
         return not torch.cuda.is_available()

@@ -8,8 +8,11 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    Do not boot two trees in one process; a second boot with another configuration is refused.
 2. **Arguments** (``comfy.cli_args.args``): parsed once by ComfyUI's own parser from the list that
    ``Config.comfy_args`` builds (the server backend passes the same list to ``main.py``); our
-   ``sys.argv`` (RunPod's ``--rp_serve_api`` and friends) is never shown to it. One value changes
-   after boot: ``args.disable_metadata``, set by the runner at the start of each job from its own
+   ``sys.argv`` (RunPod's ``--rp_serve_api`` and friends) is never shown to it. The parse runs on
+   the caller's thread (``parse_arguments``, before a worker boots in the background: the runpod
+   SDK reads and rewrites ``sys.argv`` too). Two values change after it: ``args.cpu``, set during
+   the boot when torch finds no CUDA (before ``comfy.model_management`` reads it), and
+   ``args.disable_metadata``, set by the runner at the start of each job from its own
    configuration (save nodes read it when they run), so runners with different settings share a
    process.
 3. **Folders** (``folder_paths``): model folders, custom nodes and the user folder are set at boot.
@@ -36,7 +39,8 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
 10. **Node classes** (``nodes.NODE_CLASS_MAPPINGS``): ComfyUI's own packs are registered on first
    use (``nodeindex.LazyPacks``, on the runner thread, before a job or a preflight is validated),
    custom packs at boot. While the core imports, ``sys.modules["torch._dynamo.utils"]`` is a
-   stand-in (``deferred``), removed before anything else runs. ``EAGER_NODES=true`` turns both off.
+   stand-in (``deferred``), removed before any node pack is imported (the worker's main thread
+   imports the runpod SDK meanwhile). ``EAGER_NODES=true`` turns both off.
 
 Must not import the server backend, the handler or RunPod.
 """

@@ -111,7 +111,11 @@ def _parse_arguments(config: Config) -> tuple[list[str], object]:
         return _arguments[1], _arguments[2]
     if str(tree) not in sys.path:
         sys.path.insert(0, str(tree))
-    args = comfy_args(config, cpu=False)
+    try:  # --cpu now when COMFY_FORCE_CPU says so; otherwise after torch's CUDA check
+        args = comfy_args(config, cpu=bool(config.force_cpu))
+    except OSError as exc:
+        raise BootError(f"Could not prepare ComfyUI's folders: {exc.strerror or type(exc).__name__} "
+                        f"(COMFY_WORK_DIR, COMFY_MODELS_DIR?)") from None
     try:
         import comfy.options
     except ImportError:
@@ -131,11 +135,13 @@ def _parse_arguments(config: Config) -> tuple[list[str], object]:
 
 def _boot(config: Config, loop, tree: Path, started: float):
     phases = _Phases(started)
-    gc.disable()  # imports make objects by the million: no cyclic collection until they are in
+    collecting = gc.isenabled()
+    gc.disable()  # imports make objects by the million, almost none garbage: no cyclic collection meanwhile
     try:
         return _boot_steps(config, loop, tree, phases)
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
 
 
 def _boot_steps(config: Config, loop, tree: Path, phases: "_Phases"):
@@ -171,9 +177,9 @@ def _boot_steps(config: Config, loop, tree: Path, phases: "_Phases"):
     _run_prestartup_scripts(parsed, folder_paths.get_folder_paths("custom_nodes"))
     phases.end("prestartup scripts")
 
-    # torch, and --cpu when asked or when CUDA is absent (before comfy.model_management reads it).
-    cpu = use_cpu(config)
-    if cpu:
+    # torch, and --cpu when CUDA is absent (before comfy.model_management reads it).
+    cpu = use_cpu(config) or bool(parsed.cpu)
+    if cpu and not parsed.cpu:
         parsed.cpu = True
         args = [*args, "--cpu"]
     phases.end("torch (and the CUDA check)")
@@ -229,7 +235,8 @@ def _boot_steps(config: Config, loop, tree: Path, phases: "_Phases"):
     # 7. Progress hook, then freeze what boot allocated.
     from . import progress
     progress.install(stand_in)
-    gc.freeze()  # what boot made stays out of every later collection
+    gc.freeze()  # what boot made stays out of every later collection (a few thousand objects of it
+    # are garbage: not worth a full collection of half a million)
     phases.end("progress hook, gc.freeze")
     unloaded = len(lazy.not_loaded()) if lazy is not None else 0
     booted = BootInfo(mode="embedded", tree=tree, args=tuple(args), cpu=cpu,

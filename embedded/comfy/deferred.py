@@ -9,8 +9,8 @@ the real one when it is called; the stand-in is gone from ``sys.modules`` as soo
 in, so anything later (a custom pack, ``torch.compile``) imports the real ``torch._dynamo``
 normally. Nothing in ComfyUI's tree is changed. ``EAGER_NODES=true`` turns it off; the
 node-loading parity test pins that, with the pinned tree and torch, nothing imports
-``torch._dynamo`` meanwhile and that it works afterwards. The window is process-wide: the worker
-parses ComfyUI's arguments, then imports the runpod SDK (which does not import torch) while it.
+``torch._dynamo`` meanwhile and that it works afterwards. The window is process-wide: in the
+worker the runpod SDK is imported on the main thread meanwhile (it imports no torch).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ STAND_IN = "torch._dynamo.utils"
 
 def _is_compile_supported(device_type):  # the only name torchvision takes from it
     if isinstance(sys.modules.get(STAND_IN), _StandIn):  # called during the window: end it first
+        sys.modules[STAND_IN].called = True
         del sys.modules[STAND_IN]
     from torch._dynamo.utils import is_compile_supported
 
@@ -35,9 +36,11 @@ def _is_compile_supported(device_type):  # the only name torchvision takes from 
 
 
 class _StandIn(types.ModuleType):
-    def __getattr__(self, name: str):  # anything else: a `from ... import name` fails saying why
-        raise AttributeError(f"torch._dynamo.utils.{name} was asked for while ComfyUI's core imported; "
-                             f"set EAGER_NODES=true (embedded.comfy.deferred)")
+    called = False  # its function ran during the window: the real torch._dynamo was imported for it
+
+    def __getattr__(self, name: str):  # anything else is missing (`from ... import name` fails)
+        raise AttributeError(f"torch._dynamo.utils.{name}: embedded.comfy.deferred's stand-in while ComfyUI's "
+                             f"core imports (EAGER_NODES=true turns it off)")
 
 
 @contextlib.contextmanager
@@ -55,6 +58,6 @@ def dynamo_deferred(enabled: bool = True) -> Iterator[None]:
         if sys.modules.get(STAND_IN) is stand_in:
             del sys.modules[STAND_IN]
         touched = [m for m in sys.modules if m == "torch._dynamo" or m.startswith("torch._dynamo.")]
-        if touched:  # something imported part of it meanwhile: not expected with the pinned versions
+        if touched and not stand_in.called:  # something imported part of it meanwhile: not expected with the pinned versions
             log.warning("embedded: %s imported while ComfyUI's core loaded; set EAGER_NODES=true if torch.compile "
                         "misbehaves", ", ".join(sorted(touched)[:3]))

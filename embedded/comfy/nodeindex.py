@@ -8,7 +8,7 @@ that another tree, or a changed one, is never served a stale index), and ``LazyP
 imports a job's files before it is validated, each once, through ComfyUI's own
 ``nodes.load_custom_node``, with the precedence of an eager import: a file registers only the
 classes the index gives it, and never one registered before it (custom packs, imported at boot,
-are kept off the built-in names as ComfyUI keeps them: ``builtin_names``). The API nodes'
+are kept off the built-in names as ComfyUI keeps them: ``builtin_names_kept``). The API nodes'
 ``canary.py`` goes first, and when it fails no API file is imported, as in ComfyUI. A class that
 neither ComfyUI nor the index knows makes every remaining file import, in ComfyUI's order, before
 it is called unknown (a file that failed when the index was built may import now).
@@ -201,6 +201,7 @@ def main() -> int:
     from . import boot
 
     config = dataclasses.replace(Config.from_env(), eager_nodes=True)
+    config.node_index.unlink(missing_ok=True)  # so that a write that fails is seen below
     loop = asyncio.new_event_loop()
     try:
         info = boot.boot(config, loop)

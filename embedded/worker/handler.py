@@ -9,7 +9,7 @@ and waits for it to stop, report progress, deliver the outputs, shape the respon
 RunPod for a fresh worker (``refresh_worker``: ``REFRESH_WORKER``, a stopped job whose node never
 returned, memory grown past ``MAX_RSS_GROWTH_PCT``), taking no job while a node holds the process
 (the SDK's concurrency is 0 then), and the entry point (``SERVE_API_LOCALLY``, the SDK's own
-``--rp_*`` flags, ``test_input.json``).
+``--rp_*`` flags, ``test_input.json``, ``--require-gpu`` from the image's start script).
 
 Talks to ComfyUI only through the public API (``Executor``).
 """
@@ -17,17 +17,19 @@ Talks to ComfyUI only through the public API (``Executor``).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any, AsyncIterator, Callable
 
 from . import diagnostics, readahead, request, response
-from .. import logs
+from .. import launch, logs
 from ..api import Executor
 from ..config import Config
 from .delivery import Delivery, NotDelivered, RememberingDelivery
@@ -46,7 +48,7 @@ _END = object()
 class Worker:
     """One worker process: a booted executor and the handler RunPod calls for each job."""
 
-    def __init__(self, config: Config | None = None, executor: Executor | None = None):
+    def __init__(self, config: Config | None = None, executor: Executor | None = None, require_gpu: bool = False):
         config = config or Config.from_env()
         if config.disable_metadata is None:  # as worker-comfyui: no workflow in outputs unless asked
             config = dataclasses.replace(config, disable_metadata=True)
@@ -57,7 +59,11 @@ class Worker:
         self.memory = RssWatch(self.config.max_rss_growth_pct)
         #: grown past MAX_RSS_GROWTH_PCT: it asked to be replaced and takes no new job
         self.retiring = False
-        self._booting: threading.Thread | None = None
+        #: exit at once when ComfyUI boots without a GPU (``--require-gpu``, the image's start script)
+        self.require_gpu = require_gpu
+        #: set once the backend started (or failed to); jobs wait for it, not for the warm-up
+        self._started = threading.Event()
+        self._started.set()
 
     def start_boot(self) -> None:
         """``boot`` in a background thread; jobs wait for it (``handle``). What must happen on
@@ -68,14 +74,17 @@ class Worker:
         except Exception as exc:  # BootError: every job reports it
             self._failed(exc)
             return
-        self._booting = threading.Thread(target=self.boot, name="embedded-boot", daemon=True)
-        self._booting.start()
+        self._started.clear()
+        threading.Thread(target=self.boot, name="embedded-boot", daemon=True).start()
 
     def boot(self) -> None:
         """Boot ComfyUI and run the warm-up workflow; never raises (a failure is kept for every job)."""
-        try:
-            if self.config.network_volume_debug:
+        if self.config.network_volume_debug:
+            try:
                 diagnostics.log_report(self.config.network_volume)
+            except Exception:  # noqa: BLE001 - a report, not a reason to fail jobs
+                log.exception("worker: the network volume report failed")
+        try:
             warmup = self._warmup_workflow()
             if warmup is not None:
                 readahead.start(self.config, warmup)
@@ -83,9 +92,16 @@ class Worker:
         except Exception as exc:  # BootError, or anything a broken install raises
             self._failed(exc)
             return
+        finally:
+            self._started.set()
         info = self.executor.boot_info
         log.info("worker: ComfyUI ready in %.1f s (%d node classes, %s)", info.seconds, info.node_classes,
                  "CPU" if info.cpu else "GPU")
+        if self.require_gpu and info.cpu:  # CUDA unusable (a driver torch cannot use, say): as upstream
+            log.error("worker: no usable CUDA GPU (torch.cuda.is_available() is false); exiting so that RunPod "
+                      "replaces this worker (COMFY_FORCE_CPU=true runs on the CPU)")
+            logging.shutdown()
+            os._exit(1)
         self.warm_up()
         self.memory.set_baseline()
 
@@ -121,11 +137,11 @@ class Worker:
         for it to stop; a job whose node does not stop is answered, with ``refresh_worker``.
         ``forward`` (``stream``) receives progress reports and ``OutputEvent``s as they come;
         ``delivery`` is the kind of the job's ``Delivery``. A job that arrives while ComfyUI boots
-        waits for it."""
-        if self._booting is not None and self._booting.is_alive():
-            await asyncio.to_thread(self._booting.join, self.config.server_start_timeout_s)
-            if self._booting.is_alive():
-                body = response.failure(BootError(f"ComfyUI did not finish booting within "
+        waits for it to start (not for the warm-up: it queues behind it)."""
+        if not self._started.is_set():
+            await asyncio.to_thread(self._started.wait, self.config.server_start_timeout_s)
+            if not self._started.is_set():
+                body = response.failure(BootError(f"ComfyUI did not start within "
                                                   f"{self.config.server_start_timeout_s:g} s "
                                                   f"(COMFY_SERVER_START_TIMEOUT_S)"))
                 return {**body, "refresh_worker": True}
@@ -243,6 +259,10 @@ def _progress_sender(job: dict[str, Any]):
     return lambda data: progress_update(job, data)
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _local_api_args(argv: list[str], serve_locally: bool) -> list[str]:
     """``SERVE_API_LOCALLY=true`` serves the SDK's local API on 0.0.0.0, as worker-comfyui does."""
     if not serve_locally or "--rp_serve_api" in argv:
@@ -253,29 +273,26 @@ def _local_api_args(argv: list[str], serve_locally: bool) -> list[str]:
     return argv + extra
 
 
-def _require_gpu(argv: list[str]) -> list[str]:
-    """``--require-gpu`` (the image's start script passes it): exit at once, as worker-comfyui's
-    image does, when no CUDA GPU is usable, so that RunPod replaces the worker. The torch import
-    is the one ComfyUI's boot needs anyway."""
-    if "--require-gpu" not in argv:
-        return argv
-    import torch
-
-    if not (torch.cuda.is_available() and torch.cuda.device_count() > 0):
-        print("worker: no usable CUDA GPU (torch.cuda.is_available() is false); set COMFY_FORCE_CPU=true to run "
-              "on the CPU", file=sys.stderr)
-        raise SystemExit(1)
-    log.info("worker: GPU %s, CUDA %s", torch.cuda.get_device_name(0), torch.version.cuda)
-    return [a for a in argv if a != "--require-gpu"]
-
-
 def main() -> None:
     # The SDK logs whole job inputs (API keys included) and outputs at DEBUG: INFO unless asked.
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
     config = Config.from_env()
     logs.setup(config.log_level)
-    sys.argv = _local_api_args(_require_gpu(sys.argv), config.serve_api_locally)
-    worker = Worker(config)
+    # --require-gpu (the image's start script): as worker-comfyui's image, a worker without a usable
+    # GPU exits at once so that RunPod replaces it: no NVIDIA device now, or CUDA unusable to torch
+    # once ComfyUI booted (Worker.boot); COMFY_FORCE_CPU=true runs on the CPU instead.
+    require_gpu = "--require-gpu" in sys.argv and not config.force_cpu
+    if require_gpu and not launch.nvidia_devices():
+        print("worker: no usable CUDA GPU (no NVIDIA device in this container); set COMFY_FORCE_CPU=true to run "
+              "on the CPU", file=sys.stderr)
+        raise SystemExit(1)
+    argv = [a for a in sys.argv if a != "--require-gpu"]
+    sys.argv = _local_api_args(argv, config.serve_api_locally)
+    worker = Worker(config, require_gpu=require_gpu)
+    # RunPod (or anyone) stops the worker with SIGTERM: leave through Python, so that the executor
+    # closes (in server mode that stops ComfyUI's server, which runs in its own session).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    atexit.register(worker.executor.close)
     worker.start_boot()  # the SDK starts (and answers health checks) while ComfyUI boots
     import runpod
 

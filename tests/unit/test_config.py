@@ -135,3 +135,16 @@ def test_node_packs_are_imported_on_first_use_unless_eager_nodes(tmp_path):
     default = Config.from_env({"COMFY_WORK_DIR": str(tmp_path)})
     assert default.eager_nodes is False and default.node_index == tmp_path / "node-index.json"
     assert Config.from_env({"EAGER_NODES": "true"}).eager_nodes is True
+
+
+def test_nvidia_gpus_are_seen_from_their_device_nodes_without_torch(tmp_path):
+    from embedded.launch import nvidia_devices, use_cpu
+
+    assert not nvidia_devices(tmp_path)
+    (tmp_path / "nvidiactl").touch()
+    (tmp_path / "nvidia-uvm").touch()
+    assert not nvidia_devices(tmp_path)  # the driver without a GPU passed through
+    (tmp_path / "nvidia0").touch()
+    assert nvidia_devices(tmp_path)
+    assert use_cpu(Config.from_env({"COMFY_FORCE_CPU": "false"}), import_torch=False) is False
+    assert use_cpu(Config.from_env({"COMFY_FORCE_CPU": "true"}), import_torch=False) is True
