@@ -1,7 +1,9 @@
-"""Small helpers shared by the tests: fixture workflows by name, images as bytes."""
+"""Small helpers shared by the tests: fixture workflows by name, images as bytes, a job through a
+worker's handler."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -33,3 +35,8 @@ def open_image(data: bytes) -> Image.Image:
 def close_to(pixel, expected, tolerance=1) -> bool:
     """ComfyUI round-trips pixels through float32 and truncates: allow one step per channel."""
     return len(pixel) == len(expected) and all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))
+
+
+def handle(worker, job_input, job_id: str = "job-1") -> dict:
+    """One job through a worker's RunPod handler, in this process."""
+    return asyncio.run(worker.handle({"id": job_id, "input": job_input}))

@@ -1,4 +1,16 @@
+import dataclasses
+
 import pytest
+
+from embedded.worker.handler import Worker
+
+
+@pytest.fixture
+def make_worker(executor, test_config):
+    """A RunPod worker on the session's executor, its configuration changed as given."""
+    def make(**changes):
+        return Worker(dataclasses.replace(test_config, **changes), executor=executor)
+    return make
 
 
 @pytest.fixture(autouse=True)

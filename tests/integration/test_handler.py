@@ -1,29 +1,16 @@
 """The RunPod handler in-process, on the real executor: worker-comfyui's request/response contract,
 every output kind, S3 delivery against a real S3 server, and its failure modes."""
 
-import asyncio
 import base64
-import dataclasses
 import json
 import urllib.parse
 
 import pytest
 import requests
 
-from embedded.worker.handler import Worker, _local_api_args
+from embedded.worker.handler import _local_api_args
 
-from ..helpers import close_to, open_image, png_bytes, workflow
-
-
-@pytest.fixture
-def make_worker(executor, test_config):
-    def make(**changes):
-        return Worker(dataclasses.replace(test_config, **changes), executor=executor)
-    return make
-
-
-def handle(worker, job_input, job_id="job-1"):
-    return asyncio.run(worker.handle({"id": job_id, "input": job_input}))
+from ..helpers import close_to, handle, open_image, png_bytes, workflow
 
 
 def b64(data: bytes) -> str:

@@ -13,22 +13,9 @@ import urllib.parse
 import pytest
 import requests
 
-from embedded.worker.handler import Worker
-
-from ..helpers import open_image, png_bytes, workflow
+from ..helpers import handle, open_image, png_bytes, workflow
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def make_worker(executor, test_config):
-    def make(**changes):
-        return Worker(dataclasses.replace(test_config, **changes), executor=executor)
-    return make
-
-
-def handle(worker, job_input, job_id="job-url"):
-    return asyncio.run(worker.handle({"id": job_id, "input": job_input}))
 
 
 def serve(server, path: str, data: bytes) -> str:

@@ -2,7 +2,6 @@
 validation errors without local paths: deep nesting, integers beyond 64 bits, a decompression
 bomb, files over INPUT_MAX_BYTES and images over INPUT_MAX_PIXELS. The worker runs the next job."""
 
-import asyncio
 import base64
 import dataclasses
 import struct
@@ -14,17 +13,13 @@ from embedded import InputError, ValidationError
 from embedded.worker.handler import Worker
 from embedded.worker.request import IMAGES_FAILED
 
-from ..helpers import png_bytes, workflow
+from ..helpers import handle, png_bytes, workflow
 
 
 @pytest.fixture
 def worker(executor, test_config):
     return Worker(dataclasses.replace(test_config, input_max_bytes=64 * 1024, input_max_pixels=1_000_000),
                   executor=executor)
-
-
-def handle(worker, job_input):
-    return asyncio.run(worker.handle({"id": "job-hostile", "input": job_input}))
 
 
 def nested(depth: int):

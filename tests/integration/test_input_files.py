@@ -1,7 +1,6 @@
 """Input files through the handler: any kind of file, names as users write them, names that cannot
 work refused with upstream's input error, and static input files every job sees beside its own."""
 
-import asyncio
 import base64
 import dataclasses
 import io
@@ -13,16 +12,12 @@ import pytest
 from embedded.worker.handler import Worker
 from embedded.worker.request import IMAGES_FAILED
 
-from ..helpers import open_image, png_bytes, workflow
+from ..helpers import handle, open_image, png_bytes, workflow
 
 
 @pytest.fixture
 def worker(executor, test_config):
     return Worker(dataclasses.replace(test_config), executor=executor)
-
-
-def handle(worker, job_input):
-    return asyncio.run(worker.handle({"id": "job-inputs", "input": job_input}))
 
 
 def b64(data: bytes) -> str:
