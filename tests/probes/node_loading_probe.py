@@ -21,7 +21,7 @@ TESTS = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted([*(TESTS / "fixtures" / "workflows").glob("*.json"), *(TESTS.parent / "examples").glob("*.json")])
 #: workflows made to never end or to hold memory: their preflight is compared, not a run
 NOT_RUN = {"async_node_never_returns", "node_never_checks_interrupt", "leaky_node", "slow_node",
-           "async_task_then_sleep", "extra_model_paths.runpod"}
+           "async_task_then_sleep"}
 
 
 def input_files() -> dict[str, bytes]:
