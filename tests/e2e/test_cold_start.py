@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from ..helpers import workflow
-from ..servers import LocalApiWorker, worker_env
+from ..servers import LocalApiWorker, wait_until, worker_env
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,7 +26,8 @@ def test_the_api_answers_during_boot_and_a_job_waits_for_it(tmp_path, extra_path
         reply = requests.post(f"{worker.url}/runsync", json={"input": {"workflow": workflow("solid_red_image")}},
                               timeout=240).json()
         assert reply["status"] == "COMPLETED" and reply["output"]["images"], reply
-        log = worker.log()
+        # the job waited for ComfyUI's start, not for the warm-up, which may still be running
+        log = wait_until(lambda: "warm-up workflow" in worker.log() and worker.log(), 120, "the warm-up")
         assert log.index("ComfyUI ready") < log.index("warm-up workflow")
         assert "read 1 model file(s)" in log  # tiny-sd3.safetensors, ahead of the warm-up
     finally:
