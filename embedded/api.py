@@ -125,18 +125,19 @@ class Executor:
         check_workflow(workflow)
         self.start()
         job_options = {**job_options, "job_id": str(job_options.get("job_id") or new_id())}
-        staging = self._staging(images, files, models, job_options["job_id"])
+        sources = _files(images, files)
+        staging = self._staging(sources, models, job_options["job_id"])
         try:
             # the downloads get the job's timeout, and so does the run after them
-            fetched = staging.fetch(_files(images, files), _models(models), _bucket(s3), on_event,
-                                    job_options.get("timeout")) if staging else _files(images, files)
+            fetched = staging.fetch(sources, _models(models), _bucket(s3), on_event,
+                                    job_options.get("timeout")) if staging else sources
             job = self.make_job(workflow, fetched, **job_options)
             return self._runner.submit(job, on_event), staging
         except BaseException as exc:
             if staging:
                 staging.close()
             if isinstance(exc, Cancelled):
-                raise JobInterrupted("The job was interrupted while its files were being fetched") from None
+                raise _interrupted_while_fetching() from None
             raise
         finally:
             self._fetches.pop(job_options["job_id"], None)
@@ -150,15 +151,16 @@ class Executor:
         check_workflow(workflow)
         self.start()
         job_options = {**job_options, "job_id": str(job_options.get("job_id") or new_id())}
-        staging = self._staging(images, files, models, job_options["job_id"])
+        sources = _files(images, files)
+        staging = self._staging(sources, models, job_options["job_id"])
         try:
-            fetched = await _fetch_async(staging, _files(images, files), _models(models), _bucket(s3), on_event,
-                                         job_options.get("timeout")) if staging else _files(images, files)
-            self._fetches.pop(job_options["job_id"], None)
+            fetched = await _fetch_async(staging, sources, _models(models), _bucket(s3), on_event,
+                                         job_options.get("timeout")) if staging else sources
+            self._fetches.pop(job_options["job_id"], None)  # from now on interrupt() reaches the runner
             job = self.make_job(workflow, fetched, **job_options)
             return await self._runner.run_async(job, on_event)
         except Cancelled:
-            raise JobInterrupted("The job was interrupted while its files were being fetched") from None
+            raise _interrupted_while_fetching() from None
         finally:
             self._fetches.pop(job_options["job_id"], None)
             if staging:
@@ -240,10 +242,9 @@ class Executor:
                 self._fetching = fetcher, model_cache_for(self.config, fetcher)
             return self._fetching
 
-    def _staging(self, images: Any, files: Any, models: Any, job_id: str) -> Staging | None:
+    def _staging(self, sources: dict[str, Any], models: Any, job_id: str) -> Staging | None:
         """A job's downloads, where it has any (a URL or local path among its files, or models),
         known by its job id until they are done (``interrupt`` stops them)."""
-        sources = _files(images, files)
         if not models and all(isinstance(v, (bytes, bytearray)) for v in sources.values()):
             return None
         staging = self._fetches[job_id] = Staging(self.config, *self._fetch_tools())
@@ -296,6 +297,10 @@ def _models(models: Any) -> list[ModelRef]:
     if not isinstance(models, (list, tuple)):
         raise InputError(f"models must be a list, got {type(models).__name__}")
     return [m if isinstance(m, ModelRef) else ModelRef.from_request(m) for m in models]
+
+
+def _interrupted_while_fetching() -> JobInterrupted:
+    return JobInterrupted("The job was interrupted while its files were being fetched")
 
 
 def _bucket(s3: S3Settings | None) -> S3Settings | None:

@@ -196,6 +196,7 @@ class Fetcher:
         ``FetchRefused`` or ``Cancelled``."""
         target = self.http_url(url, s3)
         shown = f"{what} from {host_of(url)}"
+        silent = f"{shown}: the server sent nothing for {self.settings.read_timeout:g} s (FETCH_READ_TIMEOUT_S)"
         try:
             with self._follow(target, shown) as reply:
                 if reply.status_code != 200:
@@ -222,12 +223,10 @@ class Fetcher:
         except requests.exceptions.ConnectTimeout:
             raise FetchError(f"{shown}: no connection within {self.settings.connect_timeout:g} s") from None
         except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError):
-            raise FetchError(f"{shown}: the server sent nothing for {self.settings.read_timeout:g} s "
-                             "(FETCH_READ_TIMEOUT_S)") from None
+            raise FetchError(silent) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             if _caused_by(exc, (socket.timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
-                raise FetchError(f"{shown}: the server sent nothing for {self.settings.read_timeout:g} s "
-                                 "(FETCH_READ_TIMEOUT_S)") from None
+                raise FetchError(silent) from None
             raise FetchError(f"{shown}: the connection failed ({type(exc).__name__})") from None
         except OSError as exc:
             raise FetchError(f"{what} could not be written ({exc.strerror or type(exc).__name__})") from None
