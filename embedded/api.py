@@ -27,7 +27,7 @@ from .errors import InputError, JobInterrupted
 from . import preflight
 from .events import Event, EventCallback, ResultEvent
 from .fetching import Cancelled, Fetcher, S3Settings
-from .inputs import check_inputs, check_workflow
+from .inputs import check_inputs, check_output_ids, check_workflow
 from .modelcache import ModelCache, ModelRef
 from .preflight import Preflight
 from .staging import Staging, fetcher_for, model_cache_for
@@ -83,13 +83,17 @@ class Executor:
     def make_job(self, workflow: Any, images: Mapping[str, bytes] | None = None, *, timeout: float | None = None,
                  job_id: str | None = None, extra_data: Mapping[str, Any] | None = None,
                  unload_models: bool = False, free_memory: bool = False, stream_outputs: bool = False,
-                 previews: bool = False) -> Job:
+                 previews: bool = False, outputs: Any = None) -> Job:
         """A checked ``Job``. ``unload_models`` / ``free_memory`` run after it, as ComfyUI's ``/free``;
         ``stream_outputs`` sends each output as an ``OutputEvent`` as soon as its node finished;
-        ``previews`` sends sampler previews as ``PreviewEvent``s (embedded mode)."""
+        ``previews`` sends sampler previews as ``PreviewEvent``s (embedded mode); ``outputs`` lists
+        the output node ids to run (with what they need; ComfyUI's ``partial_execution_targets``):
+        an empty list, or an id that is not an output node of the workflow, is a ``ValidationError``
+        when the job is validated."""
         job = Job(workflow=check_workflow(workflow), images=check_inputs(images, self.config.input_limits),
                   extra_data=dict(extra_data or {}), timeout=timeout, unload_models=bool(unload_models),
-                  free_memory=bool(free_memory), stream_outputs=bool(stream_outputs), previews=bool(previews))
+                  free_memory=bool(free_memory), stream_outputs=bool(stream_outputs), previews=bool(previews),
+                  outputs=check_output_ids(outputs))
         if job_id is not None:
             job.job_id = str(job_id)
         return job
@@ -217,17 +221,19 @@ class Executor:
                     await run
 
     def check(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-              files: Mapping[str, FileSource] | None = None, models: Any = None) -> Preflight:
-        """Preflight: validate ``workflow`` (with its input files) as a run would, without running a
-        node or fetching anything; unknown node types, ComfyUI's validation errors, missing models
-        and what the job would download are reported in a ``Preflight`` (``ok``, ``errors``,
-        ``missing_models``, ``missing_nodes``, ``inputs_to_fetch``)."""
+              files: Mapping[str, FileSource] | None = None, models: Any = None, outputs: Any = None) -> Preflight:
+        """Preflight: validate ``workflow`` (with its input files; only the output nodes listed in
+        ``outputs``, when given) as a run would, without running a node or fetching anything;
+        unknown node types, ComfyUI's validation errors, missing models and what the job would
+        download are reported in a ``Preflight`` (``ok``, ``errors``, ``missing_models``,
+        ``missing_nodes``, ``inputs_to_fetch``)."""
         check_workflow(workflow)
         sources, refs = _files(images, files), _models(models)
         local = {name: value for name, value in sources.items() if not is_url(value)}
         fetcher, cache = self._fetch_tools()
         planned = Staging(self.config, fetcher, cache).plan(sources, refs)
-        job = self.make_job(workflow, {n: v if isinstance(v, bytes) else _path(v) for n, v in local.items()})
+        job = self.make_job(workflow, {n: v if isinstance(v, bytes) else _path(v) for n, v in local.items()},
+                            outputs=outputs)
         # Inputs to be fetched are there for validation (empty: no node runs in a preflight).
         job.images.update({p.name: b"" for p in planned if p.kind == "input"})
         found = self.start()._runner.check(job)
@@ -337,14 +343,17 @@ def default_executor() -> Executor:
 
 
 def execute(workflow: Any, images: Mapping[str, bytes] | None = None, *, on_event: EventCallback | None = None,
-            timeout: float | None = None, files: Mapping[str, FileSource] | None = None, models: Any = None) -> Result:
+            timeout: float | None = None, files: Mapping[str, FileSource] | None = None, models: Any = None,
+            outputs: Any = None) -> Result:
     """Run an API-format ComfyUI workflow in this process and return its outputs with their bytes.
 
     ``images`` maps input names (as ``LoadImage`` refers to them) to image bytes; ``files`` maps
     names to bytes, local paths or URLs (``https://...``, ``s3://bucket/key``), fetched before the
     workflow runs; ``models`` lists models fetched into the model cache first
-    (``{"url", "folder", "filename", "sha256"?}`` or ``ModelRef``). Raises
+    (``{"url", "folder", "filename", "sha256"?}`` or ``ModelRef``); ``outputs`` lists the output
+    node ids to run (default: all). Raises
     ``ValidationError``, ``ExecutionError``, ``JobInterrupted``/``JobTimeout``, ``WorkflowFormatError``,
     ``InputError`` or ``BootError``, all subclasses of ``EmbeddedError``.
     """
-    return default_executor().run(workflow, images, on_event=on_event, timeout=timeout, files=files, models=models)
+    return default_executor().run(workflow, images, on_event=on_event, timeout=timeout, files=files, models=models,
+                                  outputs=outputs)

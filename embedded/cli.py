@@ -1,5 +1,6 @@
 """``python -m embedded run WORKFLOW.json [--image NAME=PATH|URL ...] [--model URL:folder/filename[:sha256] ...]
-[--out DIR] [--timeout S]`` and ``python -m embedded check WORKFLOW.json [--image ...] [--model ...]``.
+[--output ID ...] [--out DIR] [--timeout S]`` and ``python -m embedded check WORKFLOW.json [--image ...] [--model ...]
+[--output ID ...]``.
 
 Owns: the command line: arguments, a progress bar (downloads, then nodes done / total, and the
 steps of the node that reports them), writing outputs into DIR, the preflight report as JSON,
@@ -113,7 +114,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     with Executor() as executor:
-        report = executor.check(workflow, files=files, models=models)
+        report = executor.check(workflow, files=files, models=models, outputs=args.output or None)
     print(json.dumps(report.to_dict(), indent=1))
     return 0 if report.ok else EXIT_FAILED
 
@@ -135,7 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         total = len(workflow) if isinstance(workflow, dict) else 0
         bar = ProgressBar(total, show)
         try:
-            result = executor.run(workflow, files=files, models=models, on_event=bar, timeout=args.timeout)
+            result = executor.run(workflow, files=files, models=models, on_event=bar, timeout=args.timeout,
+                                  outputs=args.output or None)
         finally:
             bar.close()
         written = _write(result, out_dir)
@@ -160,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", action="append", default=[], metavar="URL:FOLDER/FILENAME[:SHA256]",
                      help="a model to fetch into the model cache first, e.g. "
                           "https://host/x.safetensors:loras/x.safetensors (repeatable)")
+    run.add_argument("--output", action="append", default=[], metavar="ID",
+                     help="run only this output node (and what it needs); repeat for more (default: every output)")
     run.add_argument("--out", default="out", metavar="DIR", help="folder for the outputs (default: out)")
     run.add_argument("--timeout", type=float, default=None, metavar="S", help="stop the job after S seconds")
     run.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
@@ -171,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an input file the workflow loads, as NAME (repeatable; URLs are listed, not fetched)")
     check.add_argument("--model", action="append", default=[], metavar="URL:FOLDER/FILENAME[:SHA256]",
                        help="a model the job would fetch (repeatable; listed, not fetched)")
+    check.add_argument("--output", action="append", default=[], metavar="ID",
+                       help="check only this output node (and what it needs), as run --output would run it")
     check.add_argument("-q", "--quiet", action="store_true", help="less logging")
     check.set_defaults(func=cmd_check)
     return parser

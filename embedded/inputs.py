@@ -30,10 +30,10 @@ UI_FORMAT_HINT = ("This workflow is in ComfyUI's UI format (it has 'nodes' and '
 def check_workflow(workflow: Any) -> dict[str, Any]:
     """Return the workflow if it looks like API format; raise ``WorkflowFormatError`` otherwise.
 
-    A link to a node that is not in the workflow is reported here (ComfyUI's own validation only
-    says ``Exception when validating node: '99'``); other node-level problems (unknown class,
-    missing inputs, values out of range) are left to ComfyUI so that its messages reach the user
-    unchanged.
+    Node-level problems (unknown class, missing inputs, values out of range, a link to a node that
+    is not in the workflow) are left to ComfyUI, so that its messages reach the user unchanged and,
+    as in ComfyUI, only the outputs that depend on a bad node fail while the others run. Values
+    ComfyUI could not even hash (nested too deep, integers beyond 64 bits) are refused here.
     """
     if not isinstance(workflow, dict):
         raise WorkflowFormatError(
@@ -47,15 +47,6 @@ def check_workflow(workflow: Any) -> dict[str, Any]:
         raise WorkflowFormatError(
             f"Node {bad[0]} is not an object with 'class_type' and 'inputs'; is this an API-format workflow?"
             + (f" ({len(bad)} such entries)" if len(bad) > 1 else ""))
-    dangling = [
-        NodeError(str(node_id), str(node.get("class_type", "?")), "missing_link_target",
-                  f"Input links to node {value[0]}, which is not in the workflow", input_name=str(name))
-        for node_id, node in workflow.items()
-        for name, value in (node["inputs"] if isinstance(node.get("inputs"), dict) else {}).items()
-        if _is_link(value) and value[0] not in workflow
-    ]
-    if dangling:
-        raise ValidationError("Prompt outputs failed validation", "prompt_outputs_failed_validation", dangling)
     unusable = [NodeError(str(node_id), str(node.get("class_type", "?")), "invalid_input_value", problem,
                           input_name=str(name))
                 for node_id, node in workflow.items()
@@ -64,6 +55,42 @@ def check_workflow(workflow: Any) -> dict[str, Any]:
     if unusable:
         raise ValidationError("Prompt outputs failed validation", "prompt_outputs_failed_validation", unusable)
     return workflow
+
+
+def check_output_ids(outputs: Any) -> tuple[str, ...] | None:
+    """A job's ``outputs`` option (output node ids to run; ``None``: all): a list of ids, as
+    strings. Whether each is an output node is checked with the workflow (``check_output_targets``);
+    an empty list is ComfyUI's "Prompt has no outputs" when the job is validated."""
+    if outputs is None:
+        return None
+    if isinstance(outputs, (str, bytes)) or not isinstance(outputs, (list, tuple)) \
+            or not all(isinstance(o, (str, int)) and not isinstance(o, bool) for o in outputs):
+        raise InputError("outputs must be a list of output node ids (strings), e.g. [\"9\"]")
+    return tuple(dict.fromkeys(str(o) for o in outputs))
+
+
+def check_output_targets(workflow: dict[str, Any], outputs: tuple[str, ...] | None,
+                         output_node: Callable[[str], bool | None]) -> None:
+    """Each id of a job's ``outputs`` is an output node of ``workflow``; ``output_node(class_type)``
+    says whether a class is one (None: unknown class, left to ComfyUI's own error). ComfyUI
+    ignores ids that are not output nodes; a job is told instead (it asked for something that
+    cannot run)."""
+    if not outputs:
+        return
+    bad = []
+    for node_id in outputs:
+        node = workflow.get(node_id)
+        if not isinstance(node, dict):
+            bad.append(NodeError(node_id, "?", "output_not_found",
+                                 f"Output {node_id} is not a node of the workflow"))
+            continue
+        class_type = str(node.get("class_type", "?"))
+        if output_node(class_type) is False:
+            bad.append(NodeError(node_id, class_type, "not_an_output_node",
+                                 f"Node {node_id} ({class_type}) is not an output node: only output nodes "
+                                 f"(save, preview...) can be chosen in outputs"))
+    if bad:
+        raise ValidationError("Invalid outputs: only output nodes of the workflow can be run", "invalid_outputs", bad)
 
 
 #: how deep lists and objects may nest inside one input value (ComfyUI hashes values recursively)
@@ -123,12 +150,6 @@ def check_file_inputs(workflow: dict[str, Any], file_inputs_of: Callable[[str], 
                                      exc.message.replace("Input name", "File name", 1), input_name=name))
     if bad:
         raise ValidationError("Prompt outputs failed validation", "prompt_outputs_failed_validation", bad)
-
-
-def _is_link(value: Any) -> bool:
-    """ComfyUI's ``is_link``: ``["<node id>", <output index>]``."""
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], (int, float)) and not isinstance(value[1], bool))
 
 
 #: file extensions whose bytes must decode as an image (other inputs, video, audio, masks, text...,

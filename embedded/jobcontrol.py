@@ -83,6 +83,8 @@ class Running:
         self.cached: dict[str, None] = {}  # in the order ComfyUI reported them
         self._node_since = 0.0
         self.last_preview = 0.0  # when the job's last preview was sent (at most PREVIEWS_PER_SECOND)
+        #: the server backend's ids of the cache keys of this prompt's cached nodes, once read
+        self.cache_keys: dict | None = None
 
     def see(self, ev: Event, now: Callable[[], float] = time.perf_counter) -> None:
         """Track the running node: a node runs from its ``executing`` event until the next one,

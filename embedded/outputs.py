@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from .types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Output
 
@@ -50,8 +50,13 @@ def _is_file_ref(item: Any) -> bool:
 
 
 def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
-            types: Iterable[str] = ("output", "temp"), order: Iterable[str] = ()) -> tuple[list[Output], list[str]]:
+            types: Iterable[str] = ("output", "temp"), order: Iterable[str] = (),
+            kept: Callable[[str], Mapping[tuple[str, str, str], bytes] | None] | None = None,
+            ) -> tuple[list[Output], list[str]]:
     """Every output of ``ui_outputs`` (node id -> UI dict) with its bytes.
+
+    ``kept(node_id)`` gives the files kept for a node that ComfyUI served from its cache (see
+    ``kept.KeptOutputs``): they are read from there, not from the job's folders.
 
     Outputs come in the order of ``order`` (the workflow's node order), then any other node in
     ComfyUI's order: ComfyUI runs independent output nodes in an order that varies from process
@@ -68,6 +73,8 @@ def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
     for node_id, ui in ordered:
         if not isinstance(ui, dict):
             continue
+        files = kept(node_id) if kept is not None else None
+        node_read = read if files is None else _from_kept(files, read)
         animated = bool(any(ui.get("animated") or ()))
         for key, items in ui.items():
             if key == "animated" or not isinstance(items, (list, tuple)):
@@ -83,7 +90,7 @@ def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
                     continue
                 filename, subfolder, ftype = item["filename"], item.get("subfolder") or "", item["type"]
                 try:
-                    data = read(ftype, subfolder, filename)
+                    data = node_read(ftype, subfolder, filename)
                 except (OSError, ValueError) as exc:
                     problems.append(f"Node {node_id}: could not read {ftype} file "
                                     f"{(subfolder + '/' if subfolder else '') + filename}: {exc}")
@@ -92,6 +99,13 @@ def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
                 outputs.append(Output(node_id, kind_of(key, mime), filename, subfolder, ftype, mime, data,
                                       animated=animated, key=key))
     return outputs, problems
+
+
+def _from_kept(files: Mapping[tuple[str, str, str], bytes], read: FileReader) -> FileReader:
+    def read_kept(ftype: str, subfolder: str, filename: str) -> bytes:
+        data = files.get((ftype, subfolder, filename))
+        return read(ftype, subfolder, filename) if data is None else data
+    return read_kept
 
 
 def _plain(node_id: str) -> str:

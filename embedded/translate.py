@@ -29,6 +29,10 @@ def node_errors(raw: dict[str, Any] | None, prompt: dict[str, Any],
         node = prompt.get(node_id)
         class_type = entry.get("class_type") or (node.get("class_type") if isinstance(node, dict) else None) or "?"
         for reason in entry.get("errors", []):
+            dangling = _dangling_links(reason, prompt)
+            if dangling:  # each output that needs the missing node reports it: once is enough
+                found.extend(e for e in dangling if e not in found)
+                continue
             extra = reason.get("extra_info") or {}
             input_name = extra.get("input_name")
             options = None
@@ -38,6 +42,24 @@ def node_errors(raw: dict[str, Any] | None, prompt: dict[str, Any],
                                    str(reason.get("message", "")), str(reason.get("details", "")),
                                    input_name, options))
     return found
+
+
+def _dangling_links(reason: dict[str, Any], prompt: dict[str, Any]) -> list[NodeError]:
+    """ComfyUI meets a link to a node that is not in the prompt as a ``KeyError`` while validating
+    an output that needs it (``Exception when validating node: '99'`` on the output node, or
+    ``... inner node`` on a node between them, named with the downstream node's input): said
+    instead as the links that point at the missing node, with their node and input."""
+    if reason.get("type") not in ("exception_during_validation", "exception_during_inner_validation") or \
+            (reason.get("extra_info") or {}).get("exception_type") not in ("KeyError", "builtins.KeyError"):
+        return []
+    missing = str(reason.get("details", "")).strip("'\"")
+    if not missing or missing in prompt:
+        return []
+    return [NodeError(str(node_id), str(node.get("class_type", "?")), "missing_link_target",
+                      f"Input links to node {missing}, which is not in the workflow", input_name=str(name))
+            for node_id, node in prompt.items() if isinstance(node, dict)
+            for name, value in (node.get("inputs") if isinstance(node.get("inputs"), dict) else {}).items()
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) == missing]
 
 
 def validation_error(error: dict[str, Any] | None, raw_node_errors: dict[str, Any] | None,

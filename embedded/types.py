@@ -42,6 +42,9 @@ class Job:
     stream_outputs: bool = False
     #: send sampler previews as ``PreviewEvent``s (small JPEGs, at most 2 a second)
     previews: bool = False
+    #: run only these output nodes and what they need (ComfyUI's ``partial_execution_targets``);
+    #: ``None`` runs every output node
+    outputs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,11 @@ A job whose node does not stop within the grace period (see ``jobcontrol``) is a
 is cancelled, which frees the runner when the node awaits something; a synchronous node keeps the
 runner thread until it returns, and the runner refuses jobs meanwhile.
 
-Repeat jobs: ComfyUI caches every node's result between prompts, and a cached output node writes
-no file. After each job the runner forgets the cached results (and node instances) of the job's
-*output nodes* only, by removing their entries (from any of ComfyUI's cache types); the next
-identical job re-runs those nodes (cheap: save, preview) while the expensive upstream nodes (model loads, sampling) stay
-cached. So an identical job returns its outputs every time, and output nodes always write into
-the folders of the job that runs them.
+Repeat jobs, as in ComfyUI's server: ComfyUI caches every node's result between prompts, and an
+identical job runs no node again (a changed one re-runs what ComfyUI re-runs). A cached output
+node writes no file, and each job's folders are removed after it: the files an output node wrote
+are kept (``kept.KeptOutputs``, under the node's cache key) while ComfyUI's cache holds its result,
+and a cache hit returns them.
 """
 
 from __future__ import annotations
@@ -40,12 +39,14 @@ from ..config import Config
 from .. import preflight, translate
 from ..errors import BootError, InputError, JobInterrupted, ValidationError
 from ..events import PREVIEWS_PER_SECOND, ExecutedEvent, OutputEvent, from_comfy, preview_event
-from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder, write_inputs
+from ..inputs import (check_file_inputs, check_output_targets, check_workflow, file_inputs, prepare_input_folder,
+                      write_inputs)
 from ..jobcontrol import JobControl, Running, Ticket
+from ..kept import KeptOutputs
 from ..outputs import collect
 from ..types import BootInfo, Job, Result, Timings
 from . import boot as _boot
-from .housekeeping import Housekeeping, cache_settings
+from .housekeeping import Housekeeping, runner_cache_settings
 
 log = logging.getLogger("embedded.comfy")
 
@@ -70,6 +71,7 @@ class ComfyRunner(JobControl):
         self._job_lock: asyncio.Lock | None = None
         self._checks: set[concurrent.futures.Future] = set()
         self._preview_method = None  # --preview-method as parsed at boot: a job without previews gets it
+        self._kept = KeptOutputs()  # files of cached output nodes (see the module doc)
         self.booted: BootInfo | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -101,7 +103,7 @@ class ComfyRunner(JobControl):
             booted = _boot.boot(self.config, loop)
             import comfy.cli_args
             import execution
-            cache_type, cache_args = cache_settings(comfy.cli_args.args, execution.CacheType)
+            cache_type, cache_args = runner_cache_settings(comfy.cli_args, self.config.extra_args, execution.CacheType)
             self._preview_method = comfy.cli_args.args.preview_method
             self._executor = execution.PromptExecutor(_boot.shim(), cache_type=cache_type, cache_args=cache_args)
             self._job_lock = asyncio.Lock()
@@ -233,6 +235,7 @@ class ComfyRunner(JobControl):
         prompt = copy.deepcopy(check_workflow(job.workflow))
         await _import_used_packs(prompt)
         check_file_inputs(prompt, _file_inputs)
+        check_output_targets(prompt, job.outputs, _is_output_node)
         try:
             for folder in folders.values():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -242,7 +245,8 @@ class ComfyRunner(JobControl):
             raise InputError(f"Could not write the job's input files: {exc.strerror or type(exc).__name__}") from None
         _point_folders(folder_paths, folders)
         try:
-            ok, error, good_outputs, node_errors = await execution.validate_prompt(prompt_id, prompt, None)
+            ok, error, good_outputs, node_errors = await execution.validate_prompt(
+                prompt_id, prompt, None if job.outputs is None else list(job.outputs))
         except RecursionError:
             raise _too_deep() from None
         if not ok:
@@ -251,6 +255,8 @@ class ComfyRunner(JobControl):
 
     def _between_jobs(self, ticket: Ticket) -> None:
         try:
+            if ticket.job.free_memory:  # every cached result goes: so do the files kept for them
+                self._kept.clear()
             self._housekeeping.after_job(ticket.job.unload_models, ticket.job.free_memory)
         except Exception:  # noqa: BLE001 - the next job must still run
             log.exception("clean-up between jobs failed")
@@ -307,7 +313,8 @@ class ComfyRunner(JobControl):
                     dispatch(ev)
                 if isinstance(ev, ExecutedEvent) and job.stream_outputs:
                     early, _ = collect({ev.node_id: ev.output or {}},
-                                       lambda ftype, sub, name: _read(folders, ftype, sub, name))
+                                       lambda ftype, sub, name: _read(folders, ftype, sub, name),
+                                       kept=self._kept_for(running))
                     for output in early:
                         dispatch(OutputEvent(prompt_id, output))
 
@@ -327,10 +334,8 @@ class ComfyRunner(JobControl):
 
             # --- collect -------------------------------------------------------------------------
             t = time.perf_counter()
-            outputs, problems = self._finish(
-                running, self._executor.status_messages, dispatch,
-                lambda: collect(self._executor.history_result.get("outputs", {}),
-                                lambda ftype, sub, name: _read(folders, ftype, sub, name), order=prompt))
+            outputs, problems = self._finish(running, self._executor.status_messages, dispatch,
+                                             lambda: self._collect(running, folders, prompt))
             return Result(job.job_id, prompt_id, outputs, timings, warnings + problems, running.node_timings())
         finally:
             # Each step on its own: one that fails must not skip the others.
@@ -339,20 +344,45 @@ class ComfyRunner(JobControl):
             shim.sockets_metadata.pop(job.client_id, None)
             comfy.cli_args.args.preview_method = self._preview_method
             if ran:
-                _cleanup_step("forget the output nodes' cache entries", self._forget_output_nodes, prompt)
+                _cleanup_step("forget the output nodes' instances", self._forget_output_node_instances, prompt)
+                _cleanup_step("drop kept files of results no longer cached", self._kept.retain,
+                              lambda key: key in getattr(self._executor.caches.outputs, "cache", ()))
             _cleanup_step("remove the job's folder", shutil.rmtree, job_dir, ignore_errors=True)
             timings.collect = time.perf_counter() - t
 
-    def _forget_output_nodes(self, prompt: dict[str, Any]) -> None:
-        """Remove the cache entries (results and instances) of the prompt's output nodes (see the
-        module doc), from whichever of ComfyUI's cache types the executor uses."""
+    def _forget_output_node_instances(self, prompt: dict[str, Any]) -> None:
+        """Drop the node instances of the prompt's output nodes (ComfyUI keeps them between
+        prompts): a save or preview node reads its folder when it is made, and that folder was
+        this job's. Their cached results stay (see the module doc)."""
         import nodes
         for node_id, node in prompt.items():
             class_def = nodes.NODE_CLASS_MAPPINGS.get(node.get("class_type")) if isinstance(node, dict) else None
             if class_def is None or getattr(class_def, "OUTPUT_NODE", False) is not True:
                 continue
-            for cache in (self._executor.caches.outputs, self._executor.caches.objects):
-                _remove_entry(cache, node_id)
+            _remove_entry(self._executor.caches.objects, node_id)
+
+    def _collect(self, running: Running, folders: dict[str, Path], prompt: dict[str, Any]) -> tuple[list, list[str]]:
+        """The job's outputs with their bytes (a cached output node's from the kept files); the files
+        of the output nodes that ran are kept while ComfyUI caches their results."""
+        outputs, problems = collect(self._executor.history_result.get("outputs", {}),
+                                    lambda ftype, sub, name: _read(folders, ftype, sub, name), order=prompt,
+                                    kept=self._kept_for(running))
+        self._kept.remember(outputs, set(running.node_ms) - set(running.cached), self._cache_key)
+        return outputs, problems
+
+    def _kept_for(self, running: Running) -> Callable[[str], Any]:
+        """The kept files of a node this job got from ComfyUI's cache (None for one that ran)."""
+        return lambda node_id: self._kept.files_of(self._cache_key(node_id)) if node_id in running.cached else None
+
+    def _cache_key(self, node_id: str) -> Any:
+        """The key ComfyUI's output cache holds ``node_id``'s result under, in the prompt it last
+        set (None: not cached, or a cache that keeps nothing)."""
+        cache = self._executor.caches.outputs
+        key_set = getattr(cache, "cache_key_set", None) if getattr(cache, "initialized", False) else None
+        if key_set is None:
+            return None
+        key = key_set.get_data_key(node_id)
+        return key if key is not None and key in cache.cache else None
 
 
 def _remove_entry(cache: Any, node_id: str) -> None:
@@ -461,3 +491,10 @@ def _file_inputs(class_type: str) -> frozenset[str]:
         return file_inputs(class_def.INPUT_TYPES())
     except Exception:
         return frozenset()
+
+
+def _is_output_node(class_type: str) -> bool | None:
+    """Whether a node class is an output node (None: no such class)."""
+    import nodes
+    class_def = nodes.NODE_CLASS_MAPPINGS.get(class_type)
+    return None if class_def is None else getattr(class_def, "OUTPUT_NODE", False) is True

@@ -1,6 +1,6 @@
 """Between jobs, what ComfyUI's own ``prompt_worker`` (main.py) does between prompts.
 
-Owns: the cache type chosen from the parsed arguments (``--cache-lru N``, ``--cache-ram [GB]``,
+Owns: the cache type chosen from the runner's arguments (``--cache-lru N``, ``--cache-ram [GB]``,
 ``--cache-none``, else classic), the per-job ``unload_models`` / ``free_memory`` requests (as
 ComfyUI's ``POST /free``: unload every model; also drop every cached result), and the throttled
 clean-up after jobs: ``gc.collect()``, ``soft_empty_cache()`` and the restore of functions custom
@@ -23,6 +23,19 @@ log = logging.getLogger("embedded.comfy")
 
 #: seconds between two collections, as prompt_worker's ``gc_collect_interval``
 GC_INTERVAL = 10.0
+
+
+def runner_cache_settings(cli_args: Any, extra_args: tuple[str, ...], cache_types: Any) -> tuple[Any, dict[str, float]]:
+    """The cache of one runner's ``PromptExecutor``, from the cache flags of its own ``COMFY_ARGS``
+    (``--cache-lru N``, ``--cache-ram [GB]``, ``--cache-none``, ``--cache-classic``), read by
+    ComfyUI's own parser: the rest of ComfyUI's arguments are parsed once per process, but
+    executors with different cache settings can share a process (each has its own caches)."""
+    try:
+        parsed, _ = cli_args.parser.parse_known_args(list(extra_args))
+    except SystemExit as exc:
+        from ..errors import BootError
+        raise BootError(f"ComfyUI rejected the cache flags of {list(extra_args)} (COMFY_ARGS?): exit {exc.code}") from None
+    return cache_settings(parsed, cache_types)
 
 
 def cache_settings(args: Any, cache_types: Any) -> tuple[Any, dict[str, float]]:

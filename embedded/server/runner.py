@@ -11,9 +11,10 @@ that died fails the job at once, and the next job restarts it.
 
 Jobs stay apart as in the embedded backend: one at a time; the server's input, output and temp
 folders (ours: we started it with them) are emptied after each job, so every job numbers its files
-from 1; the workflow is sent as the user wrote it, and an identical job still runs its output nodes
-again (``comfy_nodes/embedded_repeat_outputs``, loaded into the server process, keys their cache
-entries by prompt).
+from 1; the workflow is sent as the user wrote it. An identical job runs no node again, as
+ComfyUI's server caches it; a cached output node's files (removed with the folders) come from the
+files kept for its cache key (``kept.KeptOutputs``; the keys from ``comfy_nodes/embedded_cache_keys``,
+loaded into the server process).
 
 Must not import ComfyUI (it runs in the other process) or the embedded backend.
 """
@@ -44,8 +45,9 @@ from .. import events, preflight, translate
 from ..config import Config
 from ..errors import BootError, EmbeddedError, ServerCrashed, ServerError
 from ..events import Dispatcher, ProgressTextEvent
-from ..inputs import check_file_inputs, check_workflow, file_inputs, prepare_input_folder
+from ..inputs import check_file_inputs, check_output_targets, check_workflow, file_inputs, prepare_input_folder
 from ..jobcontrol import JobControl, Running, Ticket
+from ..kept import KeptOutputs
 from ..outputs import collect
 from ..types import BootInfo, Job, Result, Timings
 from .process import ComfyServer
@@ -75,6 +77,8 @@ class ServerRunner(JobControl):
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._http = threading.local()
         self._file_inputs: dict[str, frozenset[str]] = {}
+        self._output_classes: set[str] = set()
+        self._kept = KeptOutputs()  # files of cached output nodes (see the module doc)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def prepare(self) -> "ServerRunner":
@@ -93,7 +97,9 @@ class ServerRunner(JobControl):
         t = time.perf_counter()
         info = self._get("/object_info").json()
         object_info = time.perf_counter() - t
+        self._kept.clear()  # a new server process: its cache starts empty, its key ids anew
         self._file_inputs = {name: file_inputs(spec.get("input")) for name, spec in info.items()}
+        self._output_classes = {name for name, spec in info.items() if spec.get("output_node") is True}
         self._clean_folders()
         self.booted = BootInfo(mode="server", tree=self.config.comfyui_path, args=tuple(self.server.args),
                                cpu=bool(self.server.cpu),
@@ -160,11 +166,12 @@ class ServerRunner(JobControl):
             return preflight.report(missing, models, None)
         prompt = copy.deepcopy(job.workflow)
         check_file_inputs(prompt, lambda class_type: self._file_inputs.get(class_type, frozenset()))
+        check_output_targets(prompt, job.outputs, self._is_output_node)
         try:
             prepare_input_folder(self.config.idle_dir / "input", self.config.static_inputs, job.images)
             for name, data in job.images.items():
                 self._upload(name, data)
-            body = self._post("/embedded/validate", {"prompt": prompt}).json()
+            body = self._post("/embedded/validate", {"prompt": prompt, **_targets(job)}).json()
         finally:
             self._clean_folders()
         if body.get("ok"):
@@ -173,6 +180,9 @@ class ServerRunner(JobControl):
         error = translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options,
                                            self.booted.failed_packs)
         return preflight.report([], models, error)
+
+    def _is_output_node(self, class_type: str) -> bool | None:
+        return class_type in self._output_classes if class_type in self._file_inputs else None
 
     def _abandon(self, running: Running) -> str | None:
         """Kill ComfyUI's server: its stuck node goes with it; the next job starts a new one."""
@@ -197,6 +207,8 @@ class ServerRunner(JobControl):
 
     def _free(self, job: Job) -> None:
         """A job's ``unload_models`` / ``free_memory``, as ComfyUI's ``POST /free``."""
+        if job.free_memory:  # every cached result goes: so do the files kept for them
+            self._kept.clear()
         if job.unload_models or job.free_memory:
             try:
                 self._post("/free", {"unload_models": job.unload_models or job.free_memory,
@@ -212,6 +224,7 @@ class ServerRunner(JobControl):
             self._start_server()
         prompt = copy.deepcopy(check_workflow(job.workflow))
         check_file_inputs(prompt, lambda class_type: self._file_inputs.get(class_type, frozenset()))
+        check_output_targets(prompt, job.outputs, self._is_output_node)
         prompt_id = str(uuid.uuid4())
         # The server's input folder is ours: static files linked in, room made for the job's own
         # (an upload over a link would write into the static folder).
@@ -221,7 +234,7 @@ class ServerRunner(JobControl):
         ws = self._connect(job)
         try:
             response = self._post("/prompt", {"prompt": prompt, "client_id": job.client_id, "prompt_id": prompt_id,
-                                              "extra_data": dict(job.extra_data)}, ok=(200, 400))
+                                              "extra_data": dict(job.extra_data), **_targets(job)}, ok=(200, 400))
             body = response.json()
             if response.status_code == 400:
                 raise translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options,
@@ -246,12 +259,40 @@ class ServerRunner(JobControl):
         if entry is None:
             raise ServerError(f"ComfyUI's history has no entry for prompt {prompt_id}")
         try:
+            keys = self._cache_keys(running)
             outputs, problems = self._finish(running, (entry.get("status") or {}).get("messages") or [], dispatch,
-                                             lambda: collect(entry.get("outputs") or {}, self._view, order=prompt))
+                                             lambda: self._collect(running, entry.get("outputs") or {}, prompt, keys))
+            if keys.get("live") is not None:
+                self._kept.retain(set(keys["live"]).__contains__)
         finally:
             self._post("/history", {"delete": [prompt_id]})
         timings.collect = time.perf_counter() - t
         return Result(job.job_id, prompt_id, outputs, timings, warnings + problems, running.node_timings())
+
+    # --- cache hits ------------------------------------------------------------------------------
+    def _collect(self, running: Running, ui_outputs: dict[str, Any], prompt: dict[str, Any],
+                 keys: dict[str, Any]) -> tuple[list, list[str]]:
+        """The job's outputs with their bytes (a cached output node's from the kept files); the files
+        of the output nodes that ran are kept while ComfyUI caches their results."""
+        outputs, problems = collect(ui_outputs, self._view, order=prompt, kept=self._kept_for(running, lambda: keys))
+        self._kept.remember(outputs, set(running.node_ms) - set(running.cached), keys["nodes"].get)
+        return outputs, problems
+
+    def _kept_for(self, running: Running, keys: Callable[[], dict[str, Any]]) -> Callable[[str], Any]:
+        """The kept files of a node this job got from ComfyUI's cache (None for one that ran)."""
+        return lambda node_id: self._kept.files_of(keys()["nodes"].get(node_id)) if node_id in running.cached else None
+
+    def _cache_keys(self, running: Running, final: bool = True) -> dict[str, Any]:
+        """The cache key ids of the prompt's cached nodes (``comfy_nodes/embedded_cache_keys``):
+        once the prompt ended (read once), or while it runs (``final=False``)."""
+        if final or running.cache_keys is None:
+            try:
+                body = self._get(f"/embedded/cache_keys/{running.prompt_id}").json()
+            except (EmbeddedError, ValueError) as exc:
+                log.warning("server: could not read the cache keys of prompt %s: %s", running.prompt_id, exc)
+                body = {}
+            running.cache_keys = {"nodes": dict(body.get("nodes") or {}), "live": body.get("live")}
+        return running.cache_keys
 
     # --- the websocket ----------------------------------------------------------------------------
     def _ws_url(self, client_id: str) -> str:
@@ -312,7 +353,8 @@ class ServerRunner(JobControl):
             if ev is not None:
                 dispatch(ev)
             if isinstance(ev, events.ExecutedEvent) and running.job.stream_outputs:
-                early, _ = collect({ev.node_id: ev.output or {}}, self._view)
+                early, _ = collect({ev.node_id: ev.output or {}}, self._view,
+                                   kept=self._kept_for(running, lambda: self._cache_keys(running, final=False)))
                 for output in early:
                     dispatch(events.OutputEvent(prompt_id, output))
             if kind == "executing" and data.get("node") is None:
@@ -452,6 +494,11 @@ class ServerRunner(JobControl):
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink(missing_ok=True)
+
+
+def _targets(job: Job) -> dict[str, Any]:
+    """The part of a ``/prompt`` body that runs only the job's chosen outputs (all: nothing)."""
+    return {} if job.outputs is None else {"partial_execution_targets": list(job.outputs)}
 
 
 __all__ = ["ServerRunner", "ServerError", "ServerCrashed"]

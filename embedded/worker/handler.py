@@ -219,7 +219,7 @@ class Worker:
                 extra["api_key_comfy_org"] = key
             if req.dry_run:  # a preflight: nothing runs, nothing is fetched
                 return (await asyncio.to_thread(self.executor.check, req.workflow, files=req.images,
-                                                models=req.models)).to_dict()
+                                                models=req.models, outputs=req.outputs)).to_dict()
             reporter = ProgressReporter(req.workflow, forward or _progress_sender(job))
 
             def on_event(ev) -> None:
@@ -232,7 +232,7 @@ class Worker:
                                                    timeout=self.config.job_timeout, job_id=job_id or None,
                                                    extra_data=extra, unload_models=req.unload_models,
                                                    free_memory=req.free_memory, stream_outputs=forward is not None,
-                                                   previews=req.previews)
+                                                   previews=req.previews, outputs=req.outputs)
         except ExecutionError as exc:
             log.warning("job %s failed: %s", job_id, exc)
             return await asyncio.to_thread(response.execution_failure, job_id, exc, delivery)

@@ -5,8 +5,8 @@ Owns: the request contract (``input`` as an object or a JSON string; ``workflow`
 given as an ``http(s)://`` or ``s3://`` URL, fetched before the run, ``models`` fetched into the
 model cache, an ``s3`` block, the job's own bucket for its outputs and ``s3://`` inputs,
 ``unload_models`` and ``free_memory``, as ComfyUI's ``POST /free`` after the job, ``timings``,
-per-node run times in the result, ``dry_run``, a preflight instead of a run, and ``previews``,
-sampler previews with the progress reports) and worker-comfyui's error strings for bad input,
+per-node run times in the result, ``dry_run``, a preflight instead of a run, ``previews``,
+sampler previews with the progress reports, and ``outputs``, the output node ids to run) and worker-comfyui's error strings for bad input,
 which clients match on. Image names and bytes are checked with ``inputs``.
 
 Must not import ComfyUI, the backends or RunPod.
@@ -23,7 +23,8 @@ from typing import Any
 
 from ..errors import InputError
 from ..fetching import S3Settings
-from ..inputs import InputLimits, check_input_bytes, check_input_name, check_names_together, check_workflow
+from ..inputs import (InputLimits, check_input_bytes, check_input_name, check_names_together, check_output_ids,
+                      check_workflow)
 from ..modelcache import ModelRef
 from ..urlguard import Guard, is_url
 
@@ -59,6 +60,8 @@ class WorkerRequest:
     timings: bool = False
     dry_run: bool = False
     previews: bool = False
+    #: output node ids to run (ours; ComfyUI's ``partial_execution_targets``); None: every output
+    outputs: tuple[str, ...] | None = None
 
 
 def decode_base64_image(data: Any) -> bytes:
@@ -75,7 +78,7 @@ def decode_base64_image(data: Any) -> bytes:
 
 def parse(job_input: Any, limits: InputLimits = InputLimits()) -> WorkerRequest:
     """Check a job's ``input``; raises ``RequestError`` (upstream's messages), ``WorkflowFormatError``
-    or ``ValidationError`` (a link to a missing node)."""
+    or ``ValidationError`` (values ComfyUI cannot take)."""
     if job_input is None:
         raise RequestError(NO_INPUT)
     if isinstance(job_input, str):
@@ -102,8 +105,12 @@ def parse(job_input: Any, limits: InputLimits = InputLimits()) -> WorkerRequest:
             raise RequestError(f"'{name}' must be true or false")
         flags[name] = value
     check_workflow(workflow)
+    try:
+        outputs = check_output_ids(job_input.get("outputs"))
+    except InputError as exc:
+        raise RequestError(f"'outputs': {exc.message}") from None
     return WorkerRequest(workflow, _decode_images(images or [], limits), _models(job_input.get("models")),
-                         _bucket(job_input.get("s3")), key or None, **flags)
+                         _bucket(job_input.get("s3")), key or None, **flags, outputs=outputs)
 
 
 #: a URL of any scheme (refused by the guard unless http, https or s3)

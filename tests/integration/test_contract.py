@@ -112,13 +112,20 @@ def test_network_volume_folders_list_their_models(executor, network_volume):
         assert f"on_volume_{sub}.safetensors" in folder_paths.get_filename_list(kind), (kind, sub)
 
 
-def test_the_is_changed_cache_our_server_side_pack_wraps(executor):
-    """embedded/server/comfy_nodes/embedded_repeat_outputs wraps IsChangedCache.get in server mode."""
+def test_the_executor_and_cache_internals_the_cache_hits_read(executor):
+    """embedded/server/comfy_nodes/embedded_cache_keys wraps PromptExecutor.execute_async in server
+    mode; both backends read the output cache's key set, entries and state (comfy/executor.py)."""
     import execution
-    assert list(inspect.signature(execution.IsChangedCache.__init__).parameters) == [
-        "self", "prompt_id", "dynprompt", "outputs_cache"]
-    assert inspect.iscoroutinefunction(execution.IsChangedCache.get)
-    assert list(inspect.signature(execution.IsChangedCache.get).parameters) == ["self", "node_id"]
+    from comfy_execution import caching
+    assert inspect.iscoroutinefunction(execution.PromptExecutor.execute_async)
+    assert list(inspect.signature(execution.PromptExecutor.execute_async).parameters) == [
+        "self", "prompt", "prompt_id", "extra_data", "execute_outputs"]
+    for cache_type in (execution.CacheType.CLASSIC, execution.CacheType.LRU, execution.CacheType.RAM_PRESSURE):
+        outputs = execution.CacheSet(cache_type, {"lru": 10, "ram": 4.0}).outputs
+        assert outputs.initialized is False and outputs.cache == {}
+        assert "cache_key_set" in inspect.getsource(caching.BasicCache.set_prompt)
+    assert hasattr(caching.CacheKeySet, "get_data_key")
+    assert not hasattr(execution.CacheSet(execution.CacheType.NONE).outputs, "initialized")
 
 
 def test_comfyuis_failed_pack_message_is_the_one_we_read():

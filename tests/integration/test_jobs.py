@@ -1,4 +1,4 @@
-"""Jobs are independent: a repeat job returns its outputs again, no job sees or returns another's
+"""Jobs are independent: an identical job is served from ComfyUI's cache with its outputs, no job sees or returns another's
 files, the caller's workflow is never modified, and events arrive in ComfyUI's order."""
 
 import copy
@@ -23,14 +23,28 @@ def test_the_same_job_twice_returns_its_outputs_both_times(executor):
     assert [o.filename for o in second.outputs if o.type == "output"] == ["kept_00001_.png"]
 
 
-def test_a_repeat_job_reuses_cached_upstream_nodes_but_reruns_output_nodes(executor):
-    executor.run(workflow("progress_steps"))
+def test_an_identical_job_runs_no_node_and_returns_the_cached_outputs_with_their_bytes(executor):
+    first = executor.run(workflow("progress_steps"))
     events = []
     result = executor.run(workflow("progress_steps"), on_event=events.append)
     [cached] = [e for e in events if isinstance(e, ev.CachedEvent)]
-    assert set(cached.nodes) == {"1", "2"}
-    assert [e.node_id for e in events if isinstance(e, ev.ExecutingEvent)] == ["3"]
+    assert set(cached.nodes) == {"1", "2", "3"}
+    assert [e.node_id for e in events if isinstance(e, ev.ExecutingEvent)] == []
+    assert [(o.filename, o.data) for o in result.outputs] == [(o.filename, o.data) for o in first.outputs]
     assert result.outputs[0].filename == "progress_00001_.png"
+
+
+def test_a_changed_job_reruns_what_comfyui_reruns_and_writes_into_its_own_folder(executor):
+    wf = uncached("save_and_preview", 101)
+    executor.run(wf)
+    wf["2"]["inputs"]["filename_prefix"] = "changed"
+    events = []
+    result = executor.run(wf, on_event=events.append)
+    [cached] = [e for e in events if isinstance(e, ev.CachedEvent)]
+    assert set(cached.nodes) == {"1", "3"}, "only the save node changed"
+    assert [e.node_id for e in events if isinstance(e, ev.ExecutingEvent)] == ["2"]
+    assert sorted(o.filename for o in result.outputs if o.type == "output") == ["changed_00001_.png"]
+    assert len(result.outputs) == 2 and all(o.data for o in result.outputs)
 
 
 def test_every_job_numbers_its_files_from_one(executor):

@@ -1,5 +1,5 @@
 """Between jobs, both modes do what ComfyUI's own prompt_worker does: the cache type chosen by
-COMFY_ARGS, output nodes that run again on a repeat job whatever the cache type, ``unload_models``
+COMFY_ARGS, an identical job served from the cache as ComfyUI serves it (its outputs still returned), ``unload_models``
 and ``free_memory`` as ComfyUI's ``/free``, and the throttled clean-up (gc, hooks restored)."""
 
 import json
@@ -17,10 +17,10 @@ from ..helpers import TESTS, workflow
 
 #: cached nodes of runs A, A, B, A (tests/probes/cache_probe.py) per cache type
 EXPECTED = {
-    "": [[], ["1", "2"], [], []],                         # classic: the last prompt's results only
-    "--cache-lru 10": [[], ["1", "2"], [], ["1", "2"]],   # LRU keeps A's results through B
-    "--cache-ram": [[], ["1", "2"], [], ["1", "2"]],      # RAM pressure: kept while RAM is plenty
-    "--cache-none": [[], [], [], []],                     # nothing is cached
+    "": [[], ["1", "2", "3"], [], []],                              # classic: the last prompt's results only
+    "--cache-lru 10": [[], ["1", "2", "3"], [], ["1", "2", "3"]],   # LRU keeps A's results through B
+    "--cache-ram": [[], ["1", "2", "3"], [], ["1", "2", "3"]],      # RAM pressure: kept while RAM is plenty
+    "--cache-none": [[], [], [], []],                               # nothing is cached
 }
 
 
@@ -45,7 +45,7 @@ def cache_probes(tmp_path_factory):
 def test_the_cache_type_follows_comfy_args_in_embedded_mode_exactly_as_in_server_mode(cache_probes, args):
     report = cache_probes[args]
     assert report["embedded"] == report["server"] == EXPECTED[args]
-    # the output node (3) never comes from the cache: every repeat job returns its image
+    # the output node (3) comes from the cache too, and every run returns its image (the probe checks)
 
 
 def _cached(ex, wf, **options) -> list[str]:

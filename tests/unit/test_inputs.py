@@ -6,7 +6,8 @@ import zlib
 import pytest
 
 from embedded import InputError, ValidationError, WorkflowFormatError
-from embedded.inputs import (InputLimits, check_file_inputs, check_input_name, check_inputs, check_workflow,
+from embedded.inputs import (InputLimits, check_file_inputs, check_input_name, check_inputs, check_output_ids,
+                             check_output_targets, check_workflow,
                              file_inputs, prepare_input_folder, write_inputs)
 
 from ..helpers import png_bytes, workflow
@@ -22,11 +23,29 @@ def test_a_ui_format_workflow_is_told_to_use_export_api():
         check_workflow(workflow("invalid_ui_format"))
 
 
-def test_a_link_to_a_missing_node_is_a_validation_error_naming_both_nodes():
+def test_a_link_to_a_missing_node_is_left_to_comfyui_which_fails_only_the_outputs_needing_it():
+    wf = workflow("invalid_link_to_missing_node")
+    assert check_workflow(wf) is wf
+
+
+def test_the_outputs_option_is_a_list_of_node_ids():
+    assert check_output_ids(None) is None
+    assert check_output_ids(["9", 12, "9"]) == ("9", "12")
+    assert check_output_ids([]) == ()
+    for bad in ("9", [True], [["9"]], {"9": 1}, 9):
+        with pytest.raises(InputError, match="outputs must be a list of output node ids"):
+            check_output_ids(bad)
+
+
+def test_outputs_that_are_not_output_nodes_of_the_workflow_are_validation_errors():
+    wf = workflow("save_and_preview")
+    is_output = {"EmptyImage": False, "SaveImage": True, "PreviewImage": True}.get
+    check_output_targets(wf, ("2", "3"), is_output)
     with pytest.raises(ValidationError) as info:
-        check_workflow(workflow("invalid_link_to_missing_node"))
-    assert info.value.details() == ["Node 2 (SaveImage), input 'images': Input links to node 99, "
-                                    "which is not in the workflow"]
+        check_output_targets(wf, ("1", "2", "42"), is_output)
+    assert info.value.type == "invalid_outputs"
+    assert [(e.node_id, e.type) for e in info.value.node_errors] == [("1", "not_an_output_node"),
+                                                                    ("42", "output_not_found")]
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../x.png", "a/../../x.png", "a\\b.png", "x\x00.png", "",

@@ -46,10 +46,18 @@ def test_every_bad_image_is_listed_in_details():
 
 @pytest.mark.parametrize("workflow_value, error", [([], WorkflowFormatError), ("{}", WorkflowFormatError),
                                                    (workflow("invalid_ui_format"), WorkflowFormatError),
-                                                   (workflow("invalid_link_to_missing_node"), ValidationError)])
+                                                   ({"1": {"class_type": "EmptyImage", "inputs": {"width": 2 ** 70}}},
+                                                    ValidationError)])
 def test_the_workflow_is_checked_before_it_is_queued(workflow_value, error):
     with pytest.raises(error):
         parse({"workflow": workflow_value})
+
+
+def test_outputs_name_the_output_nodes_to_run():
+    assert parse({"workflow": workflow("save_and_preview")}).outputs is None
+    assert parse({"workflow": workflow("save_and_preview"), "outputs": ["3"]}).outputs == ("3",)
+    with pytest.raises(RequestError, match="'outputs': outputs must be a list of output node ids"):
+        parse({"workflow": workflow("save_and_preview"), "outputs": "3"})
 
 
 def test_input_that_is_neither_object_nor_json_string_is_refused():

@@ -1,6 +1,6 @@
 """Loaded into ComfyUI's own server process (server mode only), as a custom-node pack with no nodes.
 
-Owns one route, ``POST /embedded/validate`` with ``{"prompt": {...}}``: ComfyUI's own
+Owns one route, ``POST /embedded/validate`` with ``{"prompt": {...}, "partial_execution_targets"?: [...]}``: ComfyUI's own
 ``validate_prompt`` on the workflow without queueing it (``POST /prompt`` would run it), answered
 as ``{"ok", "error", "node_errors"}``, the parts of ``/prompt``'s answer a preflight reads. Routes
 of custom-node packs are the server's own extension point. Must not import ``embedded``.
@@ -17,5 +17,6 @@ import server
 @server.PromptServer.instance.routes.post("/embedded/validate")
 async def _validate(request):
     body = await request.json()
-    ok, error, _, node_errors = await execution.validate_prompt(str(uuid.uuid4()), body.get("prompt") or {}, None)
+    ok, error, _, node_errors = await execution.validate_prompt(str(uuid.uuid4()), body.get("prompt") or {},
+                                                                 body.get("partial_execution_targets"))
     return web.json_response({"ok": ok, "error": error, "node_errors": node_errors})
