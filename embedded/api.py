@@ -50,8 +50,9 @@ class Executor:
         self._started = False
         self._lock = threading.Lock()
         self._fetching: tuple[Fetcher, ModelCache] | None = None
-        #: job id -> its downloads, while they run
+        #: job id -> its downloads, until the backend has the job (``interrupt`` reaches one or the other)
         self._fetches: dict[str, Staging] = {}
+        self._handoff = threading.Lock()
 
     def prepare(self) -> "Executor":
         """What ``start`` must do on the caller's thread (see ``Backend.prepare``): call it first
@@ -136,7 +137,9 @@ class Executor:
             fetched = staging.fetch(sources, _models(models), _bucket(s3), on_event,
                                     job_options.get("timeout")) if staging else sources
             job = self.make_job(workflow, fetched, **job_options)
-            return self._runner.submit(job, on_event), staging
+            future = self._runner.submit(job, on_event)
+            self._handed_over(job.job_id, staging)
+            return future, staging
         except BaseException as exc:
             if staging:
                 staging.close()
@@ -160,9 +163,9 @@ class Executor:
         try:
             fetched = await _fetch_async(staging, sources, _models(models), _bucket(s3), on_event,
                                          job_options.get("timeout")) if staging else sources
-            self._fetches.pop(job_options["job_id"], None)  # from now on interrupt() reaches the runner
             job = self.make_job(workflow, fetched, **job_options)
-            return await self._runner.run_async(job, on_event)
+            return await self._runner.run_async(job, on_event,
+                                                registered=lambda: self._handed_over(job.job_id, staging))
         except Cancelled:
             raise _interrupted_while_fetching() from None
         finally:
@@ -257,12 +260,23 @@ class Executor:
         return staging
 
     def interrupt(self, job_id: str | None = None) -> bool:
-        """Interrupt the running job (or the job ``job_id``: fetching its files, queued or running)."""
-        fetching = self._fetches.get(job_id) if job_id is not None else None
-        if fetching is not None:
-            fetching.cancel.set()
-            return True
+        """Interrupt the running job (or the job ``job_id``, in whatever phase it is: fetching its
+        files, being handed to the backend, queued, validating, running)."""
+        with self._handoff:
+            fetching = self._fetches.get(job_id) if job_id is not None else None
+            if fetching is not None:
+                fetching.cancel.set()
+                return True
         return self._runner.interrupt(job_id) if self._runner and self._started else False
+
+    def _handed_over(self, job_id: str, staging: Staging | None) -> None:
+        """The backend has the job now (it is queued there): from here ``interrupt`` reaches it
+        there, and one that came after its downloads ended, while it was handed over, is passed on."""
+        with self._handoff:
+            self._fetches.pop(job_id, None)
+            cancelled = staging is not None and staging.cancel.is_set()
+        if cancelled:
+            self._runner.interrupt(job_id)
 
     @property
     def stuck(self) -> bool:

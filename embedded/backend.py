@@ -8,7 +8,7 @@ errors), and ``create`` which picks one by ``EXECUTION_MODE``.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .config import Config
 from .events import EventCallback
@@ -33,7 +33,8 @@ class Backend(Protocol):
 
     def run(self, job: Job, on_event: EventCallback | None = None) -> Result: ...
 
-    async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result: ...
+    async def run_async(self, job: Job, on_event: EventCallback | None = None,
+                        registered: Callable[[], None] | None = None) -> Result: ...
 
     def interrupt(self, job_id: str | None = None) -> bool: ...
 

@@ -7,7 +7,8 @@ terminal event); ``trace`` logging for ``WEBSOCKET_TRACE``.
 
 Both backends use it: the embedded one feeds it what the server stand-in receives, the server one
 what arrives on the websocket. Beyond ComfyUI's messages: ``OutputEvent`` (an output with its
-bytes as soon as its node finished, for jobs that stream their outputs), ``PreviewEvent`` (a
+bytes as soon as its node finished, for jobs that stream their outputs), ``MessageEvent`` (a
+custom node's own message, with the frame ComfyUI's websocket sends for it), ``PreviewEvent`` (a
 sampler preview as a small JPEG, for jobs that ask), ``DownloadEvent`` (a file fetched before the
 workflow runs) and ``ResultEvent`` (the last item of
 ``Executor.stream``); they have no websocket frame. Must not import ComfyUI or the
@@ -145,6 +146,33 @@ class PreviewEvent:
     height: int = 0
 
 
+@dataclass(frozen=True)
+class MessageEvent:
+    """A message a node sent through ComfyUI's server while the job ran (a custom node's own
+    ``PromptServer.instance.send_sync(name, data)``: ``impact-node-feedback``, ``easyuse-toast``...),
+    as ComfyUI's websocket delivers it to the job's client: its frame is ``{"type": name, "data"}``."""
+
+    type: ClassVar[str] = "message"
+    prompt_id: str
+    name: str
+    data: Any = None
+
+
+#: ComfyUI's own message types (``from_comfy`` reads those that are job events) and server chatter
+#: that is no job's: none of them is a ``MessageEvent``
+_NOT_MESSAGES = frozenset({"status", "execution_start", "execution_cached", "executing", "executed", "progress",
+                           "progress_state", "progress_text", "execution_success", "execution_error",
+                           "execution_interrupted", "logs", "feature_flags", "embedded_preview"})
+
+
+def message_event(prompt_id: str, name: Any, data: Any) -> MessageEvent | None:
+    """A node's own message as a ``MessageEvent`` (None for ComfyUI's types, binary ones and
+    system monitors' broadcasts, ``crystools.*``)."""
+    if not isinstance(name, str) or name in _NOT_MESSAGES or name.startswith("crystools."):
+        return None
+    return MessageEvent(prompt_id, name, data)
+
+
 #: previews: longest side in pixels, and at most this many a second per job
 PREVIEW_MAX_SIDE, PREVIEWS_PER_SECOND = 256, 2
 
@@ -184,7 +212,8 @@ class ResultEvent:
 
 
 Event = Union[StartEvent, CachedEvent, ExecutingEvent, ProgressEvent, ProgressStateEvent, ProgressTextEvent,
-              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent, OutputEvent, PreviewEvent, DownloadEvent]
+              ExecutedEvent, SuccessEvent, ErrorEvent, InterruptedEvent, OutputEvent, PreviewEvent, DownloadEvent,
+              MessageEvent]
 EventCallback = Callable[[Event], None]
 TERMINAL = (SuccessEvent, ErrorEvent, InterruptedEvent)
 
@@ -258,7 +287,9 @@ def to_frames(ev: Event) -> list[dict[str, Any]]:
     elif isinstance(ev, InterruptedEvent):
         data = _stamp({"prompt_id": ev.prompt_id, "node_id": ev.node_id, "node_type": ev.node_type,
                        "executed": list(ev.executed)}, ev.timestamp)
-    elif isinstance(ev, (OutputEvent, PreviewEvent, ResultEvent)):
+    elif isinstance(ev, MessageEvent):
+        return [{"type": ev.name, "data": ev.data}]
+    elif isinstance(ev, (OutputEvent, PreviewEvent, DownloadEvent, ResultEvent)):
         return []  # ours: ComfyUI's websocket has no such frame
     else:  # pragma: no cover - exhaustive over Event
         raise TypeError(f"not an event: {ev!r}")

@@ -196,8 +196,10 @@ class JobControl:
     def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
         return self.submit(job, on_event).result()
 
-    async def run_async(self, job: Job, on_event: EventCallback | None = None) -> Result:
-        """Await a job from any event loop.
+    async def run_async(self, job: Job, on_event: EventCallback | None = None,
+                        registered: Callable[[], None] | None = None) -> Result:
+        """Await a job from any event loop (``registered`` is called once the job is queued, before
+        anything is awaited: an ``interrupt`` of its id reaches it from then on).
 
         Cancelling the awaiting task interrupts the job and waits until it is answered (when it
         stops, or once the stop grace period is over) before the cancel goes on: nothing is
@@ -205,6 +207,8 @@ class JobControl:
         (``refresh_worker`` says what it means).
         """
         ticket = self._submit(job, on_event)
+        if registered is not None:
+            registered()
         waiter = asyncio.wrap_future(ticket.future)
         try:
             return await asyncio.shield(waiter)

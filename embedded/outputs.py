@@ -1,7 +1,8 @@
 """What a job brings out: ComfyUI's UI outputs turned into ``Output`` objects with their bytes.
 
 Owns: which UI-output keys hold files (any list of ``{"filename", "type"}`` dicts: ``images``,
-``audio``, ``gifs``, ``video``...), which hold text (``text``), each output's kind and MIME type,
+``audio``, ``gifs``, ``video``...), which hold text (``text``: one output per item, a string as it
+is, another value as JSON), each output's kind and MIME type,
 and reading the files safely from the folder of their type.
 
 Must not import ComfyUI or the backends: they hand over the UI outputs and a way to read a file.
@@ -9,6 +10,7 @@ Must not import ComfyUI or the backends: they hand over the UI outputs and a way
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 from typing import Any, Callable, Iterable, Mapping
@@ -79,11 +81,15 @@ def collect(ui_outputs: dict[str, dict[str, Any]], read: FileReader,
         for key, items in ui.items():
             if key == "animated" or not isinstance(items, (list, tuple)):
                 continue
-            if key == "text":
+            if key == "text":  # strings as they are; other values (dicts, numbers) as JSON
                 for index, text in enumerate(items):
-                    if isinstance(text, str):
-                        outputs.append(Output(node_id, TEXT, f"{_plain(node_id)}_{index}.txt", "", "output",
-                                              "text/plain", text.encode("utf-8"), key=key))
+                    if not isinstance(text, str):
+                        try:
+                            text = json.dumps(text, ensure_ascii=False)
+                        except (TypeError, ValueError):
+                            continue
+                    outputs.append(Output(node_id, TEXT, f"{_plain(node_id)}_{index}.txt", "", "output",
+                                          "text/plain", text.encode("utf-8"), key=key))
                 continue
             for item in items:
                 if not _is_file_ref(item) or item["type"] not in wanted:

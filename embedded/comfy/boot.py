@@ -191,7 +191,10 @@ def _boot_steps(config: Config, loop, tree: Path, phases: "_Phases"):
         from .shim import ServerShim
         stand_in = ServerShim(loop)
         server.PromptServer.instance = stand_in
-        import execution  # noqa: F401  (imports comfy.model_management with the parsed arguments)
+        import execution  # imports comfy.model_management with the parsed arguments
+        stand_in.install_queue(execution.PromptQueue)
+        from . import ui_strings
+        ui_strings.install()
         import hook_breaker_ac10a0
         import nodes
     phases.end("ComfyUI core (comfy, nodes)")
@@ -217,6 +220,7 @@ def _boot_steps(config: Config, loop, tree: Path, phases: "_Phases"):
             lazy = None
         else:
             lazy = nodeindex.LazyPacks(index, tree, api_nodes)
+            lazy.install(nodes)  # any lookup of a class not imported yet imports it
             failures += index.failed  # what the eager import that built the index saw
             phases.end("ComfyUI's own packs: on first use")
         if (not parsed.disable_all_custom_nodes) or len(parsed.whitelist_custom_nodes) > 0:

@@ -38,7 +38,7 @@ from typing import Any, Callable
 from ..config import Config
 from .. import preflight, translate
 from ..errors import BootError, InputError, JobInterrupted, ValidationError
-from ..events import PREVIEWS_PER_SECOND, ExecutedEvent, OutputEvent, from_comfy, preview_event
+from ..events import PREVIEWS_PER_SECOND, ExecutedEvent, OutputEvent, from_comfy, message_event, preview_event
 from ..inputs import (check_file_inputs, check_output_targets, check_workflow, file_inputs, prepare_input_folder,
                       write_inputs)
 from ..jobcontrol import JobControl, Running, Ticket
@@ -217,7 +217,7 @@ class ComfyRunner(JobControl):
                 job_dir = self.config.jobs_dir / prompt_id
                 folders = {"input": job_dir / "input", "output": job_dir / "output", "temp": job_dir / "temp"}
                 try:
-                    _, _, warnings = await self._validate(job, prompt_id, folders)
+                    _, _, warnings, _ = await self._validate(job, prompt_id, folders)
                     return preflight.report([], models, None, warnings)
                 except ValidationError as exc:
                     return preflight.report([], models, exc)
@@ -226,16 +226,19 @@ class ComfyRunner(JobControl):
                                   {k: self.config.idle_dir / k for k in folders})
                     _cleanup_step("remove the job's folder", shutil.rmtree, job_dir, ignore_errors=True)
 
-    async def _validate(self, job: Job, prompt_id: str, folders: dict[str, Path]) -> tuple[dict, list, list[str]]:
-        """The job's own workflow copy, checked and validated by ComfyUI with its input files in
-        place: ``(prompt, outputs to run, warnings)``; raises ``ValidationError`` / ``InputError``."""
+    async def _validate(self, job: Job, prompt_id: str,
+                        folders: dict[str, Path]) -> tuple[dict, list, list[str], dict[str, Any]]:
+        """The job's own workflow copy, passed through the custom nodes' on-prompt handlers, checked
+        and validated by ComfyUI with its input files in place: ``(prompt, outputs to run,
+        warnings, extra_data)``; raises ``ValidationError`` / ``InputError``."""
         import execution
         import folder_paths
 
         prompt = copy.deepcopy(check_workflow(job.workflow))
+        prompt, targets, extra_data = _on_prompt(job, prompt, prompt_id)
         await _import_used_packs(prompt)
         check_file_inputs(prompt, _file_inputs)
-        check_output_targets(prompt, job.outputs, _is_output_node)
+        check_output_targets(prompt, targets, _is_output_node)
         try:
             for folder in folders.values():
                 folder.mkdir(parents=True, exist_ok=True)
@@ -246,12 +249,13 @@ class ComfyRunner(JobControl):
         _point_folders(folder_paths, folders)
         try:
             ok, error, good_outputs, node_errors = await execution.validate_prompt(
-                prompt_id, prompt, None if job.outputs is None else list(job.outputs))
+                prompt_id, prompt, None if targets is None else list(targets))
         except RecursionError:
             raise _too_deep() from None
         if not ok:
             raise translate.validation_error(error, node_errors, prompt, _combo_options, self.booted.failed_packs)
-        return prompt, good_outputs, [e.line() for e in translate.node_errors(node_errors, prompt, _combo_options)]
+        return (prompt, good_outputs, [e.line() for e in translate.node_errors(node_errors, prompt, _combo_options)],
+                extra_data)
 
     def _between_jobs(self, ticket: Ticket) -> None:
         try:
@@ -290,7 +294,7 @@ class ComfyRunner(JobControl):
         t = time.perf_counter()
         try:
             # --- validate ------------------------------------------------------------------------
-            prompt, good_outputs, warnings = await self._validate(job, prompt_id, folders)
+            prompt, good_outputs, warnings, extra_data = await self._validate(job, prompt_id, folders)
             timings.validate = time.perf_counter() - t
 
             # --- execute -------------------------------------------------------------------------
@@ -308,7 +312,7 @@ class ComfyRunner(JobControl):
                         running.last_preview = now
                         dispatch(preview_event(prompt_id, data.get("node"), data["image"]))
                     return
-                ev = from_comfy(event, data)
+                ev = from_comfy(event, data) or message_event(prompt_id, event, data)
                 if ev is not None:
                     dispatch(ev)
                 if isinstance(ev, ExecutedEvent) and job.stream_outputs:
@@ -320,16 +324,18 @@ class ComfyRunner(JobControl):
 
             shim.attach(sink)
             shim.last_prompt_id = prompt_id
-            extra_data = {**job.extra_data, "client_id": job.client_id}
+            extra_data = {**extra_data, "client_id": job.client_id}
             if running.stop_reason is not None:
                 raise translate.stopped(running.stop_reason, job.timeout)
             ran = True
+            shim.running((shim.number, prompt_id, prompt, extra_data, good_outputs, {}))
             try:
                 await self._executor.execute_async(prompt, prompt_id, extra_data, good_outputs)
             except RecursionError:
                 raise _too_deep() from None
             finally:
                 shim.attach(None)
+                shim.running(None)
             timings.execute = time.perf_counter() - t
 
             # --- collect -------------------------------------------------------------------------
@@ -400,6 +406,27 @@ def _remove_entry(cache: Any, node_id: str) -> None:
         getattr(cache, table, {}).pop(key, None)
 
 
+def _on_prompt(job: Job, prompt: dict[str, Any], prompt_id: str) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """The custom nodes' on-prompt handlers (``PromptServer.instance.add_on_prompt_handler``: a
+    wildcard pack rewriting the prompt, say), run as ComfyUI's ``POST /prompt`` runs them before it
+    validates: on the request's JSON, each handler's answer given to the next, one that raises
+    logged and skipped. Returns the prompt, output targets and extra data to go on with."""
+    request = {"prompt": prompt, "client_id": job.client_id, "prompt_id": prompt_id,
+               "extra_data": dict(job.extra_data)}
+    if job.outputs is not None:
+        request["partial_execution_targets"] = list(job.outputs)
+    shim = _boot.shim()
+    if not shim.on_prompt_handlers:
+        return prompt, job.outputs, request["extra_data"]
+    answer = shim.trigger_on_prompt(request)
+    if not isinstance(answer, dict) or not isinstance(answer.get("prompt"), dict):
+        raise ValidationError("No prompt provided", "no_prompt",
+                              extra="a custom node's on-prompt handler left no prompt in the request")
+    targets = answer.get("partial_execution_targets")
+    return (answer["prompt"], None if targets is None else tuple(str(t) for t in targets),
+            dict(answer.get("extra_data") or {}))
+
+
 async def _import_used_packs(workflow: dict[str, Any]) -> None:
     """Import the files of ComfyUI's own packs that define the workflow's nodes, if not yet done
     (a class still unknown afterwards is unknown, as in an eager import)."""
@@ -418,10 +445,11 @@ def _cleanup_step(what: str, step: Callable[..., Any], *args: Any, **kwargs: Any
 async def _cancel_leftover_tasks(before: set[asyncio.Task], grace: float) -> None:
     """Cancel the tasks a job's nodes started and left running, as ``asyncio.run`` does when a
     prompt ends in ComfyUI's own worker, and wait (at most ``grace`` s) until they are gone.
-    Queued jobs are tasks too: they are left alone."""
+    Queued jobs and preflights are tasks too: they are left alone."""
     current = asyncio.current_task()
+    ours = (ComfyRunner._run.__code__, ComfyRunner._check.__code__)  # queued jobs and preflights
     leftover = [t for t in asyncio.all_tasks() - before
-                if t is not current and getattr(t.get_coro(), "cr_code", None) is not ComfyRunner._run.__code__]
+                if t is not current and getattr(t.get_coro(), "cr_code", None) not in ours]
     if not leftover:
         return
     for task in leftover:

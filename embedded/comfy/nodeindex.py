@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,14 +120,63 @@ def from_loaded(mappings: dict[str, Any], tree: Path, api_nodes: bool, files: It
     return NodeIndex(fingerprint(tree), classes, api_nodes, tuple(files), tuple(failed))
 
 
+class LazyMappings(dict):
+    """``nodes.NODE_CLASS_MAPPINGS`` while ComfyUI's own packs load on first use: the same dict,
+    filled in place (packs that captured it at import see every class), whose lookups of a class
+    not registered yet (``[name]``, ``.get``, ``in``) import its file first, from any thread and at
+    any time (a node that expands into a class the workflow does not name, a pack that looks up a
+    built-in class while it imports or runs). A name no file defines imports the remaining files
+    once, as ``ensure`` does: afterwards every lookup answers as after an eager import."""
+
+    def __init__(self, mappings: dict, lazy: "LazyPacks"):
+        super().__init__(mappings)
+        self._lazy = lazy
+
+    def __missing__(self, key):
+        self._lazy.ensure_now((key,))
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        self._lazy.ensure_now((key,))
+        return dict.__contains__(self, key)
+
+    def get(self, key, default=None):
+        if not dict.__contains__(self, key):
+            self._lazy.ensure_now((key,))
+        return dict.get(self, key, default)
+
+
 class LazyPacks:
-    """Imports the files of an index on first use (on the runner's thread, after boot)."""
+    """Imports the files of an index on first use (before a job is validated, and whenever a class
+    is looked up: ``LazyMappings``)."""
 
     def __init__(self, index: NodeIndex, tree: Path, api_nodes: bool):
         self.index = index
         self.tree = tree
         self.api_nodes = api_nodes
         self._loaded: set[str] = set()
+        self._lock = threading.RLock()  # lookups come from any thread (and again from an import)
+
+    def install(self, nodes_module: Any) -> None:
+        """Make ``nodes.NODE_CLASS_MAPPINGS`` a ``LazyMappings`` (before any node pack imports)."""
+        if not isinstance(nodes_module.NODE_CLASS_MAPPINGS, LazyMappings):
+            nodes_module.NODE_CLASS_MAPPINGS = LazyMappings(nodes_module.NODE_CLASS_MAPPINGS, self)
+
+    def ensure_now(self, class_types: Iterable[Any]) -> list[str]:
+        """``ensure`` from synchronous code. ComfyUI's loader is a coroutine that does not wait
+        on anything for its own packs (a V3 entry point returns at once), so it is driven here
+        to its end; one that would wait leaves the class unknown, with a warning."""
+        coro = self.ensure(class_types)
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value or []
+        coro.close()
+        log.warning("embedded: importing the node files for %s had to wait on the event loop; not imported",
+                    ", ".join(map(str, class_types)))
+        return []
 
     @contextlib.contextmanager
     def builtin_names_kept(self, nodes_module: Any) -> Iterator[None]:
@@ -150,15 +200,20 @@ class LazyPacks:
         """Indexed classes whose file has not been imported yet."""
         import nodes
 
-        return {c for c, f in self.index.classes.items() if f not in self._loaded and c not in nodes.NODE_CLASS_MAPPINGS
-                and self._wanted(f)}
+        return {c for c, f in self.index.classes.items() if f not in self._loaded
+                and not dict.__contains__(nodes.NODE_CLASS_MAPPINGS, c) and self._wanted(f)}
 
     async def ensure(self, class_types: Iterable[Any]) -> list[str]:
         """Import the files defining ``class_types`` that are not registered yet (all remaining
         files when one of them is known neither to ComfyUI nor to the index); returns the files."""
+        with self._lock:
+            return await self._ensure(class_types)
+
+    async def _ensure(self, class_types: Iterable[Any]) -> list[str]:
         import nodes
 
-        wanted = {c for c in class_types if isinstance(c, str) and c not in nodes.NODE_CLASS_MAPPINGS}
+        registered = nodes.NODE_CLASS_MAPPINGS
+        wanted = {c for c in class_types if isinstance(c, str) and not dict.__contains__(registered, c)}
         if wanted - set(self.index.classes):  # unknown to the index: maybe a file that failed at build time
             files = [f for f in self.index.files if f not in self._loaded and self._wanted(f)]
         else:

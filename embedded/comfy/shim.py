@@ -1,10 +1,15 @@
 """Our stand-in for ``server.PromptServer.instance``: ComfyUI's messages -> the running job's sink.
 
 Owns: the attributes and methods that ComfyUI's executor, its nodes and custom nodes use on the
-server instance (``send_sync``, ``send``, ``send_json``, ``send_progress_text``, ``client_id``,
-``last_node_id``, ``last_prompt_id``, ``sockets_metadata``, ``routes``, ``app``, ``queue_updated``,
-``add_on_prompt_handler``...). There is no HTTP server behind it: routes that custom nodes register
-are collected and never served.
+server instance, as popular packs use them (rgthree, Impact, Inspire, KJNodes, Custom-Scripts,
+VideoHelperSuite, Easy-Use...): ``send_sync`` (thread-safe; a node's own message reaches the
+running job as a ``MessageEvent``), ``send``, ``send_json``, ``send_progress_text``, ``client_id``,
+``last_node_id``, ``last_prompt_id``, ``number``, ``sockets_metadata``, ``supports``, ``loop``,
+``routes`` and ``app`` (routes are collected and never served: there is no HTTP server),
+``prompt_queue`` (ComfyUI's own ``PromptQueue``; its ``currently_running`` holds the running job as
+ComfyUI's queue item; a prompt a node puts there is never run, and a warning says so),
+``queue_updated``, ``get_queue_info``, ``add_on_prompt_handler`` and ``trigger_on_prompt`` (run by
+the executor before validation, as ``POST /prompt`` does).
 
 Imports aiohttp and ComfyUI's ``protocol`` only; ``boot.py`` installs it.
 """
@@ -37,6 +42,8 @@ class ServerShim:
         self.on_prompt_handlers: list[Callable] = []
         self.supports = ["custom_nodes_from_web"]
         self.number = 0
+        #: ComfyUI's ``PromptQueue``, made once ``execution`` is imported (``install_queue``)
+        self.prompt_queue = None
         self._sink: Sink | None = None
         self._lock = threading.Lock()
 
@@ -44,6 +51,23 @@ class ServerShim:
     def attach(self, sink: Sink | None) -> None:
         with self._lock:
             self._sink = sink
+
+    def install_queue(self, prompt_queue_class) -> None:
+        """ComfyUI's ``execution.PromptQueue`` on this instance (packs read it when imported)."""
+        self.prompt_queue = prompt_queue_class(self)
+
+    def running(self, item: tuple | None) -> None:
+        """The job that runs now, as ComfyUI's queue item ``(number, prompt_id, prompt,
+        extra_data, outputs_to_execute, sensitive)``, in ``prompt_queue.currently_running``
+        (None: no job runs)."""
+        queue = self.prompt_queue
+        if queue is None:
+            return
+        with queue.mutex:
+            queue.currently_running.clear()
+            if item is not None:
+                queue.currently_running[0] = item
+                self.number += 1
 
     # --- ComfyUI's side -------------------------------------------------------------------------
     def send_sync(self, event, data, sid=None) -> None:
@@ -70,7 +94,17 @@ class ServerShim:
                                          "prompt_id": self.last_prompt_id}, sid)
 
     def queue_updated(self) -> None:
-        pass
+        queue = self.prompt_queue
+        if queue is not None and queue.queue:
+            with queue.mutex:
+                dropped, queue.queue = len(queue.queue), []
+            log.warning("a node queued %d prompt(s) on ComfyUI's queue; in-process there is no server queue: "
+                        "not run (submit a job instead)", dropped)
+
+    def get_queue_info(self) -> dict:
+        queue = self.prompt_queue
+        running = len(queue.currently_running) if queue is not None else 0
+        return {"exec_info": {"queue_remaining": running}}
 
     def add_on_prompt_handler(self, handler) -> None:
         self.on_prompt_handlers.append(handler)
@@ -79,8 +113,8 @@ class ServerShim:
         for handler in self.on_prompt_handlers:
             try:
                 json_data = handler(json_data)
-            except Exception:
-                log.exception("on_prompt handler failed")
+            except Exception:  # as ComfyUI: logged, and the next handler gets the same JSON
+                log.warning("an on_prompt handler of a custom node failed", exc_info=True)
         return json_data
 
 

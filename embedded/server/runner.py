@@ -346,6 +346,9 @@ class ServerRunner(JobControl):
                 self.on_frame(frame)
             kind, data = frame.get("type"), frame.get("data") or {}
             if data.get("prompt_id") != prompt_id:
+                message = events.message_event(prompt_id, kind, data) if "prompt_id" not in data else None
+                if message is not None:  # a node's own message, while this job runs (one job at a time)
+                    dispatch(message)
                 continue  # status frames, other clients' prompts, the reconnect "executing" replay
             if kind == "execution_start" and running.stop_reason is not None:
                 self._stop(running)
