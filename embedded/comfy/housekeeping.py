@@ -44,11 +44,11 @@ def cache_settings(args: Any, cache_types: Any) -> tuple[Any, dict[str, float]]:
     cache_type = cache_types.CLASSIC
     if args.cache_lru > 0:
         cache_type = cache_types.LRU
-    elif args.cache_ram > 0:
+    elif getattr(args, "cache_ram", 0) > 0:  # --cache-ram is newer than some trees
         cache_type = cache_types.RAM_PRESSURE
     elif args.cache_none:
         cache_type = cache_types.NONE
-    return cache_type, {"lru": args.cache_lru, "ram": args.cache_ram}
+    return cache_type, {"lru": args.cache_lru, "ram": getattr(args, "cache_ram", 0)}
 
 
 class Housekeeping:

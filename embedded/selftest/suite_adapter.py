@@ -1,8 +1,8 @@
 """A pytest plugin that runs ComfyUI's own execution suite (``tests/execution/`` of the pinned tree,
 unchanged) against our public ``Executor`` API instead of ComfyUI's HTTP server.
 
-Loaded with ``-p comfyui_suite_adapter`` into a pytest process whose root is a copy of the tree's
-``tests/`` (``tests/parity/test_comfyui_suite.py`` makes it). Two seams, nothing else:
+Loaded with ``-p embedded.selftest.suite_adapter`` into a pytest process whose root is a copy of
+the tree's ``tests/`` (``suite.run_suite`` makes it). Two seams, nothing else:
 
 - **Their server fixture** starts ``python main.py ...`` with ``subprocess.Popen``: that call (and
   only that one: every other ``Popen`` goes through, such as the server mode's own ComfyUI) starts

@@ -135,3 +135,10 @@ def test_comfyuis_failed_pack_message_is_the_one_we_read():
     source = inspect.getsource(nodes.load_custom_node)
     assert 'f"Cannot import {module_path} module for custom nodes: {e}"' in source
     assert packs.parse("Cannot import /x/pack module for custom nodes: boom").reason == "boom"
+
+
+def test_the_selftests_contract_checks_find_nothing_on_the_pinned_tree(executor):
+    """embedded/comfy/contract.py: every internal we read or wrap, as the image's self-test checks it."""
+    from embedded.comfy import contract
+    assert len(contract.CHECKS) >= 10
+    assert contract.problems() == []

@@ -131,3 +131,28 @@ def test_what_users_add_to_a_tree_does_not_make_it_foreign(small_pin):
     assert vendor.verify(tree).ok
     vendor.ensure(tree, log=lambda m: None)
     assert (tree / "models/checkpoints/x.safetensors").read_text() == "user's"
+
+
+def test_another_comfyui_ref_is_fetched_with_git_whole_and_recorded(tmp_path):
+    """COMFYUI_REF (the image's build argument): a tag, branch or commit of the repository, the whole
+    tree, the commit it resolved to written beside it. A local repository stands in for GitHub."""
+    import subprocess
+
+    repo = tmp_path / "upstream"
+    (repo / "comfy").mkdir(parents=True)
+    (repo / "main.py").write_text("print('comfy')\n")
+    (repo / "comfy" / "x.py").write_text("X = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+    for cmd in (["git", "init", "--quiet", str(repo)], git + ["add", "."], git + ["commit", "--quiet", "-m", "v1"],
+                git + ["tag", "v0.9.0"]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    tree = tmp_path / "ComfyUI"
+    (tree / "stale").mkdir(parents=True)
+    vendor.replace_with_ref(tree, "v0.9.0", log=lambda *_: None, repository=str(repo))
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file()) == [
+        ".embedded-ref", "comfy/x.py", "main.py"]
+    assert (tree / ".embedded-ref").read_text() == f"v0.9.0 {commit}\n"
+    with pytest.raises(vendor.VendorError, match="fetch"):
+        vendor.replace_with_ref(tree, "no-such-ref", log=lambda *_: None, repository=str(repo))
+    assert (tree / "main.py").is_file(), "a failed fetch leaves the tree as it was"
