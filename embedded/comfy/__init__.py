@@ -19,7 +19,10 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    Input, output and temp folders are switched to the running job's own folders by the executor
    and back to the empty idle folders after it: only one job runs at a time.
 4. **``server.PromptServer.instance``** is our ``shim.ServerShim``, set before any node module is
-   imported. It relays ComfyUI's messages to the running job's events.
+   imported, with ComfyUI's own ``PromptQueue`` as its ``prompt_queue``. It relays ComfyUI's
+   messages to the running job's events; its on-prompt handlers run on the runner thread before a
+   job is validated. ``execution.get_output_from_returns`` is wrapped (``ui_strings``): a UI value
+   that is one string stays one item.
 5. **The progress hook** (``comfy.utils.set_progress_bar_global_hook``) is ours (``progress.py``); it
    keeps ComfyUI's interrupt check and per-node progress state.
 6. **The interrupt flag** (``comfy.model_management``) is set only by ``ComfyRunner.interrupt`` and
@@ -37,8 +40,9 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    none garbage) and on again after it; what boot made is frozen (``gc.freeze()``) so full
    collections stay short during jobs.
 10. **Node classes** (``nodes.NODE_CLASS_MAPPINGS``): ComfyUI's own packs are registered on first
-   use (``nodeindex.LazyPacks``, on the runner thread, before a job or a preflight is validated),
-   custom packs at boot. While the core imports, ``sys.modules["torch._dynamo.utils"]`` is a
+   use (``nodeindex.LazyPacks``, on the runner thread, before a job or a preflight is validated,
+   and whenever a class is looked up by name: the mapping is a ``nodeindex.LazyMappings``, one
+   dict filled in place), custom packs at boot. While the core imports, ``sys.modules["torch._dynamo.utils"]`` is a
    stand-in (``deferred``), removed before any node pack is imported (the worker's main thread
    imports the runpod SDK meanwhile). ``EAGER_NODES=true`` turns both off.
 

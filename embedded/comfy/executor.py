@@ -236,6 +236,7 @@ class ComfyRunner(JobControl):
 
         prompt = copy.deepcopy(check_workflow(job.workflow))
         prompt, targets, extra_data = _on_prompt(job, prompt, prompt_id)
+        check_workflow(prompt)  # what a handler made of it
         await _import_used_packs(prompt)
         check_file_inputs(prompt, _file_inputs)
         check_output_targets(prompt, targets, _is_output_node)

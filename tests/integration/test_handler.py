@@ -142,12 +142,20 @@ def test_job_timeout_ends_a_long_job_with_a_clear_error(make_worker):
     assert out == {"error": "The job exceeded its timeout of 0.5 s and was stopped at node 2 (EmbeddedTestSleep)"}
 
 
+def api_key_probe(run: str) -> dict:
+    """The probe, with an input of its own per run: the key is no input of the node, so ComfyUI's
+    cache would serve an identical workflow's result whatever the key (as its server does)."""
+    wf = workflow("api_key_probe")
+    wf["1"]["inputs"]["run"] = run
+    return wf
+
+
 def test_comfy_org_api_key_reaches_api_nodes_request_key_first(make_worker):
     worker = make_worker(comfy_org_api_key="env-key")
-    assert handle(worker, {"workflow": workflow("api_key_probe")})["text"][0]["data"] == "api_key=env-key"
-    out = handle(worker, {"workflow": workflow("api_key_probe"), "comfy_org_api_key": "request-key"})
+    assert handle(worker, {"workflow": api_key_probe("env")})["text"][0]["data"] == "api_key=env-key"
+    out = handle(worker, {"workflow": api_key_probe("request"), "comfy_org_api_key": "request-key"})
     assert out["text"][0]["data"] == "api_key=request-key"
-    assert handle(make_worker(), {"workflow": workflow("api_key_probe")})["text"][0]["data"] == "api_key=None"
+    assert handle(make_worker(), {"workflow": api_key_probe("none")})["text"][0]["data"] == "api_key=None"
 
 
 def test_serve_api_locally_serves_on_all_interfaces_unless_told_otherwise():
