@@ -2,10 +2,11 @@
 
 Owns: the rules. A URL's scheme is ``http``, ``https`` or ``s3``; it has a host and no user-info.
 The host is resolved once (``resolve``) and every address it resolves to must be public: refused
-are loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16, the cloud
-metadata address, fe80::/10), shared CGNAT space (100.64/10), multicast, reserved, unspecified
-and every other address that is not globally routable, IPv4 addresses inside IPv6 ones included
-(IPv4-mapped, 6to4, Teredo, NAT64). ``FETCH_ALLOW`` (``Allowlist``: host names, ``host:port``,
+is every block IANA's special-purpose registries mark not globally reachable (``NOT_GLOBAL``, a
+table of ours, the same on every Python version: loopback, private, link-local and the cloud
+metadata address, shared CGNAT space, documentation, benchmarking, IETF protocol assignments...),
+multicast, reserved, IPv6 outside the global unicast space, and IPv4 addresses inside IPv6 ones
+(IPv4-mapped, 6to4, Teredo, NAT64) as those IPv4 addresses. ``FETCH_ALLOW`` (``Allowlist``: host names, ``host:port``,
 IP addresses and CIDRs, comma-separated) lets operators and tests through. The caller connects to
 the address ``resolve`` returned (``fetching`` does, for every redirect too), so a second DNS
 answer cannot move the connection elsewhere. ``redact`` is how a URL may appear in logs and
@@ -28,10 +29,41 @@ SCHEMES = ("http", "https", "s3")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-#: not globally routable, though Python 3.11's tables do not say so
-_UNROUTED = (ipaddress.ip_network("3fff::/20"),)  # IPv6 documentation (RFC 9637)
+
+
+def _table(*rows: tuple[str, str]) -> tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...]:
+    return tuple((ipaddress.ip_network(block), name) for block, name in rows)
+
+
+#: IANA's IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890 and their updates): every
+#: block whose "Globally Reachable" is False (or that is deprecated), with its registry name. Ours,
+#: so that the guard refuses the same addresses on every Python version (``ipaddress``' own tables
+#: differ between versions: 3.11 lets 192.0.0.8 through, for one).
+NOT_GLOBAL = _table(
+    ("0.0.0.0/32", "unspecified"), ("0.0.0.0/8", "'this network'"), ("10.0.0.0/8", "private"), ("100.64.0.0/10", "shared CGNAT space"),
+    ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local (the cloud metadata range)"),
+    ("172.16.0.0/12", "private"), ("192.0.0.0/24", "IETF protocol assignment"),
+    ("192.0.2.0/24", "documentation (TEST-NET-1)"), ("192.88.99.0/24", "deprecated 6to4 relay anycast"),
+    ("192.168.0.0/16", "private"), ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation (TEST-NET-2)"), ("203.0.113.0/24", "documentation (TEST-NET-3)"),
+    ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved"), ("255.255.255.255/32", "limited broadcast"),
+    ("::/128", "unspecified"), ("::1/128", "loopback"), ("::ffff:0:0/96", "IPv4-mapped"),
+    ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation"), ("100::/64", "discard-only"),
+    ("100:0:0:1::/64", "dummy IPv6 prefix"), ("2001::/23", "IETF protocol assignment"),
+    ("2001:2::/48", "benchmarking"), ("2001:10::/28", "deprecated ORCHID"), ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"), ("5f00::/16", "segment routing (SRv6) SID"), ("fc00::/7", "private (unique-local)"),
+    ("fe80::/10", "link-local"), ("fec0::/10", "site-local"), ("ff00::/8", "multicast"),
+)
+#: blocks inside those that the registries mark globally reachable (anycast services, AMT, AS112...)
+GLOBAL_WITHIN = _table(
+    ("192.0.0.9/32", "PCP anycast"), ("192.0.0.10/32", "TURN anycast"),
+    ("2001:1::1/128", "PCP anycast"), ("2001:1::2/128", "TURN anycast"), ("2001:1::3/128", "DNS-SD SRP anycast"),
+    ("2001:3::/32", "AMT"), ("2001:4:112::/48", "AS112-v6"), ("2001:20::/28", "ORCHIDv2"),
+    ("2001:30::/28", "drone remote ID"),
+)
+#: IANA's IPv6 global unicast space: every IPv6 address outside it is unallocated or special
+GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 
 
 class FetchRefused(InputError):
@@ -73,7 +105,9 @@ def host_of(url: str) -> str:
 
 
 def refusal(address: IPAddress) -> str | None:
-    """Why the worker must not connect to ``address``, or ``None`` for a public address."""
+    """Why the worker must not connect to ``address``, or ``None`` for a public address (the tables
+    above; an IPv4 address inside an IPv6 one, IPv4-mapped, 6to4, Teredo or NAT64, is judged as
+    that IPv4 address)."""
     if isinstance(address, ipaddress.IPv6Address):
         inner = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
         if inner is None and address in _NAT64:
@@ -81,14 +115,15 @@ def refusal(address: IPAddress) -> str | None:
         if inner is not None:
             reason = refusal(inner)
             return f"{reason} (inside an IPv6 address)" if reason else None
-    checks = (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
-              ("link-local (the cloud metadata range)", address.is_link_local),
-              ("shared CGNAT space", address in _CGNAT if address.version == 4 else False),
-              ("multicast", address.is_multicast), ("reserved", address.is_reserved),
-              ("site-local", getattr(address, "is_site_local", False)), ("private", address.is_private),
-              ("not globally routable", not address.is_global or any(address in n for n in _UNROUTED
-                                                                      if n.version == address.version)))
-    return next((f"a {name} address" for name, hit in checks if hit), None)
+    if any(address in block for block, _ in GLOBAL_WITHIN if block.version == address.version):
+        return None
+    hits = [(block.prefixlen, name) for block, name in NOT_GLOBAL if block.version == address.version and address in block]
+    if hits:
+        name = max(hits)[1]  # the most specific block names it
+        return f"a{'n' if name[0] in 'aeiouIR' else ''} {name} address"
+    if address.version == 6 and address not in GLOBAL_UNICAST_V6:
+        return "an address outside IANA's global unicast space (not globally routable)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,11 +141,15 @@ class Allowlist:
         for entry in (e.strip() for e in (text or "").split(",")):
             if not entry:
                 continue
+            if "://" in entry:
+                raise ValueError(f"{name}: {entry!r} has a scheme; give the host alone "
+                                 f"({urlsplit(entry).netloc or 'models.internal'}), host:port or a CIDR")
             if "/" in entry:
                 try:
                     networks.append(ipaddress.ip_network(entry, strict=False))
                 except ValueError:
-                    raise ValueError(f"{name}: {entry!r} is not a CIDR") from None
+                    raise ValueError(f"{name}: {entry!r} is neither a CIDR (10.0.0.0/8, fd00::/8) nor a host: "
+                                     f"give a host, host:port or CIDR, without a path") from None
                 continue
             try:  # a bare address (IPv6 without brackets: no port)
                 hosts.add((str(ipaddress.ip_address(entry)), None))

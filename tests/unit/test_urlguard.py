@@ -2,10 +2,11 @@
 how FETCH_ALLOW lets chosen ones through, which URL forms are accepted, and what may be shown."""
 
 import ipaddress
+import re
 
 import pytest
 
-from embedded.urlguard import Allowlist, FetchRefused, Guard, redact, refusal
+from embedded.urlguard import GLOBAL_WITHIN, NOT_GLOBAL, Allowlist, FetchRefused, Guard, redact, refusal
 
 REFUSED = {
     "127.0.0.1": "loopback", "127.8.9.10": "loopback", "10.1.2.3": "private", "172.16.0.1": "private",
@@ -20,7 +21,8 @@ REFUSED = {
     "2002:a9fe:a9fe::": "link-local",      # 6to4 of the metadata address
     "64:ff9b::a9fe:a9fe": "link-local",    # NAT64 of the metadata address
     "2001:0:4136:e378:8000:63bf:f5ff:fffe": "private",  # Teredo whose client is 10.0.0.1
-    "fec0::1": "site-local", "3fff::1": "not globally routable", "2001:db8::1": "",
+    "fec0::1": "site-local", "3fff::1": "documentation", "2001:db8::1": "documentation",
+    "192.0.0.8": "IETF protocol assignment", "4000::1": "global unicast space",
 }
 PUBLIC = ["8.8.8.8", "1.1.1.1", "151.101.1.69", "2606:4700::6810:84e5", "2a00:1450:4001:80b::200e",
           "::ffff:8.8.8.8", "64:ff9b::808:808"]
@@ -36,6 +38,36 @@ def test_every_non_public_address_is_refused_with_its_reason(address, kind):
 @pytest.mark.parametrize("address", PUBLIC)
 def test_public_addresses_pass(address):
     assert refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize("block,name", [(str(b), n) for b, n in NOT_GLOBAL], ids=lambda v: str(v))
+def test_every_block_iana_marks_not_globally_reachable_is_refused_first_to_last(block, name):
+    """The guard's own table (issue 18, item 3), the same on every Python version."""
+    network = ipaddress.ip_network(block)
+    for address in (network.network_address, network.broadcast_address, network.network_address + network.num_addresses // 2):
+        if any(address in inner for inner, _ in GLOBAL_WITHIN):
+            continue
+        reason = refusal(address)
+        inner = address.ipv4_mapped or (address.teredo or (None, None))[1] if address.version == 6 else None
+        if inner is not None:  # an IPv4 address inside an IPv6 one is judged as that IPv4 address
+            assert (reason is None) == (refusal(inner) is None), (address, reason)
+            continue
+        most_specific = max((b.prefixlen, n) for b, n in NOT_GLOBAL if b.version == address.version and address in b)[1]
+        assert reason is not None and most_specific in reason, (address, reason)
+
+
+@pytest.mark.parametrize("block", [str(b) for b, _ in GLOBAL_WITHIN])
+def test_the_globally_reachable_blocks_inside_them_pass(block):
+    network = ipaddress.ip_network(block)
+    assert refusal(network.network_address) is None and refusal(network.broadcast_address) is None
+
+
+@pytest.mark.parametrize("entry,says", [("http://models.internal", "has a scheme; give the host alone (models.internal)"),
+                                        ("https://10.0.0.5:8443/models", "has a scheme"),
+                                        ("models.internal/path", "without a path")])
+def test_fetch_allow_entries_with_a_scheme_or_a_path_say_what_form_is_expected(entry, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        Allowlist.parse(entry)
 
 
 def resolving(table):
