@@ -171,6 +171,11 @@ class Config:
     fetch_read_timeout_s: float = 60.0
     #: retries of a download on connection errors and 5xx answers, with backoff (FETCH_RETRIES)
     fetch_retries: int = 3
+    #: longest one download may take, whatever the server sends (FETCH_DEADLINE_S; a job's own
+    #: timeout bounds its downloads too)
+    fetch_deadline_s: float = 3600.0
+    #: longest one upload of an output to a bucket may take (UPLOAD_DEADLINE_S)
+    upload_deadline_s: float = 600.0
     #: where models fetched for jobs are kept (MODEL_CACHE_DIR; default <network volume>/model-cache
     #: when a volume is mounted, else <work_dir>/model-cache)
     model_cache_dir: Path | None = None
@@ -247,6 +252,8 @@ class Config:
                                              default=10.0),
             fetch_read_timeout_s=_seconds(env.get("FETCH_READ_TIMEOUT_S"), "FETCH_READ_TIMEOUT_S", default=60.0),
             fetch_retries=_count(env.get("FETCH_RETRIES"), 3, "FETCH_RETRIES"),
+            fetch_deadline_s=_seconds(env.get("FETCH_DEADLINE_S"), "FETCH_DEADLINE_S", default=3600.0),
+            upload_deadline_s=_seconds(env.get("UPLOAD_DEADLINE_S"), "UPLOAD_DEADLINE_S", default=600.0),
             model_cache_dir=_path(env.get("MODEL_CACHE_DIR"), None),
             model_cache_max_gb=_positive(env.get("MODEL_CACHE_MAX_GB"), None, "MODEL_CACHE_MAX_GB"),
             hf_token=env.get("HF_TOKEN") or None,

@@ -16,15 +16,18 @@ Must not import ComfyUI or the backends.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import re
 import socket
+import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -36,8 +39,10 @@ from urllib3.util.retry import Retry
 from .errors import InputError
 from .urlguard import FetchRefused, Guard, host_of, redact
 
-#: bytes read at a time (a cancel is seen between two)
+#: bytes read at a time
 CHUNK = 64 * 1024
+#: how often a transfer's watcher looks at its cancel and its deadline (seconds)
+WATCH_EVERY_S = 0.1
 #: redirects followed, each checked by the guard like the first URL
 MAX_REDIRECTS = 10
 #: a presigned URL's life for one transfer: an ``s3://`` input's GET, an output's PUT (seconds)
@@ -56,6 +61,79 @@ class FetchError(InputError):
 
 class Cancelled(Exception):
     """The job was cancelled while its files were downloading."""
+
+
+class _Stopped(Exception):
+    """A transfer's watcher closed its connection (raised where a new one would be made)."""
+
+
+class _Transfer:
+    """One download or upload: the sockets it opened, shut down from the watcher's thread when it
+    must stop (``stop``), so that a read or write blocked on a server that drips, or accepts bytes
+    slowly, returns at once; a cancel or a deadline takes effect within ``WATCH_EVERY_S``."""
+
+    def __init__(self) -> None:
+        self.stopped: str | None = None  # "cancel" or "deadline"
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            stopped = self.stopped
+        if stopped:
+            _shut(sock)
+
+    def stop(self, why: str) -> None:
+        with self._lock:
+            if self.stopped:
+                return
+            self.stopped = why
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Wake whatever blocks on ``sock``; its close (by urllib3, after the error) then resets the
+    connection instead of sending what is still buffered (no lingering)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+#: the transfer the current thread runs (its connections register with it)
+_current = threading.local()
+
+
+@contextlib.contextmanager
+def _watched(cancel: threading.Event | None, deadline_s: float | None) -> Iterator[_Transfer]:
+    """Run a transfer in the block; a thread stops it when ``cancel`` is set or ``deadline_s``
+    seconds have passed, by shutting its connections down."""
+    transfer = _Transfer()
+    done = threading.Event()
+    ends = time.monotonic() + deadline_s if deadline_s else None
+
+    def watch() -> None:
+        while not done.wait(WATCH_EVERY_S):
+            if cancel is not None and cancel.is_set():
+                transfer.stop("cancel")
+                return
+            if ends is not None and time.monotonic() >= ends:
+                transfer.stop("deadline")
+                return
+
+    watcher = threading.Thread(target=watch, name="embedded-transfer-watch", daemon=True)
+    previous = getattr(_current, "transfer", None)
+    _current.transfer = transfer
+    watcher.start()
+    try:
+        yield transfer
+    finally:
+        done.set()
+        _current.transfer = previous
 
 
 @dataclass(frozen=True)
@@ -114,6 +192,10 @@ class FetchSettings:
     retries: int = 3
     #: variable name -> token (``HF_TOKEN``, ``CIVITAI_TOKEN``); never logged
     tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: longest a download may take, whatever the server sends (a job's timeout also stops it)
+    deadline: float | None = 3600.0
+    #: longest an upload to a job's own bucket may take
+    upload_deadline: float | None = 600.0
 
 
 def token_for(url: str, tokens: Mapping[str, str]) -> str | None:
@@ -133,11 +215,17 @@ def _guarded_adapter(guard: Guard, retries: int) -> HTTPAdapter:
     """An adapter whose connections go to the address ``guard`` checked for their host."""
 
     def new_conn(conn: urllib3.connection.HTTPConnection) -> socket.socket:
+        transfer = getattr(_current, "transfer", None)
+        if transfer is not None and transfer.stopped:
+            raise _Stopped()  # not an urllib3 error: not retried
         address = guard.resolve(conn.host, conn.port)  # raises FetchRefused: not retried
         try:
-            return urllib3_connection.create_connection((address, conn.port), conn.timeout,
+            sock = urllib3_connection.create_connection((address, conn.port), conn.timeout,
                                                         source_address=conn.source_address,
                                                         socket_options=conn.socket_options)
+            if transfer is not None:
+                transfer.add(sock)
+            return sock
         except socket.timeout as exc:
             raise urllib3.exceptions.ConnectTimeoutError(conn, f"Connection to {conn.host} timed out") from exc
         except OSError as exc:
@@ -192,10 +280,32 @@ class Fetcher:
                  s3: S3Settings | None = None, on_progress: Callable[[int, int | None], None] | None = None,
                  cancel: threading.Event | None = None, digest: Any = None) -> int:
         """Stream ``url`` into ``dest`` (created or replaced); returns its size. ``what`` names the
-        file in errors ("Input 'a.png'"); ``digest`` is fed every chunk. Raises ``FetchError``,
-        ``FetchRefused`` or ``Cancelled``."""
+        file in errors ("Input 'a.png'"); ``digest`` is fed every chunk. ``cancel`` (the job's
+        timeout and interrupt set it) and the per-file deadline (``FETCH_DEADLINE_S``) close the
+        connection, whatever the server sends. Raises ``FetchError``, ``FetchRefused`` or
+        ``Cancelled``."""
         target = self.http_url(url, s3)
         shown = f"{what} from {host_of(url)}"
+        with _watched(cancel, self.settings.deadline) as transfer:
+            try:
+                size = self._download(target, dest, what, shown, max_bytes, on_progress, digest)
+            except (FetchRefused, Cancelled):
+                raise
+            except Exception:
+                if transfer.stopped:
+                    raise self._stopped(transfer, shown) from None
+                raise
+            if transfer.stopped:  # the body may look complete when the connection was shut down
+                raise self._stopped(transfer, shown)
+            return size
+
+    def _stopped(self, transfer: _Transfer, shown: str) -> Exception:
+        if transfer.stopped == "cancel":
+            return Cancelled()
+        return FetchError(f"{shown}: not done within {self.settings.deadline:g} s (FETCH_DEADLINE_S)")
+
+    def _download(self, target: str, dest: Path, what: str, shown: str, max_bytes: int | None,
+                  on_progress: Callable[[int, int | None], None] | None, digest: Any) -> int:
         silent = f"{shown}: the server sent nothing for {self.settings.read_timeout:g} s (FETCH_READ_TIMEOUT_S)"
         try:
             with self._follow(target, shown) as reply:
@@ -207,8 +317,6 @@ class Fetcher:
                 size = 0
                 with open(dest, "wb") as out:
                     for chunk in reply.iter_content(CHUNK):
-                        if cancel is not None and cancel.is_set():
-                            raise Cancelled()
                         size += len(chunk)
                         if max_bytes is not None and size > max_bytes:
                             raise FetchError(f"{shown}: more than the limit of {max_bytes} bytes")
@@ -218,7 +326,7 @@ class Fetcher:
                         if on_progress is not None:
                             on_progress(size, total)
                 return size
-        except (FetchError, FetchRefused, Cancelled):
+        except (FetchError, FetchRefused, Cancelled, _Stopped):
             raise
         except requests.exceptions.ConnectTimeout:
             raise FetchError(f"{shown}: no connection within {self.settings.connect_timeout:g} s") from None
@@ -252,17 +360,22 @@ class Fetcher:
         raise FetchError(f"{shown}: more than {MAX_REDIRECTS} redirects")
 
     def upload(self, s3: S3Settings, key: str, data: bytes, content_type: str) -> str:
-        """Put ``data`` at ``key`` of ``s3``'s bucket; returns a presigned ``GET`` URL (7 days)."""
+        """Put ``data`` at ``key`` of ``s3``'s bucket; returns a presigned ``GET`` URL (7 days). A
+        bucket that takes longer than ``UPLOAD_DEADLINE_S`` has its connection closed."""
         s3 = s3.for_bucket(s3.bucket)
         put = s3.presign("put_object", s3.bucket, key, PRESIGN_TRANSFER_S, ContentType=content_type)
-        try:
-            self.settings.guard.check_url(put, ("http", "https"))
-            reply = self.session().put(put, data=data, headers={"Content-Type": content_type},
-                                       timeout=(self.settings.connect_timeout, self.settings.read_timeout))
-        except FetchRefused as exc:  # the job's own endpoint: say why without repeating it
-            raise FetchError(f"the bucket endpoint is refused: {exc.reason} (FETCH_ALLOW lets it through)") from None
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise FetchError(f"the bucket endpoint could not be reached ({type(exc).__name__})") from None
+        with _watched(None, self.settings.upload_deadline) as transfer:
+            try:
+                self.settings.guard.check_url(put, ("http", "https"))
+                reply = self.session().put(put, data=data, headers={"Content-Type": content_type},
+                                           timeout=(self.settings.connect_timeout, self.settings.read_timeout))
+            except FetchRefused as exc:  # the job's own endpoint: say why without repeating it
+                raise FetchError(f"the bucket endpoint is refused: {exc.reason} (FETCH_ALLOW lets it through)") from None
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, _Stopped) as exc:
+                if transfer.stopped:
+                    raise FetchError(f"the upload was not done within {self.settings.upload_deadline:g} s "
+                                     f"(UPLOAD_DEADLINE_S)") from None
+                raise FetchError(f"the bucket endpoint could not be reached ({type(exc).__name__})") from None
         if reply.status_code not in (200, 201):
             code = _s3_code(reply.text)
             raise FetchError(f"S3 error {code}" if code else f"the bucket answered HTTP {reply.status_code}")

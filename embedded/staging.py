@@ -45,7 +45,7 @@ def fetcher_for(config: Config) -> Fetcher:
     tokens = {k: v for k, v in (("HF_TOKEN", config.hf_token), ("CIVITAI_TOKEN", config.civitai_token)) if v}
     return Fetcher(FetchSettings(Guard(config.fetch_allow.with_url(config.bucket_endpoint_url)),
                                  config.fetch_connect_timeout_s, config.fetch_read_timeout_s, config.fetch_retries,
-                                 tokens))
+                                 tokens, deadline=config.fetch_deadline_s, upload_deadline=config.upload_deadline_s))
 
 
 def model_cache_for(config: Config, fetcher: Fetcher) -> ModelCache:

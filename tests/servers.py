@@ -224,7 +224,11 @@ class FileServer:
     (path, query and headers). Per path: ``redirects`` (-> a Location), ``failures`` (that many
     503 answers first, with ``retry_after``'s Retry-After header), ``stall`` (seconds of silence before the body), ``unsized`` (no
     Content-Length: the body is read until the connection closes), ``delay`` (seconds between
-    chunks, for downloads that take a while)."""
+    chunks, for downloads that take a while), ``drip`` (one byte every that many seconds, each gap
+    shorter than any read timeout, for at most ``DRIP_FOR_S``; ``hung_up(path)`` says when the
+    client closed the connection)."""
+
+    DRIP_FOR_S = 300
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
@@ -234,7 +238,9 @@ class FileServer:
         self.delay: dict[str, float] = {}
         self.unsized: set[str] = set()
         self.retry_after: dict[str, str] = {}
+        self.drip: dict[str, float] = {}
         self.requests: list[dict] = []
+        self._hung_up: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         served = self
 
@@ -261,6 +267,8 @@ class FileServer:
                     return
                 if path not in served.files:
                     return self._answer(404, b"not found")
+                if path in served.drip:
+                    return self._drip(path, served.drip[path])
                 time.sleep(served.stall.get(path, 0))
                 body = served.files[path]
                 self.send_response(200)
@@ -273,6 +281,20 @@ class FileServer:
                 for start in range(0, len(body), 256 * 1024):
                     self.wfile.write(body[start:start + 256 * 1024])
                     time.sleep(served.delay.get(path, 0))
+
+            def _drip(self, path: str, every: float):
+                self.send_response(200)  # no Content-Length: the body would go on until the connection closes
+                self.send_header("Connection", "close")
+                self.end_headers()
+                ends = time.monotonic() + served.DRIP_FOR_S
+                try:
+                    while time.monotonic() < ends:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(every)
+                except OSError:  # the client closed the connection
+                    served.hung_up_event(path).set()
+                self.close_connection = True
 
             def _answer(self, status: int, body: bytes, headers: dict | None = None):
                 self.send_response(status)
@@ -295,6 +317,14 @@ class FileServer:
     def allow(self) -> str:
         """The ``FETCH_ALLOW`` entry that lets the worker fetch from this server."""
         return f"127.0.0.1:{self.port}"
+
+    def hung_up_event(self, path: str) -> threading.Event:
+        with self._lock:
+            return self._hung_up.setdefault(path, threading.Event())
+
+    def hung_up(self, path: str, within: float) -> bool:
+        """Whether the client closed its connection to ``path`` (waiting at most ``within`` s)."""
+        return self.hung_up_event(path).wait(within)
 
     def hits(self, path: str) -> int:
         with self._lock:
@@ -441,3 +471,47 @@ class TcpProxy:
         self._closed = True
         self.cut()
         self.listener.close()
+
+
+class SlowSink:
+    """An HTTP server on loopback that takes a ``PUT`` body 1 KiB every ``every`` seconds through a
+    small receive buffer (a bucket that accepts bytes slowly), for at most ``FileServer.DRIP_FOR_S``; ``hung_up`` says
+    when the client closed the connection."""
+
+    def __init__(self, every: float = 0.2):
+        self.hung_up = threading.Event()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_PUT(self):
+                ends = time.monotonic() + FileServer.DRIP_FOR_S
+                try:
+                    while time.monotonic() < ends:
+                        if not self.rfile.read1(1024):
+                            break
+                        time.sleep(every)
+                except OSError:
+                    pass
+                sink.hung_up.set()
+                self.close_connection = True
+
+        class Server(ThreadingHTTPServer):
+            def server_bind(self):
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                super().server_bind()
+
+        self.server = Server(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

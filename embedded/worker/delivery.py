@@ -24,6 +24,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..fetching import Fetcher, FetchError, S3Settings
 from ..types import IMAGE, Output
@@ -53,13 +54,15 @@ class Delivery:
     outputs go to a bucket."""
 
     def __init__(self, env_bucket: bool, bucket: S3Settings | None = None, fetcher: Fetcher | None = None,
-                 max_inline: int | None = None):
+                 max_inline: int | None = None, upload_deadline: float | None = None):
         if bucket is not None and fetcher is None:
             raise ValueError("a job's own bucket needs the fetcher that uploads to it")
         self.s3_enabled = env_bucket or bucket is not None
         self.bucket = bucket
         self.fetcher = fetcher
         self.max_inline = max_inline
+        #: longest an ``rp_upload`` upload may take (UPLOAD_DEADLINE_S; the fetcher bounds its own)
+        self.upload_deadline = upload_deadline
         self._inline = 0
         self._inline_lock = threading.Lock()
 
@@ -94,6 +97,10 @@ class Delivery:
         if self.bucket is not None:  # the job's own bucket, through the URL guard
             key = "/".join(p for p in (self.bucket.prefix, job_id, f"{uuid.uuid4().hex[:8]}{suffix}") if p)
             return self.fetcher.upload(self.bucket, key, output.data, output.mime_type)
+        return _within(self.upload_deadline, lambda: self._rp_upload(job_id, output, suffix))
+
+    @staticmethod
+    def _rp_upload(job_id: str, output: Output, suffix: str) -> str:
         from runpod.serverless.utils import rp_upload
 
         with tempfile.TemporaryDirectory(prefix="embedded-upload-") as tmp:
@@ -107,6 +114,31 @@ class Delivery:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise RuntimeError("the upload returned no URL")
         return url
+
+
+class UploadTimeout(Exception):
+    """An upload through ``rp_upload`` (boto3) did not end within ``UPLOAD_DEADLINE_S``."""
+
+
+def _within(deadline: float | None, upload: Callable[[], str]) -> str:
+    """``upload()``, answered within ``deadline`` seconds: boto3's transfer cannot be stopped from
+    outside, so it runs in a thread of its own, left to end (or fail) by itself when it is late;
+    the output is then handled as any failed upload (returned inline, nothing lost)."""
+    if deadline is None:
+        return upload()
+    result: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            result.set_result(upload())
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            result.set_exception(exc)
+
+    threading.Thread(target=run, name="embedded-rp-upload", daemon=True).start()
+    try:
+        return result.result(timeout=deadline)
+    except concurrent.futures.TimeoutError:
+        raise UploadTimeout(f"not done within {deadline:g} s (UPLOAD_DEADLINE_S)") from None
 
 
 class RememberingDelivery(Delivery):
@@ -141,6 +173,8 @@ def _describe(exc: Exception) -> str:
     code where there is one, else the kind of failure."""
     if isinstance(exc, FetchError):  # a job's own bucket: the fetcher's words name no URL
         return exc.message
+    if isinstance(exc, UploadTimeout):
+        return f"the upload was {exc}"
     code = None
     response = getattr(exc, "response", None)
     if isinstance(response, dict):

@@ -212,7 +212,8 @@ class Worker:
             return response.failure(self.boot_error)
         try:
             req = request.parse(job.get("input"), self.config.input_limits)
-            delivery = delivery_kind(self.config.s3_enabled, req.s3, self.fetcher, self.config.output_max_inline_bytes)
+            delivery = delivery_kind(self.config.s3_enabled, req.s3, self.fetcher, self.config.output_max_inline_bytes,
+                                     self.config.upload_deadline_s)
             extra = {}
             key = req.comfy_org_api_key or self.config.comfy_org_api_key
             if key:
