@@ -10,8 +10,9 @@ per file however many workers share the volume (``filelock``), into a temporary 
 place only when complete and, when ``sha256`` is given, matching (a mismatch leaves nothing in
 the cache); then the least recently used files are evicted until the cache fits
 ``MODEL_CACHE_MAX_GB`` (never a file the job needs, nor one used in the last
-``EVICT_GRACE_S``: another worker may be about to load it), with downloads left behind by killed
-workers. What is known of a file (its URL, its checksum once computed) is kept beside it under
+``EVICT_GRACE_S``: another worker may be about to load it). Downloads left behind by killed
+workers are swept at start and before each download (``sweep``). One rule (``_usable``) says
+whether a cached file serves a request, for a run and a preflight alike. What is known of a file (its URL, its checksum once computed) is kept beside it under
 ``.meta/``, so that a cached file is hashed at most once.
 
 Must not import ComfyUI or the backends.
@@ -46,8 +47,9 @@ _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 FOLDER_NAMES = {alias: name for name, aliases in MODEL_FOLDERS.items() for alias in (name, *aliases)}
 #: hidden folders of the cache: downloads in progress, locks, what is known of each file
 INCOMING, LOCKS, META = ".incoming", ".locks", ".meta"
-#: a file used this recently (seconds) is not evicted; a download this old was abandoned
-EVICT_GRACE_S, ABANDONED_S = 600, 24 * 3600
+#: a file used this recently (seconds) is not evicted; a partial download untouched this long was
+#: left by a writer that died (a live one writes at least every FETCH_READ_TIMEOUT_S)
+EVICT_GRACE_S, ABANDONED_S = 600, 3600
 
 
 @dataclass(frozen=True)
@@ -102,16 +104,32 @@ class ModelCache:
         self.max_bytes = max_bytes
         self.fetcher = fetcher
         self._evicting = threading.Lock()
+        self.sweep()
 
     def path_of(self, ref: ModelRef) -> Path:
         return self.root / ref.folder / ref.filename
 
     def cached(self, ref: ModelRef) -> bool:
-        """Whether ``ref`` would be used from the cache without a request."""
-        path = self.path_of(ref)
-        meta = self._meta(path)
-        return path.is_file() and (meta.get("sha256") == ref.sha256 if ref.sha256 else
-                                   meta.get("url") == redact(ref.url))
+        """Whether ``ref`` would be used from the cache without a request (what ``ensure``
+        decides: the same function answers both)."""
+        return self._usable(ref, self.path_of(ref))
+
+    def sweep(self) -> list[Path]:
+        """Remove the partial downloads of writers that died (untouched for ``ABANDONED_S``); at
+        start and before each download, whatever ``MODEL_CACHE_MAX_GB`` says."""
+        incoming = self.root / INCOMING
+        removed = []
+        now = time.time()
+        for stale in incoming.glob("*") if incoming.is_dir() else ():
+            try:
+                if now - stale.stat().st_mtime > ABANDONED_S:
+                    stale.unlink(missing_ok=True)
+                    removed.append(stale)
+            except OSError:
+                continue
+        if removed:
+            log.info("model cache: removed %d partial download(s) left by workers that stopped", len(removed))
+        return removed
 
     def ensure(self, ref: ModelRef, *, s3: S3Settings | None = None,
                on_progress: Callable[[int, int | None], None] | None = None,
@@ -146,9 +164,6 @@ class ModelCache:
         (self.root / LOCKS).mkdir(parents=True, exist_ok=True)
         with self._evicting, FileLock(self.root / LOCKS / "evict.lock"):
             now = time.time()
-            for stale in (self.root / INCOMING).glob("*") if (self.root / INCOMING).is_dir() else ():
-                if now - stale.stat().st_mtime > ABANDONED_S:
-                    stale.unlink(missing_ok=True)
             files = [p for p in self._files() if p.resolve() not in keep and now - p.stat().st_mtime > EVICT_GRACE_S]
             total = sum(p.stat().st_size for p in self._files())
             removed = []
@@ -167,6 +182,9 @@ class ModelCache:
 
     # --- internals ----------------------------------------------------------------------------
     def _usable(self, ref: ModelRef, path: Path) -> bool:
+        """The one rule: a file there serves ``ref`` when it came from the same source (or was
+        placed by hand, with no record of a source), or when ``ref`` names a checksum, when its
+        checksum (computed once, then recorded) is that one."""
         if not path.is_file():
             return False
         meta = self._meta(path)
@@ -179,6 +197,7 @@ class ModelCache:
 
     def _download(self, ref: ModelRef, path: Path, s3: S3Settings | None,
                   on_progress: Callable[[int, int | None], None] | None, cancel: threading.Event | None) -> None:
+        self.sweep()
         incoming = self.root / INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
         temporary = incoming / uuid.uuid4().hex

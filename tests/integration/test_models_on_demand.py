@@ -175,3 +175,48 @@ def _checkpoint_bytes(name: str) -> bytes:
     import folder_paths
 
     return Path(folder_paths.get_full_path_or_raise("checkpoints", name)).read_bytes()
+
+
+def test_one_rule_says_whether_a_cached_file_serves_a_request_for_the_preflight_and_the_run(file_server, tmp_path):
+    """Issue 18, item 4: a model placed by hand serves a request without a checksum (no request
+    is made), in the preflight as in the run; one with a checksum is hashed once, then known."""
+    import os
+
+    url = serve(file_server, "/hand/placed.safetensors", b"from the server")
+    cache = cache_at(tmp_path, file_server)
+    placed = tmp_path / "loras" / "placed.safetensors"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"by hand")
+    ref = ModelRef.of(url, "loras", "placed.safetensors")
+    assert cache.cached(ref) is True
+    assert cache.ensure(ref).read_bytes() == b"by hand" and file_server.hits("/hand/placed.safetensors") == 0
+    summed = ModelRef.of(url, "loras", "placed.safetensors", hashlib.sha256(b"by hand").hexdigest())
+    assert cache.cached(summed) is True and cache.ensure(summed) == placed
+    other = ModelRef.of(url, "loras", "placed.safetensors", "1" * 64)
+    assert cache.cached(other) is False
+
+
+def test_partial_downloads_of_dead_writers_are_swept_at_start_and_before_a_download_without_a_size_limit(
+        file_server, tmp_path):
+    import os
+    import time
+
+    from embedded.modelcache import ABANDONED_S
+
+    incoming = tmp_path / ".incoming"
+    incoming.mkdir()
+    old = time.time() - ABANDONED_S - 60
+
+    def left_behind(name: str) -> Path:
+        path = incoming / name
+        path.write_bytes(b"partial")
+        os.utime(path, (old, old))
+        return path
+
+    dead, live = left_behind("dead-at-start"), incoming / "being-written"
+    live.write_bytes(b"fresh")
+    cache = cache_at(tmp_path, file_server)  # no MODEL_CACHE_MAX_GB
+    assert not dead.exists() and live.exists()
+    dead = left_behind("dead-later")
+    cache.ensure(ModelRef.of(serve(file_server, "/sweep/m.safetensors", b"m"), "loras", "m.safetensors"))
+    assert not dead.exists() and live.exists()
