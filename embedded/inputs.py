@@ -197,8 +197,8 @@ def check_names_together(names: list[str]) -> None:
 
 @dataclass(frozen=True)
 class InputLimits:
-    """How large one input file may be (``INPUT_MAX_BYTES``) and one input image
-    (``INPUT_MAX_PIXELS``, width times height)."""
+    """How large one input file may be (``INPUT_MAX_BYTES``) and one input image or video
+    (``INPUT_MAX_PIXELS``, width times height times frames)."""
 
     max_bytes: int = 100 * 1024 * 1024
     max_pixels: int = 100_000_000
@@ -206,8 +206,9 @@ class InputLimits:
 
 def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits()) -> bytes | Path:
     """Bytes for an input, or a file holding them (a download), within the size limit; a name with
-    an image extension must hold a readable image within the pixel limit (read from its header:
-    nothing is decoded)."""
+    an image extension must hold a readable image within the pixel limit, every frame of an
+    animated or multi-page image counted, and a video's frames are counted the same way (read from
+    their headers: nothing is decoded)."""
     if isinstance(data, Path):
         try:
             size = data.stat().st_size
@@ -219,10 +220,14 @@ def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits())
         raise InputError(f"Input {name!r}: expected bytes, got {type(data).__name__}")
     if size > limits.max_bytes:
         raise InputError(f"Input {name!r} is {size} bytes; the limit is {limits.max_bytes} (INPUT_MAX_BYTES)")
-    if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS:
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        _check_video_pixels(name, data, limits)
+    if suffix in IMAGE_EXTENSIONS:
         try:
             with Image.open(data if isinstance(data, Path) else io.BytesIO(data)) as im:
                 width, height = im.size
+                frames = int(getattr(im, "n_frames", 1) or 1)  # animated, multi-page: loaders decode every frame
                 im.verify()
         except Image.DecompressionBombError:
             pillow = 2 * (Image.MAX_IMAGE_PIXELS or 0)  # where Pillow refuses to open an image
@@ -233,7 +238,39 @@ def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits())
         if width * height > limits.max_pixels:
             raise InputError(f"Input {name!r} is {width}x{height} pixels; the limit is {limits.max_pixels} "
                              f"pixels (INPUT_MAX_PIXELS)")
+        if width * height * frames > limits.max_pixels:
+            raise _too_many_pixels(name, frames, width, height, limits)
     return data if isinstance(data, Path) else bytes(data)
+
+
+#: file extensions ComfyUI's video loaders read, decoding every frame
+VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"})
+
+
+def _too_many_pixels(name: str, frames: int, width: int, height: int, limits: InputLimits) -> InputError:
+    return InputError(f"Input {name!r} is {frames} frames of {width}x{height} pixels ({frames * width * height} in "
+                      f"all, every frame counted: a loader decodes them all); the limit is {limits.max_pixels} "
+                      f"pixels (INPUT_MAX_PIXELS)")
+
+
+def _check_video_pixels(name: str, data: bytes | Path, limits: InputLimits) -> None:
+    """A video's frames times their size, from its container's header (nothing decoded); a file
+    PyAV cannot read is left to the loader that reads it."""
+    import av
+
+    try:
+        with av.open(str(data) if isinstance(data, Path) else io.BytesIO(data)) as container:
+            if not container.streams.video:
+                return
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            frames = stream.frames
+            if not frames and stream.duration and stream.time_base and stream.average_rate:
+                frames = int(float(stream.duration * stream.time_base) * float(stream.average_rate)) + 1
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeError):
+        return
+    if frames and width and height and frames * width * height > limits.max_pixels:
+        raise _too_many_pixels(name, frames, width, height, limits)
 
 
 def check_inputs(files: Mapping[str, Any] | None, limits: InputLimits = InputLimits()) -> dict[str, bytes | Path]:

@@ -40,3 +40,13 @@ def close_to(pixel, expected, tolerance=1) -> bool:
 def handle(worker, job_input, job_id: str = "job-1") -> dict:
     """One job through a worker's RunPod handler, in this process."""
     return asyncio.run(worker.handle({"id": job_id, "input": job_input}))
+
+
+def animated_gif(size: tuple[int, int], frames: int) -> bytes:
+    import io
+
+    from PIL import Image
+    images = [Image.new("L", size, (i * 40) % 255) for i in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=40)
+    return buffer.getvalue()

@@ -3,13 +3,8 @@ items 2 and 3): ``"outputs"`` runs only those output nodes; a job whose valid ou
 another needs a missing node is a success with the valid outputs (upstream reads ComfyUI's 200
 answer to ``/prompt`` and goes on), and the other output is named under ``errors``."""
 
-import asyncio
 
-from ..helpers import workflow
-
-
-def handle(worker, job_input: dict, job_id: str) -> dict:
-    return asyncio.run(worker.handle({"id": job_id, "input": job_input}))
+from ..helpers import handle, workflow
 
 
 def test_the_worker_runs_the_outputs_its_request_names(make_worker):

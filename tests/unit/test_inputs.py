@@ -10,7 +10,7 @@ from embedded.inputs import (InputLimits, check_file_inputs, check_input_name, c
                              check_output_targets, check_workflow,
                              file_inputs, prepare_input_folder, write_inputs)
 
-from ..helpers import png_bytes, workflow
+from ..helpers import animated_gif, png_bytes, workflow
 
 
 def test_an_api_format_workflow_passes_unchanged():
@@ -173,3 +173,37 @@ def test_values_comfyui_cannot_hash_or_hold_are_validation_errors(value, problem
 
 def test_64_bit_integers_and_shallow_lists_pass():
     check_workflow({"1": {"class_type": "KSampler", "inputs": {"seed": 2 ** 64 - 1, "cfg": nested(32)}}})
+
+
+def video(size: tuple[int, int], frames: int) -> bytes:
+    import io
+
+    import av
+    import numpy
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(numpy.full((size[1], size[0], 3), i * 8 % 255, numpy.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def test_every_frame_of_an_animated_image_counts_towards_the_pixel_limit():
+    """Issue 18, item 2: each frame within INPUT_MAX_PIXELS, all of them together over it."""
+    limits = InputLimits(max_pixels=200 * 200 * 4)
+    assert check_inputs({"ok.gif": animated_gif((200, 200), 4)}, limits)
+    with pytest.raises(InputError, match=r"'bomb.gif' is 5 frames of 200x200 pixels \(200000 in all.*INPUT_MAX_PIXELS"):
+        check_inputs({"bomb.gif": animated_gif((200, 200), 5)}, limits)
+
+
+def test_a_videos_frames_count_towards_the_pixel_limit_read_from_its_header():
+    limits = InputLimits(max_pixels=64 * 64 * 20)
+    assert check_inputs({"short.mp4": video((64, 64), 10)}, limits)
+    with pytest.raises(InputError, match=r"'long.mp4' is 30 frames of 64x64 pixels"):
+        check_inputs({"long.mp4": video((64, 64), 30)}, limits)
+    assert check_inputs({"not-really.mp4": b"plain bytes"}, limits), "a file PyAV cannot read is the loader's to judge"
