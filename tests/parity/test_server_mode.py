@@ -10,7 +10,7 @@ import time
 import pytest
 
 from embedded import Executor, JobInterrupted, JobTimeout, ServerCrashed
-from embedded.events import ExecutingEvent
+from embedded.events import ExecutedEvent, ExecutingEvent
 from embedded.server import ServerRunner
 from embedded.types import Job
 
@@ -69,19 +69,21 @@ def test_a_completion_while_disconnected_is_not_missed(proxied):
 
 
 def test_interrupt_and_timeout_go_through_the_http_api(proxied):
+    """Both stop the 30 s node inside it (it never reports ``executed``): events, not a clock."""
     started, on_event = when_node_runs("2")
-    future = proxied.submit(Job(fresh("slow_node"), job_id="srv-slow"), on_event)
+    events = []
+    future = proxied.submit(Job(fresh("slow_node"), job_id="srv-slow"), lambda ev: (events.append(ev), on_event(ev)))
     assert started.wait(30)
-    asked = time.monotonic()
     proxied.interrupt("srv-slow")
     with pytest.raises(JobInterrupted) as info:
-        future.result(timeout=10)
-    assert time.monotonic() - asked < 2.5
+        future.result(timeout=60)
     assert (info.value.node_id, info.value.node_type) == ("2", "EmbeddedTestSleep")
-    began = time.monotonic()
+    assert not any(isinstance(e, ExecutedEvent) and e.node_id == "2" for e in events)
+    events.clear()
     with pytest.raises(JobTimeout):
-        proxied.run(Job(fresh("slow_node"), timeout=1.0))
-    assert time.monotonic() - began < 4
+        proxied.run(Job(fresh("slow_node"), timeout=1.0), events.append)
+    assert any(isinstance(e, ExecutingEvent) and e.node_id == "2" for e in events)
+    assert not any(isinstance(e, ExecutedEvent) and e.node_id == "2" for e in events)
     assert proxied.run(Job(fresh("solid_red_image"))).outputs
 
 
@@ -95,7 +97,7 @@ def test_comfyui_killed_mid_job_is_a_clear_error_then_the_next_job_restarts_it(p
     with pytest.raises(ServerCrashed) as info:
         future.result(timeout=30)
     attempts, delay = proxied.config.websocket_reconnect_attempts, proxied.config.websocket_reconnect_delay_s
-    assert time.monotonic() - killed < attempts * delay + 5, "no hang"
+    assert time.monotonic() - killed < attempts * delay + 30, "no hang: bounded by the reconnect settings"
     assert "ComfyUI's server exited with code" in str(info.value) and "during the job" in str(info.value)
     # the next job starts a new ComfyUI server (the proxy still points at the old port: go direct)
     proxied.address = None
