@@ -31,6 +31,7 @@ from .inputs import check_inputs, check_output_ids, check_workflow
 from .modelcache import ModelCache, ModelRef
 from .preflight import Preflight
 from .staging import Staging, fetcher_for, model_cache_for
+from .streams import Finished, pump
 from .urlguard import is_url
 from .types import Job, Result, new_id
 
@@ -207,21 +208,9 @@ class Executor:
         """``stream`` for async callers. Cancelling the consuming task, or closing the iterator
         early (``async with contextlib.aclosing(ex.astream(...))``), interrupts the job and waits for
         it to stop, as ``run_async``."""
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue = asyncio.Queue()
-        run = asyncio.ensure_future(self.run_async(
-            workflow, images, on_event=lambda item: loop.call_soon_threadsafe(items.put_nowait, item),
-            **{**options, "stream_outputs": True}))
-        run.add_done_callback(lambda _: items.put_nowait(_END))
-        try:
-            while (item := await items.get()) is not _END:
-                yield item
-            yield ResultEvent(await run)
-        finally:
-            if not run.done():
-                run.cancel()
-                with contextlib.suppress(BaseException):
-                    await run
+        async for item in pump(lambda push: self.run_async(workflow, images, on_event=push,
+                                                             **{**options, "stream_outputs": True})):
+            yield ResultEvent(item.value) if isinstance(item, Finished) else item
 
     def check(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
               files: Mapping[str, FileSource] | None = None, models: Any = None, outputs: Any = None) -> Preflight:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import dataclasses
 import json
 import logging
@@ -38,11 +37,9 @@ from ..events import OutputEvent
 from .recycling import RssWatch
 from ..staging import fetcher_for
 from .reporting import ProgressReporter
+from ..streams import Finished, pump
 
 log = logging.getLogger("embedded.worker")
-
-#: marks the end of a streamed job's items
-_END = object()
 
 
 class Worker:
@@ -165,8 +162,6 @@ class Worker:
         (``output`` as the response lists it under ``key``, with ``node_id`` and ``mime_type``:
         base64 or the S3 URL; temp outputs skipped), and last ``{"type": "result", ...}`` holding
         the same dict ``handle`` returns (an output is uploaded once)."""
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue = asyncio.Queue()
         job_id = str(job.get("id") or "")
         made: list[Delivery] = []  # the job's delivery, made once its request is read
 
@@ -175,35 +170,25 @@ class Worker:
                 super().__init__(*args)
                 made.append(self)
 
-        def forward(item: Any) -> None:  # on the runner thread
-            loop.call_soon_threadsafe(items.put_nowait, item)
-
-        run = asyncio.ensure_future(self.handle(job, forward=forward, delivery=Remembered))
-        run.add_done_callback(lambda _: items.put_nowait(_END))
-        try:
-            while (item := await items.get()) is not _END:
-                if isinstance(item, OutputEvent):
-                    if item.output.type == "temp":
-                        continue
-                    errors: list[str] = []
-                    try:
-                        sent = await asyncio.to_thread(response.output_item, job_id, item.output, made[0], errors)
-                    except NotDelivered:
-                        continue  # too large to send inline: the result says so
-                    yield {"type": "output", "key": sent.pop("key"), "output": sent,
-                           **({"errors": errors} if errors else {})}
-                elif "preview" in item:
-                    yield {"type": "preview", "node_id": item["node_id"], "image": item["preview"]}
-                elif "download" in item:
-                    yield {"type": "download", **item["download"]}
-                else:
-                    yield {"type": "progress", **item}
-            yield {"type": "result", **await run}
-        finally:
-            if not run.done():
-                run.cancel()
-                with contextlib.suppress(BaseException):
-                    await run
+        async for item in pump(lambda forward: self.handle(job, forward=forward, delivery=Remembered)):
+            if isinstance(item, Finished):
+                yield {"type": "result", **item.value}
+            elif isinstance(item, OutputEvent):
+                if item.output.type == "temp":
+                    continue
+                errors: list[str] = []
+                try:
+                    sent = await asyncio.to_thread(response.output_item, job_id, item.output, made[0], errors)
+                except NotDelivered:
+                    continue  # too large to send inline: the result says so
+                yield {"type": "output", "key": sent.pop("key"), "output": sent,
+                       **({"errors": errors} if errors else {})}
+            elif "preview" in item:
+                yield {"type": "preview", "node_id": item["node_id"], "image": item["preview"]}
+            elif "download" in item:
+                yield {"type": "download", **item["download"]}
+            else:
+                yield {"type": "progress", **item}
 
     async def _handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None,
                       delivery_kind: type[Delivery]) -> dict[str, Any]:

@@ -180,8 +180,6 @@ def _checkpoint_bytes(name: str) -> bytes:
 def test_one_rule_says_whether_a_cached_file_serves_a_request_for_the_preflight_and_the_run(file_server, tmp_path):
     """Issue 18, item 4: a model placed by hand serves a request without a checksum (no request
     is made), in the preflight as in the run; one with a checksum is hashed once, then known."""
-    import os
-
     url = serve(file_server, "/hand/placed.safetensors", b"from the server")
     cache = cache_at(tmp_path, file_server)
     placed = tmp_path / "loras" / "placed.safetensors"

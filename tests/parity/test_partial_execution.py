@@ -7,8 +7,6 @@ import pytest
 from embedded import ValidationError
 from embedded.events import ExecutingEvent
 
-from ..helpers import workflow
-
 MODES = ["embedded", "server"]
 
 
