@@ -110,5 +110,5 @@ def test_timings_that_add_up_reach_runpod(streaming_loop):
     timings = streaming_loop.result("timings-1", timeout=60)["output"][-1]["timings"]
     nodes = timings["nodes"]
     assert set(nodes) == {"1", "2", "3", "4"}
-    assert 1450 <= nodes["3"]["ms"] <= 2500
+    assert nodes["3"]["ms"] >= 1450  # the node sleeps 1.5 s: it cannot take less
     assert sum(n["ms"] for n in nodes.values()) <= timings["total_ms"]
