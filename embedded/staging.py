@@ -41,11 +41,23 @@ PARALLEL = 8
 
 def fetcher_for(config: Config) -> Fetcher:
     """The configured fetcher: ``FETCH_ALLOW`` plus the configured bucket's endpoint (set by the
-    operator), the timeouts, retries and tokens."""
-    tokens = {k: v for k, v in (("HF_TOKEN", config.hf_token), ("CIVITAI_TOKEN", config.civitai_token)) if v}
-    return Fetcher(FetchSettings(Guard(config.fetch_allow.with_url(config.bucket_endpoint_url)),
-                                 config.fetch_connect_timeout_s, config.fetch_read_timeout_s, config.fetch_retries,
-                                 tokens, deadline=config.fetch_deadline_s, upload_deadline=config.upload_deadline_s))
+    operator), the timeouts, deadlines, retries and tokens. One per set of those settings in a
+    process: the API and the RunPod worker of one configuration share it (and its sessions)."""
+    tokens = tuple((k, v) for k, v in (("HF_TOKEN", config.hf_token), ("CIVITAI_TOKEN", config.civitai_token)) if v)
+    key = (config.fetch_allow.with_url(config.bucket_endpoint_url), config.fetch_connect_timeout_s,
+           config.fetch_read_timeout_s, config.fetch_retries, tokens, config.fetch_deadline_s, config.upload_deadline_s)
+    with _fetchers_lock:
+        fetcher = _fetchers.get(key)
+        if fetcher is None:
+            allow, connect, read, retries, _, deadline, upload_deadline = key
+            fetcher = _fetchers[key] = Fetcher(FetchSettings(Guard(allow), connect, read, retries, dict(tokens),
+                                                             deadline=deadline, upload_deadline=upload_deadline))
+        return fetcher
+
+
+#: the fetchers of this process, by their settings (see ``fetcher_for``)
+_fetchers: dict[tuple, Fetcher] = {}
+_fetchers_lock = threading.Lock()
 
 
 def model_cache_for(config: Config, fetcher: Fetcher) -> ModelCache:
