@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from PIL import Image
@@ -50,3 +52,20 @@ def animated_gif(size: tuple[int, int], frames: int) -> bytes:
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=40)
     return buffer.getvalue()
+
+
+def probe(module: str, *args: str, env: dict) -> subprocess.Popen:
+    """A probe of ``tests/probes/`` in a process of its own (ComfyUI boots once per process)."""
+    return subprocess.Popen([sys.executable, "-m", f"tests.probes.{module}", *args], cwd=TESTS.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def probe_reports(running: dict, timeout: float) -> dict:
+    """Each probe's JSON report (the last line it printed), by the key it was started under, once
+    all of them ended; a probe that failed fails the test with the end of its stderr."""
+    reports = {}
+    for key, proc in running.items():
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err[-3000:]
+        reports[key] = json.loads(out.strip().splitlines()[-1])
+    return reports

@@ -2,10 +2,7 @@
 COMFY_ARGS, an identical job served from the cache as ComfyUI serves it (its outputs still returned), ``unload_models``
 and ``free_memory`` as ComfyUI's ``/free``, and the throttled clean-up (gc, hooks restored)."""
 
-import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from embedded.comfy.housekeeping import GC_INTERVAL
 from embedded.events import CachedEvent
 
-from ..helpers import TESTS, workflow
+from ..helpers import probe, probe_reports, workflow
 
 #: cached nodes of runs A, A, B, A (tests/probes/cache_probe.py) per cache type
 EXPECTED = {
@@ -31,14 +28,8 @@ def cache_probes(tmp_path_factory):
     for args in EXPECTED:
         work = tmp_path_factory.mktemp("cache-probe")
         env = {**os.environ, "COMFY_ARGS": args}
-        running[args] = subprocess.Popen([sys.executable, "-m", "tests.probes.cache_probe", str(work)], cwd=TESTS.parent,
-                                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    reports = {}
-    for args, proc in running.items():
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out[-3000:]
-        reports[args] = json.loads(out.strip().splitlines()[-1])
-    return reports
+        running[args] = probe("cache_probe", str(work), env=env)
+    return probe_reports(running, timeout=600)
 
 
 @pytest.mark.parametrize("args", list(EXPECTED), ids=lambda a: a or "classic")

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from ..helpers import TESTS
+from ..helpers import TESTS, probe, probe_reports
 
 pytestmark = pytest.mark.timeout(900)
 CASES = ("expansion", "lookup", "import")
@@ -31,16 +31,9 @@ def outcomes(tmp_path_factory):
             work = tmp_path_factory.mktemp(f"{way}-{case}")
             if way == "lazy":
                 shutil.copy2(indexed / "node-index.json", work / "node-index.json")
-            running[way, case] = subprocess.Popen(
-                [sys.executable, "-m", "tests.probes.lookup_probe", str(work), case], cwd=TESTS.parent,
-                env={**env, "EAGER_NODES": "true"} if way == "eager" else env,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    reports = {}
-    for key, proc in running.items():
-        out, err = proc.communicate(timeout=800)
-        assert proc.returncode == 0, err[-3000:]
-        reports[key] = json.loads(out.strip().splitlines()[-1])
-    return reports
+            running[way, case] = probe("lookup_probe", str(work), case,
+                                       env={**env, "EAGER_NODES": "true"} if way == "eager" else env)
+    return probe_reports(running, timeout=800)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -4,14 +4,13 @@ the same node set, the same preflight and validation errors, the same outputs, o
 of the tests and examples (``tests/probes/node_loading_probe.py`` runs each way in its own
 process: ComfyUI boots once per process)."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from ..helpers import TESTS
+from ..helpers import TESTS, probe, probe_reports
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -25,17 +24,9 @@ def probes(tmp_path_factory):
                    env={**env, "COMFY_WORK_DIR": str(lazy_work), "COMFY_LOG_LEVEL": "ERROR"},
                    capture_output=True, timeout=300)
     running = {
-        "lazy": subprocess.Popen([sys.executable, "-m", "tests.probes.node_loading_probe", str(lazy_work)],
-                                 cwd=TESTS.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-        "eager": subprocess.Popen([sys.executable, "-m", "tests.probes.node_loading_probe", str(eager_work)],
-                                  cwd=TESTS.parent, env={**env, "EAGER_NODES": "true"}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)}
-    reports = {}
-    for way, proc in running.items():
-        out, err = proc.communicate(timeout=800)
-        assert proc.returncode == 0, err[-3000:]
-        reports[way] = json.loads(out.strip().splitlines()[-1])
-    return reports
+        "lazy": probe("node_loading_probe", str(lazy_work), env=env),
+        "eager": probe("node_loading_probe", str(eager_work), env={**env, "EAGER_NODES": "true"})}
+    return probe_reports(running, timeout=800)
 
 
 def test_the_probes_really_ran_each_way(probes):
