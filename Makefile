@@ -21,7 +21,7 @@ bench: vendor
 	$(BIN)/python bench/run.py
 
 vendor: install
-	$(BIN)/python -m embedded.vendor
+	$(BIN)/python -m embedded.tooling.vendor
 
 install: $(STAMP)
 

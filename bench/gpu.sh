@@ -5,7 +5,7 @@
 #
 #   bench/gpu.sh OUT_DIR
 #
-# Needs: this repository with vendor/ComfyUI filled (`python -m embedded.vendor`, or carried),
+# Needs: this repository with vendor/ComfyUI filled (`python -m embedded.tooling.vendor`, or carried),
 # a Python with torch (CUDA) + torchvision + torchaudio and this package's other requirements
 # (PYTHON, default .venv/bin/python or python3). Writes OUT_DIR/latest.json and OUT_DIR/latest.md.
 set -euo pipefail
@@ -16,7 +16,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PYTHON" -c 'import sys, torch; print("gpu.sh:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else sys.exit("gpu.sh: no CUDA device"))'
-"$PYTHON" -m embedded.vendor --check || "$PYTHON" -m embedded.vendor
+"$PYTHON" -m embedded.tooling.vendor --check || "$PYTHON" -m embedded.tooling.vendor
 
 export BENCH_OUT="$out" \
        BENCH_RECIPE=sd15 \

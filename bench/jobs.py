@@ -26,7 +26,7 @@ STEPS = int(os.environ.get("BENCH_STEPS", "2"))
 def timed_jobs(executor, make, n):
     """Wall time per job and its overhead: wall minus ComfyUI's own execution (from its
     execution_start / execution_success timestamps, the same events in both modes)."""
-    from embedded.events import StartEvent, SuccessEvent
+    from embedded.job.events import StartEvent, SuccessEvent
     walls, overheads = [], []
     executor.run(make(n + 1))  # warm-up: loads, first-call costs (an input no timed job uses)
     for i in range(n):
@@ -100,7 +100,7 @@ def main(mode: str, out: Path) -> None:
     figures["rss_after_jobs_mb"] = rss_mb(pids)
     figures["rss_jobs"] = RSS_JOBS
 
-    from embedded.comfy import modelgen  # noqa: E402  (used in the embedded process only)
+    from embedded.tooling import modelgen
     ckpt = modelgen.RECIPES[RECIPE][0].filename
     if mode == "embedded":  # the embedded process has ComfyUI's model classes: write the models once
         modelgen.install(RECIPE, WORK / "models", modelgen.default_cache_dir())

@@ -175,7 +175,7 @@ def fit_growth(readings: list[float], jobs_per_reading: int) -> float:
 
 def main(mode: str, mix: str, out: Path) -> None:
     from embedded import Config, Executor
-    from embedded.comfy.housekeeping import GC_INTERVAL
+    from embedded.backends.comfy.housekeeping import GC_INTERVAL
 
     work = WORK / f"soak-{mode}-{mix}"
     shutil.rmtree(work, ignore_errors=True)
@@ -186,7 +186,7 @@ def main(mode: str, mix: str, out: Path) -> None:
            "COMFY_EXTRA_MODEL_PATHS": str(nodes), "COMFY_LOG_LEVEL": "ERROR", "COMFY_DISABLE_METADATA": "true"}
     executor = Executor(Config.from_env(env)).start()
     if mode == "embedded":  # the booted process has ComfyUI's model classes: write the models (once, cached)
-        from embedded.comfy import modelgen
+        from embedded.tooling import modelgen
         for recipe in ("tiny-sd3", "tiny-sd15"):
             modelgen.install(recipe, WORK / "models", modelgen.default_cache_dir())
     blocks = Blocks(executor, MIXES[mix])

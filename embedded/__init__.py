@@ -8,13 +8,13 @@
 
 from .api import Executor, default_executor, execute
 from .config import Config
-from .errors import (BootError, EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, NodeError,
-                     ServerCrashed, ServerError, ValidationError, WorkerStuck, WorkflowFormatError)
-from .events import DownloadEvent, Event
-from .fetching import FetchError, S3Settings
-from .modelcache import ModelRef
-from .types import Job, NodeTiming, Output, Result, Timings
-from .urlguard import FetchRefused
+from .job.errors import (BootError, EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, NodeError,
+                         ServerCrashed, ServerError, ValidationError, WorkerStuck, WorkflowFormatError)
+from .job.events import DownloadEvent, Event
+from .staging.downloads import FetchError, S3Settings
+from .staging.modelcache import ModelRef
+from .job.types import Job, NodeTiming, Output, Result, Timings
+from .staging.guard import FetchRefused
 
 __all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output", "Result", "Timings", "NodeTiming",
            "Event",

@@ -20,20 +20,20 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping
 
-from . import backend
-from .backend import Backend
+from .backends import interface as backend
+from .backends.interface import Backend
 from .config import Config
-from .errors import InputError, JobInterrupted
-from . import preflight
-from .events import Event, EventCallback, ResultEvent
-from .fetching import Cancelled, Fetcher, S3Settings
-from .inputs import check_inputs, check_output_ids, check_workflow
-from .modelcache import ModelCache, ModelRef
-from .preflight import Preflight
-from .staging import Staging, fetcher_for, model_cache_for
-from .streams import Finished, pump
-from .urlguard import is_url
-from .types import Job, Result, new_id
+from .job.errors import InputError, JobInterrupted
+from .backends import preflight
+from .job.events import Event, EventCallback, ResultEvent
+from .staging.downloads import Cancelled, Fetcher, S3Settings
+from .job.inputs import check_inputs, check_output_ids, check_workflow
+from .staging.modelcache import ModelCache, ModelRef
+from .backends.preflight import Preflight
+from .staging.stage import Staging, fetcher_for, model_cache_for
+from .job.streams import Finished, pump
+from .staging.guard import is_url
+from .job.types import Job, Result, new_id
 
 #: what ``files`` may map a name to: bytes, a local path, or an ``http(s)://`` / ``s3://`` URL
 FileSource = Any

@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import DownloadEvent, EmbeddedError, Executor, ModelRef
-from .events import ExecutingEvent, NodesDone, ProgressEvent
-from .urlguard import is_url
+from .job.events import ExecutingEvent, NodesDone, ProgressEvent
+from .staging.guard import is_url
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from .selftest.command import main as selftest
+    from .tooling.selftest.command import main as selftest
 
     modes = ("embedded", "server") if args.mode == "both" else (args.mode,)
     return selftest(args.tree, modes, suite=not args.no_suite)

@@ -14,8 +14,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .inputs import InputLimits
-from .urlguard import Allowlist
+from .job.inputs import InputLimits
+from .staging.guard import Allowlist
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from embedded.server.process import free_port
+from embedded.backends.server.process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

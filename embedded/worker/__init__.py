@@ -9,5 +9,5 @@ Modules, one job each:
 - ``diagnostics``: the network-volume report of ``NETWORK_VOLUME_DEBUG``.
 
 Only this subpackage imports ``runpod``. It talks to ComfyUI through the public API (``Executor``)
-and must not import ``embedded.comfy`` or ``embedded.server``.
+and must not import ``embedded.backends.comfy`` or ``embedded.backends.server``.
 """

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..fetching import Fetcher, FetchError, S3Settings
-from ..types import IMAGE, Output
+from ..staging.downloads import Fetcher, FetchError, S3Settings
+from ..job.types import IMAGE, Output
 
 log = logging.getLogger("embedded.delivery")
 

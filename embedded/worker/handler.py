@@ -28,16 +28,17 @@ import threading
 from typing import Any, AsyncIterator, Callable
 
 from . import diagnostics, readahead, request, response
-from .. import launch, logs
+from ..backends import launch
+from .. import logs
 from ..api import Executor
 from ..config import Config
 from .delivery import Delivery, NotDelivered, RememberingDelivery
-from ..errors import BootError, EmbeddedError, ExecutionError, JobInterrupted, WorkerStuck
-from ..events import OutputEvent
+from ..job.errors import BootError, EmbeddedError, ExecutionError, JobInterrupted, WorkerStuck
+from ..job.events import OutputEvent
 from .recycling import RssWatch
-from ..staging import fetcher_for
+from ..staging.stage import fetcher_for
 from .reporting import ProgressReporter
-from ..streams import Finished, pump
+from ..job.streams import Finished, pump
 
 log = logging.getLogger("embedded.worker")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..events import DownloadEvent, Event, ExecutingEvent, NodesDone, PreviewEvent, ProgressEvent
+from ..job.events import DownloadEvent, Event, ExecutingEvent, NodesDone, PreviewEvent, ProgressEvent
 
 
 class ProgressReporter:

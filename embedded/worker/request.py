@@ -21,12 +21,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError
-from ..fetching import S3Settings
-from ..inputs import (InputLimits, check_input_bytes, check_input_name, check_names_together, check_output_ids,
-                      check_workflow)
-from ..modelcache import ModelRef
-from ..urlguard import Guard, is_url
+from ..job.errors import InputError
+from ..staging.downloads import S3Settings
+from ..job.inputs import (InputLimits, check_input_bytes, check_input_name, check_names_together, check_output_ids,
+                          check_workflow)
+from ..staging.modelcache import ModelRef
+from ..staging.guard import Guard, is_url
 
 # worker-comfyui's messages, kept word for word.
 NO_INPUT = "Please provide input"

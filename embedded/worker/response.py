@@ -15,9 +15,9 @@ import re
 from typing import Any
 
 from .delivery import Delivery, NotDelivered, inline_size
-from ..errors import EmbeddedError, ExecutionError, ValidationError
+from ..job.errors import EmbeddedError, ExecutionError, ValidationError
 from .request import RequestError
-from ..types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Output, Result
+from ..job.types import AUDIO, FILE, IMAGE, TEXT, VIDEO, Output, Result
 
 _KEYS = {VIDEO: "videos", AUDIO: "audio", FILE: "files"}
 

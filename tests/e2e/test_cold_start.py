@@ -36,7 +36,7 @@ def test_the_api_answers_during_boot_and_a_job_waits_for_it(tmp_path, extra_path
 
 
 
-@pytest.mark.skipif(__import__("embedded.launch").launch.nvidia_devices(), reason="this machine has a GPU")
+@pytest.mark.skipif(__import__("embedded.backends.launch").backends.launch.nvidia_devices(), reason="this machine has a GPU")
 def test_the_image_gpu_check_exits_at_once_without_a_gpu(tmp_path, extra_paths):
     """``docker/start.sh`` passes --require-gpu unless COMFY_FORCE_CPU=true; this machine has no GPU."""
     import subprocess

@@ -5,7 +5,7 @@ When the pin moves, a failure here names the assumption that broke, before a use
 
 import inspect
 
-from embedded.launch import MODEL_FOLDERS
+from embedded.backends.launch import MODEL_FOLDERS
 
 from ..helpers import workflow
 
@@ -67,7 +67,7 @@ def test_prompt_workers_between_jobs_steps_are_the_ones_we_repeat():
 
 
 def test_the_log_buffer_our_server_side_pack_seeds():
-    """embedded/server/comfy_nodes/embedded_log_buffer: app.logger keeps its buffer in ``logs``."""
+    """embedded/backends/server/comfy_nodes/embedded_log_buffer: app.logger keeps its buffer in ``logs``."""
     import app.logger
     assert hasattr(app.logger, "logs")
     assert 'logs[-1]["m"]' in inspect.getsource(app.logger.LogInterceptor.write)
@@ -76,7 +76,7 @@ def test_the_log_buffer_our_server_side_pack_seeds():
 def test_our_server_stand_in_is_the_prompt_server_instance(executor):
     import server
 
-    from embedded.comfy import boot
+    from embedded.backends.comfy import boot
     assert server.PromptServer.instance is boot.shim()
     for attr in ("send_sync", "send_progress_text", "client_id", "last_node_id", "last_prompt_id",
                  "sockets_metadata", "routes", "queue_updated"):
@@ -86,7 +86,7 @@ def test_our_server_stand_in_is_the_prompt_server_instance(executor):
 def test_our_progress_hook_is_installed(executor):
     import comfy.utils
     assert comfy.utils.PROGRESS_BAR_HOOK is not None
-    assert comfy.utils.PROGRESS_BAR_HOOK.__module__ == "embedded.comfy.progress"
+    assert comfy.utils.PROGRESS_BAR_HOOK.__module__ == "embedded.backends.comfy.progress"
 
 
 def test_comfyui_arguments_come_from_our_list_not_sys_argv(executor, test_config):
@@ -113,7 +113,7 @@ def test_network_volume_folders_list_their_models(executor, network_volume):
 
 
 def test_the_executor_and_cache_internals_the_cache_hits_read(executor):
-    """embedded/server/comfy_nodes/embedded_cache_keys wraps PromptExecutor.execute_async in server
+    """embedded/backends/server/comfy_nodes/embedded_cache_keys wraps PromptExecutor.execute_async in server
     mode; both backends read the output cache's key set, entries and state (comfy/executor.py)."""
     import execution
     from comfy_execution import caching
@@ -131,14 +131,14 @@ def test_the_executor_and_cache_internals_the_cache_hits_read(executor):
 def test_comfyuis_failed_pack_message_is_the_one_we_read():
     import nodes
 
-    from embedded import packs
+    from embedded.backends import packs
     source = inspect.getsource(nodes.load_custom_node)
     assert 'f"Cannot import {module_path} module for custom nodes: {e}"' in source
     assert packs.parse("Cannot import /x/pack module for custom nodes: boom").reason == "boom"
 
 
 def test_the_selftests_contract_checks_find_nothing_on_the_pinned_tree(executor):
-    """embedded/comfy/contract.py: every internal we read or wrap, as the image's self-test checks it."""
-    from embedded.comfy import contract
+    """embedded/tooling/selftest/contract.py: every internal we read or wrap, as the image's self-test checks it."""
+    from embedded.tooling.selftest import contract
     assert len(contract.CHECKS) >= 10
     assert contract.problems() == []

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from embedded import JobInterrupted
-from embedded.events import DownloadEvent, ExecutingEvent, StartEvent, SuccessEvent
+from embedded.job.events import DownloadEvent, ExecutingEvent, StartEvent, SuccessEvent
 
 from ..helpers import png_bytes, workflow
 

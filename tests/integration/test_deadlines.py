@@ -13,8 +13,8 @@ import dataclasses
 import pytest
 
 from embedded import Executor, FetchError, JobInterrupted, JobTimeout, ModelRef
-from embedded.fetching import WATCH_EVERY_S, Fetcher, FetchSettings, S3Settings
-from embedded.urlguard import Allowlist, Guard
+from embedded.staging.downloads import WATCH_EVERY_S, Fetcher, FetchSettings, S3Settings
+from embedded.staging.guard import Allowlist, Guard
 
 from ..helpers import workflow
 from ..servers import SlowSink, wait_until
@@ -120,7 +120,7 @@ def test_an_upload_to_a_bucket_that_takes_bytes_slowly_ends_at_its_deadline():
 def test_an_upload_through_rp_upload_to_a_slow_bucket_is_answered_inline_at_its_deadline(monkeypatch):
     """The BUCKET_* path (runpod's rp_upload, boto3): late at UPLOAD_DEADLINE_S, the output comes
     back as base64 with the reason, as any failed upload (nothing lost)."""
-    from embedded.types import Output
+    from embedded.job.types import Output
     from embedded.worker.delivery import Delivery
 
     sink = SlowSink(every=0.2)

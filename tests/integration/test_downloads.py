@@ -9,9 +9,9 @@ import threading
 import pytest
 
 from embedded.config import Config
-from embedded.fetching import Fetcher, FetchError, FetchSettings, S3Settings, token_for
-from embedded.staging import fetcher_for
-from embedded.urlguard import Allowlist, FetchRefused, Guard
+from embedded.staging.downloads import Fetcher, FetchError, FetchSettings, S3Settings, token_for
+from embedded.staging.stage import fetcher_for
+from embedded.staging.guard import Allowlist, FetchRefused, Guard
 
 from ..servers import FileServer
 
@@ -115,7 +115,7 @@ def test_errors_never_show_the_query_string_or_user_info(files, tmp_path):
 
 
 def test_a_cancel_stops_a_download_between_chunks(files, tmp_path):
-    from embedded.fetching import Cancelled
+    from embedded.staging.downloads import Cancelled
 
     files.files["/long.bin"] = b"x" * (4 * 256 * 1024)
     files.delay["/long.bin"] = 0.5
@@ -137,7 +137,7 @@ def test_tokens_go_to_their_own_hosts_only_and_only_over_https():
 
 
 def test_no_token_is_sent_over_plain_http(files, tmp_path, monkeypatch):
-    import embedded.fetching as fetching
+    import embedded.staging.downloads as fetching
 
     monkeypatch.setattr(fetching, "TOKENS", (("HF_TOKEN", ("127.0.0.1",)),))  # the loopback server as "its" host
     files.files["/model.bin"] = b"weights"

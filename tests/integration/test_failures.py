@@ -7,7 +7,7 @@ import time
 import pytest
 
 from embedded import ExecutionError, JobInterrupted, JobTimeout
-from embedded.events import ExecutedEvent, ExecutingEvent, InterruptedEvent
+from embedded.job.events import ExecutedEvent, ExecutingEvent, InterruptedEvent
 
 from ..helpers import workflow
 

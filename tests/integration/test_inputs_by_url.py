@@ -10,10 +10,10 @@ import pytest
 
 from embedded import InputError, JobInterrupted, JobTimeout
 from embedded.config import Config
-from embedded.events import DownloadEvent
-from embedded.fetching import Fetcher, FetchError
-from embedded.staging import Staging, fetcher_for, model_cache_for
-from embedded.urlguard import FetchRefused
+from embedded.job.events import DownloadEvent
+from embedded.staging.downloads import Fetcher, FetchError
+from embedded.staging.stage import Staging, fetcher_for, model_cache_for
+from embedded.staging.guard import FetchRefused
 
 from ..helpers import open_image, png_bytes, workflow
 

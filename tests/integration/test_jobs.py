@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from embedded import ExecutionError, ValidationError
-from embedded import events as ev
+from embedded.job import events as ev
 
 from ..helpers import open_image, png_bytes, workflow
 
@@ -146,16 +146,16 @@ def test_websocket_trace_logs_every_frame(test_config, caplog):
     import dataclasses
     import logging
 
-    from embedded.comfy import ComfyRunner
-    from embedded.types import Job
+    from embedded.backends.comfy import ComfyRunner
+    from embedded.job.types import Job
 
     traced = ComfyRunner(dataclasses.replace(test_config, websocket_trace=True)).start()
     try:
-        with caplog.at_level(logging.INFO, logger="embedded.events"):
+        with caplog.at_level(logging.INFO, logger="embedded.job.events"):
             traced.run(Job(workflow("solid_red_image")))
     finally:
         traced.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "embedded.events"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "embedded.job.events"]
     assert any('"type": "execution_start"' in line for line in lines)
     assert lines[-1].endswith('"node": null, "prompt_id": "%s"}}' % lines[0].split('"prompt_id": "')[1].split('"')[0])
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from embedded.errors import InputError
-from embedded.fetching import FetchError, Fetcher, FetchSettings
-from embedded.modelcache import ModelCache, ModelRef
-from embedded.urlguard import Allowlist, Guard
+from embedded.job.errors import InputError
+from embedded.staging.downloads import FetchError, Fetcher, FetchSettings
+from embedded.staging.modelcache import ModelCache, ModelRef
+from embedded.staging.guard import Allowlist, Guard
 
 from ..helpers import open_image, workflow
 from ..servers import REPO
@@ -114,9 +114,9 @@ def test_two_processes_wanting_one_model_download_it_once(file_server, tmp_path)
     file_server.delay["/shared/big.safetensors"] = 0.2  # about a second: the second process waits
     script = (
         "import sys, json; from pathlib import Path\n"
-        "from embedded.modelcache import ModelCache, ModelRef\n"
-        "from embedded.fetching import Fetcher, FetchSettings\n"
-        "from embedded.urlguard import Allowlist, Guard\n"
+        "from embedded.staging.modelcache import ModelCache, ModelRef\n"
+        "from embedded.staging.downloads import Fetcher, FetchSettings\n"
+        "from embedded.staging.guard import Allowlist, Guard\n"
         "cache = ModelCache(Path(sys.argv[1]), None, Fetcher(FetchSettings(Guard(Allowlist.parse(sys.argv[3])))))\n"
         "path = cache.ensure(ModelRef.of(sys.argv[2], 'checkpoints', 'big.safetensors'))\n"
         "print(json.dumps([str(path), path.stat().st_size]))\n")
@@ -199,7 +199,7 @@ def test_partial_downloads_of_dead_writers_are_swept_at_start_and_before_a_downl
     import os
     import time
 
-    from embedded.modelcache import ABANDONED_S
+    from embedded.staging.modelcache import ABANDONED_S
 
     incoming = tmp_path / ".incoming"
     incoming.mkdir()

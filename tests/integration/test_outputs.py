@@ -5,7 +5,7 @@ import io
 import av
 import pytest
 
-from embedded.types import AUDIO, IMAGE, TEXT, VIDEO
+from embedded.job.types import AUDIO, IMAGE, TEXT, VIDEO
 
 from ..helpers import close_to, open_image, png_bytes, workflow
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from embedded import ExecutionError, ValidationError
-from embedded.events import CachedEvent
+from embedded.job.events import CachedEvent
 from embedded.worker.handler import Worker
 
 from ..helpers import open_image, workflow
@@ -101,7 +101,7 @@ def test_txt2img_through_the_handler_returns_the_same_image(executor, models, te
 def _previews(executor, wf) -> tuple[list, float, object]:
     """The job's previews, the seconds the run took from before submitting to after its answer,
     and its result."""
-    from embedded.events import PreviewEvent
+    from embedded.job.events import PreviewEvent
 
     events = []
     started = time.monotonic()
@@ -110,7 +110,7 @@ def _previews(executor, wf) -> tuple[list, float, object]:
 
 
 def test_previews_of_a_real_ksampler_are_small_jpegs_at_most_twice_a_second(executor, models):
-    from embedded.events import PREVIEWS_PER_SECOND, PreviewEvent
+    from embedded.job.events import PREVIEWS_PER_SECOND, PreviewEvent
 
     wf = txt2img(seed=7, size=512)
     wf["5"]["inputs"]["steps"] = 6

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from embedded.comfy.housekeeping import GC_INTERVAL
-from embedded.events import CachedEvent
+from embedded.backends.comfy.housekeeping import GC_INTERVAL
+from embedded.job.events import CachedEvent
 
 from ..helpers import probe, probe_reports, workflow
 

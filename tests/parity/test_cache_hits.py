@@ -5,7 +5,7 @@ ComfyUI would serve it from its cache. Both modes, streamed outputs too."""
 
 import pytest
 
-from embedded.events import CachedEvent, ExecutingEvent, OutputEvent
+from embedded.job.events import CachedEvent, ExecutingEvent, OutputEvent
 
 from ..helpers import open_image, png_bytes, workflow
 

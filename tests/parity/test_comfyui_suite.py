@@ -1,6 +1,6 @@
 """ComfyUI's own execution suite (issue 17, item 1): ``tests/execution/`` of the pinned tree
 (test_execution.py, test_async_nodes.py, test_progress_isolation.py, test_public_api.py and their
-testing-pack), run unchanged against our public API in both modes (``embedded/selftest/``: their
+testing-pack), run unchanged against our public API in both modes (``embedded/tooling/selftest/``: their
 server fixture and their client's transport replaced; the image's self-test runs the same).
 
 The suite is copied from the verified tree into a temporary folder at test time (never committed)
@@ -12,7 +12,7 @@ HTTP history-paging tests, reported as not applicable.
 import pytest
 
 from embedded import Config
-from embedded.selftest.suite import has_suite, run_suite
+from embedded.tooling.selftest.suite import has_suite, run_suite
 
 
 @pytest.mark.timeout(1800)

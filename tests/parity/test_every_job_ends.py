@@ -11,7 +11,7 @@ import time
 import pytest
 
 from embedded import Executor, JobInterrupted, JobTimeout, WorkerStuck
-from embedded.events import ExecutingEvent, InterruptedEvent
+from embedded.job.events import ExecutingEvent, InterruptedEvent
 
 from ..helpers import workflow
 

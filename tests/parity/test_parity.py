@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from embedded import EmbeddedError, events
+from embedded import EmbeddedError
+from embedded.job import events
 from embedded.worker.handler import Worker
 from embedded.worker.delivery import Delivery
 from embedded.worker.response import execution_failure, failure

@@ -5,7 +5,7 @@ output node of the workflow are validation errors. Both modes, the Python API an
 import pytest
 
 from embedded import ValidationError
-from embedded.events import ExecutingEvent
+from embedded.job.events import ExecutingEvent
 
 MODES = ["embedded", "server"]
 

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from embedded import Executor, JobInterrupted, JobTimeout, ServerCrashed
-from embedded.events import ExecutedEvent, ExecutingEvent
-from embedded.server import ServerRunner
-from embedded.types import Job
+from embedded.job.events import ExecutedEvent, ExecutingEvent
+from embedded.backends.server import ServerRunner
+from embedded.job.types import Job
 
 from ..helpers import workflow
 from ..servers import TcpProxy
@@ -110,17 +110,17 @@ def test_websocket_trace_logs_every_server_frame(proxied, caplog):
     config = proxied.config
     proxied.config = dataclasses.replace(config, websocket_trace=True)
     try:
-        with caplog.at_level(logging.INFO, logger="embedded.events"):
+        with caplog.at_level(logging.INFO, logger="embedded.job.events"):
             result = proxied.run(Job(fresh("solid_red_image")))
     finally:
         proxied.config = config
-    lines = [r.getMessage() for r in caplog.records if r.name == "embedded.events"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "embedded.job.events"]
     assert any(line.startswith("websocket trace [server]") and '"type": "execution_start"' in line for line in lines)
     assert any('"node": null, "prompt_id": "%s"' % result.prompt_id in line for line in lines)
 
 
 def test_the_server_listens_on_loopback_with_the_embedded_arguments(proxied, server_config):
-    from embedded.launch import comfy_args
+    from embedded.backends.launch import comfy_args
     args = list(proxied.booted.args)
     assert args[args.index("--listen") + 1] == "127.0.0.1"
     assert args[:len(comfy_args(proxied.config, proxied.booted.cpu))] == comfy_args(proxied.config,

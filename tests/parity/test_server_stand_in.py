@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from embedded.events import MessageEvent, ProgressTextEvent, to_frames
+from embedded.job.events import MessageEvent, ProgressTextEvent, to_frames
 
 MODES = ["embedded", "server"]
 

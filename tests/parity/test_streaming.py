@@ -9,7 +9,7 @@ import time
 import pytest
 
 from embedded import ExecutionError
-from embedded.events import ExecutingEvent, OutputEvent, ResultEvent
+from embedded.job.events import ExecutingEvent, OutputEvent, ResultEvent
 from embedded.worker.handler import Worker
 
 from ..helpers import open_image, workflow
@@ -102,7 +102,7 @@ def preview_server(server_config, tmp_path_factory):
 def test_previews_of_a_real_ksampler_come_in_both_modes_only_when_asked(backends, mode, models, request):
     import base64
 
-    from embedded.events import PreviewEvent
+    from embedded.job.events import PreviewEvent
 
     backends = {**backends, "server": request.getfixturevalue("preview_server")} if mode == "server" else backends
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from embedded import Config, Executor
-from embedded.events import CachedEvent
+from embedded.job.events import CachedEvent
 
 
 def image_workflow(color: int) -> dict:

@@ -63,7 +63,7 @@ def modules() -> dict[str, str]:
 
 def node_set() -> list[str]:
     import nodes
-    from embedded.comfy import boot
+    from embedded.backends.comfy import boot
 
     lazy = boot.lazy_packs()
     return sorted(set(nodes.NODE_CLASS_MAPPINGS) | (lazy.not_loaded() if lazy else set()))
@@ -76,7 +76,8 @@ def main() -> None:
     report = {"lazy": None, "nodes": None, "workflows": {}}
     files = input_files()
     with Executor(config) as executor:
-        from embedded.comfy import boot, modelgen
+        from embedded.backends.comfy import boot
+        from embedded.tooling import modelgen
 
         report["lazy"] = boot.lazy_packs() is not None
         report["dynamo_after_boot"] = "torch._dynamo" in sys.modules

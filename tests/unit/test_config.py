@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from embedded.config import Config
-from embedded.launch import MODEL_FOLDERS, comfy_args
+from embedded.backends.launch import MODEL_FOLDERS, comfy_args
 
 
 def test_defaults_match_upstream_and_stay_outside_vendor(tmp_path):
@@ -67,9 +67,9 @@ def test_execution_mode_and_websocket_settings():
 
 
 def test_the_backend_follows_execution_mode():
-    from embedded import backend
-    from embedded.comfy import ComfyRunner
-    from embedded.server import ServerRunner
+    from embedded.backends import interface as backend
+    from embedded.backends.comfy import ComfyRunner
+    from embedded.backends.server import ServerRunner
     assert isinstance(backend.create(Config.from_env({"EXECUTION_MODE": "server"})), ServerRunner)
     assert isinstance(backend.create(Config.from_env({})), ComfyRunner)
 
@@ -138,7 +138,7 @@ def test_node_packs_are_imported_on_first_use_unless_eager_nodes(tmp_path):
 
 
 def test_nvidia_gpus_are_seen_from_their_device_nodes_without_torch(tmp_path):
-    from embedded.launch import nvidia_devices, use_cpu
+    from embedded.backends.launch import nvidia_devices, use_cpu
 
     assert not nvidia_devices(tmp_path)
     (tmp_path / "nvidiactl").touch()

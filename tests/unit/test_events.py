@@ -2,7 +2,7 @@
 
 import pytest
 
-from embedded import events as ev
+from embedded.job import events as ev
 
 # Messages as ComfyUI's executor sends them (captured from the pinned tree's execution.py shapes).
 MESSAGES = [
@@ -53,7 +53,7 @@ def test_dispatcher_survives_a_broken_callback_and_traces_frames(caplog):
         seen.append(event)
         raise RuntimeError("bug in user code")
 
-    with caplog.at_level("INFO", logger="embedded.events"):
+    with caplog.at_level("INFO", logger="embedded.job.events"):
         ev.Dispatcher(callback, trace_frames=True)(ev.SuccessEvent("p"))
     assert len(seen) == 1
     messages = [r.getMessage() for r in caplog.records]

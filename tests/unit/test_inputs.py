@@ -6,9 +6,9 @@ import zlib
 import pytest
 
 from embedded import InputError, ValidationError, WorkflowFormatError
-from embedded.inputs import (InputLimits, check_file_inputs, check_input_name, check_inputs, check_output_ids,
-                             check_output_targets, check_workflow,
-                             file_inputs, prepare_input_folder, write_inputs)
+from embedded.job.inputs import (InputLimits, check_file_inputs, check_input_name, check_inputs, check_output_ids,
+                                 check_output_targets, check_workflow, file_inputs, prepare_input_folder,
+                                 write_inputs)
 
 from ..helpers import animated_gif, png_bytes, workflow
 

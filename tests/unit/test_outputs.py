@@ -1,6 +1,6 @@
 """ComfyUI's UI outputs become typed outputs with bytes; unreadable files are problems, not crashes."""
 
-from embedded.outputs import collect, kind_of, mime_type
+from embedded.job.outputs import collect, kind_of, mime_type
 
 
 def test_kinds_follow_the_key_and_the_mime_type():
@@ -62,7 +62,7 @@ def test_a_text_outputs_file_name_never_holds_a_path_from_its_node_id():
 
 def test_the_cli_never_writes_outside_out(tmp_path):
     from embedded.cli import _write
-    from embedded.types import TEXT, Output, Result, Timings
+    from embedded.job.types import TEXT, Output, Result, Timings
 
     out = tmp_path / "out"
     escaping = Output("9", TEXT, "x.txt", "../../evil", "output", "text/plain", b"data")

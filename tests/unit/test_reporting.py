@@ -1,6 +1,6 @@
 """Progress reports: every node change, throttled steps, nodes done/total and a percentage."""
 
-from embedded import events as ev
+from embedded.job import events as ev
 from embedded.worker.reporting import ProgressReporter
 
 WF = {"1": {"class_type": "A"}, "2": {"class_type": "KSampler"}, "3": {"class_type": "SaveImage"},

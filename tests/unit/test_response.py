@@ -6,7 +6,7 @@ from embedded import ExecutionError, JobTimeout, NodeError, ValidationError
 from embedded.worker.delivery import Delivery
 from embedded.worker.request import RequestError
 from embedded.worker.response import execution_failure, failure, success
-from embedded.types import Output, Result, Timings
+from embedded.job.types import Output, Result, Timings
 
 
 def result(*outputs, warnings=()):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from embedded.urlguard import GLOBAL_WITHIN, NOT_GLOBAL, Allowlist, FetchRefused, Guard, redact, refusal
+from embedded.staging.guard import GLOBAL_WITHIN, NOT_GLOBAL, Allowlist, FetchRefused, Guard, redact, refusal
 
 REFUSED = {
     "127.0.0.1": "loopback", "127.8.9.10": "loopback", "10.1.2.3": "private", "172.16.0.1": "private",

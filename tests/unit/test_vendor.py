@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from embedded import vendor
+from embedded.tooling import vendor
 
 
 def test_the_vendored_tree_matches_the_pin():
