@@ -73,10 +73,10 @@ ENV COMFYUI_PATH=/comfyui \
 # not compile, a package's Python 2 test data, say, is not a reason to fail), and the index of
 # ComfyUI's own node packs built now (an eager boot, on the CPU), so that a worker imports a pack
 # only when a job uses it. A derived image that changes the tree's node files is served an eager
-# boot until the index is rebuilt (`python -m embedded.backends.comfy.nodeindex`).
+# boot until the index is rebuilt (`python -m embedded.backends.comfy.build_index`).
 RUN python -m compileall -q -j 0 /comfyui /app/embedded \
     && (python -m compileall -q -j 0 /opt/venv/lib > /dev/null || true) \
-    && COMFY_LOG_LEVEL=ERROR python -m embedded.backends.comfy.nodeindex
+    && COMFY_LOG_LEVEL=ERROR python -m embedded.backends.comfy.build_index
 
 # The self-test, on the CPU: our contract checks and ComfyUI's own execution suite (both backends)
 # against the tree just installed; a ComfyUI whose internals moved fails the build here.

@@ -64,7 +64,7 @@ def cold_start(mode: str) -> tuple[float, dict[str, float]]:
 
 def build_node_index() -> None:
     """The embedded cold starts find the node index, as in the image (built at image build time)."""
-    subprocess.run([sys.executable, "-m", "embedded.backends.comfy.nodeindex"], cwd=REPO, check=True, capture_output=True,
+    subprocess.run([sys.executable, "-m", "embedded.backends.comfy.build_index"], cwd=REPO, check=True, capture_output=True,
                    env={**os.environ, "COMFY_WORK_DIR": str(WORK / "cold-embedded"), "COMFY_LOG_LEVEL": "ERROR"})
 
 

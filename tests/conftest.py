@@ -60,7 +60,7 @@ def test_config(work_dir, network_volume, static_input, file_server, tmp_path_fa
 def executor(test_config):
     """The session's executor, with ComfyUI's own node packs imported on first use (the index is
     built first, as the image does; tests/parity/test_node_loading.py compares both ways)."""
-    subprocess.run([sys.executable, "-m", "embedded.backends.comfy.nodeindex"], check=True, capture_output=True, timeout=300,
+    subprocess.run([sys.executable, "-m", "embedded.backends.comfy.build_index"], check=True, capture_output=True, timeout=300,
                    env={**os.environ, "COMFY_WORK_DIR": str(test_config.work_dir), "COMFY_LOG_LEVEL": "ERROR"})
     ex = Executor(test_config).start()
     assert "ComfyUI's own packs: on first use" in dict(ex.boot_info.phases)

@@ -22,7 +22,7 @@ CASES = ("expansion", "lookup", "import")
 def outcomes(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("EAGER_NODES", "COMFY_ARGS")}
     indexed = tmp_path_factory.mktemp("index")
-    subprocess.run([sys.executable, "-m", "embedded.backends.comfy.nodeindex"], cwd=TESTS.parent, check=True,
+    subprocess.run([sys.executable, "-m", "embedded.backends.comfy.build_index"], cwd=TESTS.parent, check=True,
                    env={**env, "COMFY_WORK_DIR": str(indexed), "COMFY_LOG_LEVEL": "ERROR"}, capture_output=True,
                    timeout=300)
     running = {}

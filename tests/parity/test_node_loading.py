@@ -20,7 +20,7 @@ def probes(tmp_path_factory):
     lazy_work, eager_work = tmp_path_factory.mktemp("lazy-nodes"), tmp_path_factory.mktemp("eager-nodes")
     env = {k: v for k, v in os.environ.items() if k not in ("EAGER_NODES", "COMFY_ARGS")}
     # the index, as the image builds it
-    subprocess.run([sys.executable, "-m", "embedded.backends.comfy.nodeindex"], cwd=TESTS.parent, check=True,
+    subprocess.run([sys.executable, "-m", "embedded.backends.comfy.build_index"], cwd=TESTS.parent, check=True,
                    env={**env, "COMFY_WORK_DIR": str(lazy_work), "COMFY_LOG_LEVEL": "ERROR"},
                    capture_output=True, timeout=300)
     running = {

@@ -95,7 +95,7 @@ def test_the_image_compiles_bytecode_and_builds_the_node_index_after_setting_the
     runs = [rest for keyword, rest in steps if keyword == "RUN"]
     compile_step = next(r for r in runs if "compileall" in r)
     assert all(folder in compile_step for folder in ("/comfyui", "/app/embedded", "/opt/venv/lib"))
-    index_at = next(i for i, (k, rest) in enumerate(steps) if k == "RUN" and "embedded.backends.comfy.nodeindex" in rest)
+    index_at = next(i for i, (k, rest) in enumerate(steps) if k == "RUN" and "embedded.backends.comfy.build_index" in rest)
     work_at = next(i for i, (k, rest) in enumerate(steps) if k == "ENV" and "COMFY_WORK_DIR=/app/work" in rest)
     vendor_at = next(i for i, (k, rest) in enumerate(steps) if k == "RUN" and "embedded.tooling.vendor" in rest)
     assert vendor_at < work_at < index_at  # built for the tree and the work folder the worker uses

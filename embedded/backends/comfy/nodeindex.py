@@ -1,5 +1,5 @@
 """ComfyUI's own node packs imported on first use: the index from node class to the file that
-defines it (``python -m embedded.backends.comfy.nodeindex`` builds it).
+defines it (``python -m embedded.backends.comfy.build_index`` builds it).
 
 Owns: the index (``<COMFY_WORK_DIR>/node-index.json``: the files ComfyUI's
 ``init_builtin_extra_nodes`` and ``init_builtin_api_nodes`` import, in their order, for each class
@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -245,29 +244,3 @@ class LazyPacks:
 
     def _wanted(self, rel: str) -> bool:
         return rel != API_CANARY and (self.api_nodes or not rel.startswith("comfy_api_nodes/"))
-
-
-def main() -> int:
-    """Build the index for the configured tree and work folder (an eager boot)."""
-    import asyncio
-    import dataclasses
-
-    from ...config import Config
-    from . import boot
-
-    config = dataclasses.replace(Config.from_env(), eager_nodes=True)
-    config.node_index.unlink(missing_ok=True)  # so that a write that fails is seen below
-    loop = asyncio.new_event_loop()
-    try:
-        info = boot.boot(config, loop)
-    finally:
-        loop.close()
-    if not config.node_index.is_file():
-        print(f"node index: could not be written to {config.node_index}", file=sys.stderr)
-        return 1
-    print(f"node index: {info.node_classes} node classes, written to {config.node_index}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
