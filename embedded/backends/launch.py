@@ -17,32 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..config import Config
-
-#: folder_paths.folder_names_and_paths of the pinned tree, minus custom_nodes; values are the
-#: sub-folders under the models root (first one is where ComfyUI saves)
-MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
-    "checkpoints": ("checkpoints",),
-    "configs": ("configs",),
-    "loras": ("loras",),
-    "vae": ("vae",),
-    "text_encoders": ("text_encoders", "clip"),
-    "diffusion_models": ("diffusion_models", "unet"),
-    "clip_vision": ("clip_vision",),
-    "style_models": ("style_models",),
-    "embeddings": ("embeddings",),
-    "diffusers": ("diffusers",),
-    "vae_approx": ("vae_approx",),
-    "controlnet": ("controlnet", "t2i_adapter"),
-    "gligen": ("gligen",),
-    "upscale_models": ("upscale_models",),
-    "latent_upscale_models": ("latent_upscale_models",),
-    "hypernetworks": ("hypernetworks",),
-    "photomaker": ("photomaker",),
-    "classifiers": ("classifiers",),
-    "model_patches": ("model_patches",),
-    "audio_encoders": ("audio_encoders",),
-}
-
+from ..staging.modelcache import MODEL_FOLDERS
 
 def write_paths_config(config: Config) -> Path:
     """Write ``<work>/extra_model_paths.embedded.yaml`` and create the model folders; return it."""

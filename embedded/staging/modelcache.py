@@ -3,7 +3,7 @@
 Owns: ``ModelRef`` (``url``, ``folder``, ``filename``, optional ``sha256``; from a request's
 ``models`` item or the CLI's ``URL:folder/filename[:sha256]``), the cache's layout
 (``<MODEL_CACHE_DIR>/<folder>/<filename>``, registered with ComfyUI's model folders by
-``launch``), and ``ModelCache.ensure``: a cached file is reused without a request when it came
+``backends.launch``; ``MODEL_FOLDERS``, ComfyUI's model folder names, is this layout's), and ``ModelCache.ensure``: a cached file is reused without a request when it came
 from the same URL (scheme, host and path; a query string may change) or has the requested
 ``sha256`` (its use refreshes its place in the least-recently-used order); otherwise one download
 per file however many workers share the volume (``filelock``), into a temporary file moved into
@@ -36,7 +36,6 @@ from filelock import FileLock, Timeout
 
 from .downloads import Cancelled, Fetcher, FetchError, S3Settings, sha256_of
 from ..job.inputs import check_input_name
-from ..backends.launch import MODEL_FOLDERS
 from ..job.errors import InputError
 from .guard import redact
 
@@ -44,6 +43,31 @@ log = logging.getLogger("embedded.models")
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 #: a model folder's other names (``clip`` for ``text_encoders``...) -> its name
+#: folder_paths.folder_names_and_paths of the pinned tree, minus custom_nodes; values are the
+#: sub-folders under the models root (first one is where ComfyUI saves)
+MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("checkpoints",),
+    "configs": ("configs",),
+    "loras": ("loras",),
+    "vae": ("vae",),
+    "text_encoders": ("text_encoders", "clip"),
+    "diffusion_models": ("diffusion_models", "unet"),
+    "clip_vision": ("clip_vision",),
+    "style_models": ("style_models",),
+    "embeddings": ("embeddings",),
+    "diffusers": ("diffusers",),
+    "vae_approx": ("vae_approx",),
+    "controlnet": ("controlnet", "t2i_adapter"),
+    "gligen": ("gligen",),
+    "upscale_models": ("upscale_models",),
+    "latent_upscale_models": ("latent_upscale_models",),
+    "hypernetworks": ("hypernetworks",),
+    "photomaker": ("photomaker",),
+    "classifiers": ("classifiers",),
+    "model_patches": ("model_patches",),
+    "audio_encoders": ("audio_encoders",),
+}
+
 FOLDER_NAMES = {alias: name for name, aliases in MODEL_FOLDERS.items() for alias in (name, *aliases)}
 #: hidden folders of the cache: downloads in progress, locks, what is known of each file
 INCOMING, LOCKS, META = ".incoming", ".locks", ".meta"

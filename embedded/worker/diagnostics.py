@@ -13,7 +13,7 @@ import difflib
 import logging
 from pathlib import Path
 
-from ..backends.launch import MODEL_FOLDERS
+from ..staging.modelcache import MODEL_FOLDERS
 
 log = logging.getLogger("embedded.worker.volume")
 
