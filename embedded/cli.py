@@ -179,24 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check only this output node (and what it needs), as run --output would run it")
     check.add_argument("-q", "--quiet", action="store_true", help="less logging")
     check.set_defaults(func=cmd_check)
-    selftest = sub.add_parser("selftest", help="check this package's contract with a ComfyUI tree (on the CPU): "
-                                                "our contract checks and ComfyUI's own execution suite")
-    selftest.add_argument("--tree", type=Path, default=None, help="the ComfyUI tree (default: COMFYUI_PATH or the pin)")
-    selftest.add_argument("--mode", choices=("embedded", "server", "both"), default="both",
-                          help="which backend runs ComfyUI's suite (default: both)")
-    selftest.add_argument("--no-suite", action="store_true", help="only the contract checks")
-    selftest.set_defaults(func=cmd_selftest)
+    # listed here; main() hands its arguments to the self-test's own command line
+    sub.add_parser("selftest", add_help=False,
+                   help="check this package's contract with a ComfyUI tree (on the CPU): our contract checks and "
+                        "ComfyUI's own execution suite (options: selftest --help)")
     return parser
 
 
-def cmd_selftest(args: argparse.Namespace) -> int:
-    from .tooling.selftest.command import main as selftest
+def selftest(argv: list[str]) -> int:
+    """The self-test is tooling, apart from the runtime: it runs as its own command."""
+    import subprocess
 
-    modes = ("embedded", "server") if args.mode == "both" else (args.mode,)
-    return selftest(args.tree, modes, suite=not args.no_suite)
+    return subprocess.call([sys.executable, "-m", "embedded.tooling.selftest", *argv])
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["selftest"]:
+        return selftest(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False):
         os.environ.setdefault("COMFY_LOG_LEVEL", "WARNING")

@@ -1,6 +1,6 @@
 """``python -m embedded selftest [--tree DIR] [--mode embedded|server|both] [--no-suite]``.
 
-Owns the command: the contract checks (``comfy.contract``, in a process of their own booted from
+Owns the command: the contract checks (``contract``, in a process of their own booted from
 the tree), then ComfyUI's own execution suite of that tree in each mode asked for (``suite``);
 prints one line per result and, when something broke, what; exits 1 then. A tree without the
 suite (some packaged trees leave ``tests/execution`` out) is said so, and only the contract is
@@ -9,6 +9,7 @@ checked.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -56,3 +57,17 @@ def main(tree: Path | None = None, modes: tuple[str, ...] = ("embedded", "server
                 broken += 1
     print("selftest: " + ("OK" if not broken else f"FAILED ({broken} problem(s))"))
     return 0 if not broken else 1
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m embedded.tooling.selftest`` (also ``python -m embedded selftest``)."""
+    parser = argparse.ArgumentParser(prog="python -m embedded selftest",
+                                     description="Check this package's contract with a ComfyUI tree (on the CPU): "
+                                                 "our contract checks and ComfyUI's own execution suite.")
+    parser.add_argument("--tree", type=Path, default=None, help="the ComfyUI tree (default: COMFYUI_PATH or the pin)")
+    parser.add_argument("--mode", choices=("embedded", "server", "both"), default="both",
+                        help="which backend runs ComfyUI's suite (default: both)")
+    parser.add_argument("--no-suite", action="store_true", help="only the contract checks")
+    args = parser.parse_args(argv)
+    modes = ("embedded", "server") if args.mode == "both" else (args.mode,)
+    return main(args.tree, modes, suite=not args.no_suite)
