@@ -20,16 +20,14 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping
 
-from .backends import interface as backend
-from .backends.interface import Backend
+from . import backends
+from .backends import Backend, Preflight, with_fetches
 from .config import Config
 from .job.errors import InputError, JobInterrupted
-from .backends import preflight
 from .job.events import Event, EventCallback, ResultEvent
 from .staging.downloads import Cancelled, Fetcher, S3Settings
 from .job.inputs import check_inputs, check_output_ids, check_workflow
 from .staging.modelcache import ModelCache, ModelRef
-from .backends.preflight import Preflight
 from .staging.stage import Staging, fetcher_for, model_cache_for
 from .job.streams import Finished, pump
 from .staging.guard import is_url
@@ -60,7 +58,7 @@ class Executor:
         when ``start`` runs in another thread. Raises ``BootError``."""
         with self._lock:
             if self._runner is None:
-                self._runner = backend.create(self.config)
+                self._runner = backends.create(self.config)
             self._runner.prepare()
         return self
 
@@ -69,7 +67,7 @@ class Executor:
         (``EXECUTION_MODE=server``). Raises ``BootError``."""
         with self._lock:
             if not self._started:
-                runner = self._runner or backend.create(self.config)
+                runner = self._runner or backends.create(self.config)
                 runner.start()
                 self._runner, self._started = runner, True
         return self
@@ -229,7 +227,7 @@ class Executor:
         # Inputs to be fetched are there for validation (empty: no node runs in a preflight).
         job.images.update({p.name: b"" for p in planned if p.kind == "input"})
         found = self.start()._runner.check(job)
-        return preflight.with_fetches(found, [p.to_dict() for p in planned],
+        return with_fetches(found, [p.to_dict() for p in planned],
                                       [(str(cache.root / r.folder), r.filename) for r in refs])
 
     # --- downloads ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import threading
 from typing import Any, AsyncIterator, Callable
 
 from . import diagnostics, readahead, request, response
-from ..backends import launch
+from ..backends import nvidia_devices
 from .. import logs
 from ..api import Executor
 from ..config import Config
@@ -269,7 +269,7 @@ def main() -> None:
     # GPU exits at once so that RunPod replaces it: no NVIDIA device now, or CUDA unusable to torch
     # once ComfyUI booted (Worker.boot); COMFY_FORCE_CPU=true runs on the CPU instead.
     require_gpu = "--require-gpu" in sys.argv and not config.force_cpu
-    if require_gpu and not launch.nvidia_devices():
+    if require_gpu and not nvidia_devices():
         print("worker: no usable CUDA GPU (no NVIDIA device in this container); set COMFY_FORCE_CPU=true to run "
               "on the CPU", file=sys.stderr)
         raise SystemExit(1)

@@ -1,6 +1,6 @@
 """The only part of this package that imports ComfyUI: boot, server stand-in, progress hook, executor.
 
-ComfyUI keeps process-global state. This package owns all of it, under these rules:
+Owns ``ComfyRunner`` and ComfyUI's process-global state. ComfyUI keeps process-global state. This package owns all of it, under these rules:
 
 1. **One boot per process** (``boot.boot``, guarded by a lock). It adds the ComfyUI tree to
    ``sys.path`` (first), and ComfyUI's ``nodes.py`` later puts ``<tree>/comfy`` there too: after boot,
@@ -46,7 +46,8 @@ ComfyUI keeps process-global state. This package owns all of it, under these rul
    stand-in (``deferred``), removed before any node pack is imported (the worker's main thread
    imports the runpod SDK meanwhile). ``EAGER_NODES=true`` turns both off.
 
-Must not import the server backend, the handler or RunPod.
+May import the job model, staging, ``config``, ``logs`` and the shared part of ``embedded.backends``;
+must not import the server backend, a front door or RunPod.
 """
 
 from .executor import ComfyRunner
