@@ -2,7 +2,7 @@
 
 Owns: turning a caller's arguments into a checked ``Job`` (workflow format, image names and bytes
 are checked here, before any backend sees them; files given by URL and the job's ``models`` are
-fetched first, through ``staging``, and its download folder removed when the job is over), the
+fetched first, through ``staging.stage``, and its download folder removed when the job is over), the
 process-wide default executor that ``execute()`` uses, and sync/async entry points.
 
 The backend (embedded, or the legacy server mode with ``EXECUTION_MODE=server``) is created on

@@ -5,7 +5,7 @@
 Owns: the command line: arguments, a progress bar (downloads, then nodes done / total, and the
 steps of the node that reports them), writing outputs into DIR, the preflight report as JSON,
 and a one-line reason with a non-zero exit status on failure. Uses the public API (and
-``urlguard.is_url`` to tell a URL from a path).
+``staging.guard.is_url`` to tell a URL from a path).
 """
 
 from __future__ import annotations

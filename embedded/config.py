@@ -3,7 +3,7 @@
 Owns: names, defaults and meaning of the configuration (README's table mirrors this file), and the
 folders derived from them.
 
-Must not import ComfyUI or any module of this package but ``inputs`` and ``urlguard`` (the
+Must not import ComfyUI or any module of this package but ``job.inputs`` and ``staging.guard`` (the
 limits and allowlist it parses).
 """
 
@@ -283,7 +283,7 @@ class Config:
 
     @property
     def node_index(self) -> Path:
-        """Which file defines each node class of ComfyUI's own packs (``comfy.nodeindex``)."""
+        """Which file defines each node class of ComfyUI's own packs (``backends.comfy.nodeindex``)."""
         return self.work_dir / "node-index.json"
 
     @property

@@ -1,7 +1,7 @@
 """Downloads: one URL (``http``, ``https`` or ``s3``) streamed into a file, through the guard.
 
 Owns: the HTTP session every download uses (``requests`` with connections whose address comes
-from ``urlguard.Guard.resolve``: every hop of a redirect is checked again, and the connection
+from ``guard.Guard.resolve``: every hop of a redirect is checked again, and the connection
 goes to the address that was checked; no proxy or ``.netrc`` from the environment), connect and
 read timeouts, retries with backoff on connection errors and 5xx (urllib3's ``Retry``), the size
 cap while streaming, per-host tokens (``HF_TOKEN`` for Hugging Face, ``CIVITAI_TOKEN`` for

@@ -8,7 +8,7 @@ metadata address, shared CGNAT space, documentation, benchmarking, IETF protocol
 multicast, reserved, IPv6 outside the global unicast space, and IPv4 addresses inside IPv6 ones
 (IPv4-mapped, 6to4, Teredo, NAT64) as those IPv4 addresses. ``FETCH_ALLOW`` (``Allowlist``: host names, ``host:port``,
 IP addresses and CIDRs, comma-separated) lets operators and tests through. The caller connects to
-the address ``resolve`` returned (``fetching`` does, for every redirect too), so a second DNS
+the address ``resolve`` returned (``downloads`` does, for every redirect too), so a second DNS
 answer cannot move the connection elsewhere. ``redact`` is how a URL may appear in logs and
 errors: scheme, host, port and path, never user-info or a query string (presigned signatures).
 
