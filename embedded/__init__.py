@@ -1,7 +1,7 @@
 """Run ComfyUI workflows in-process.
 
     from embedded import execute
-    result = execute(workflow, images={"in.png": png_bytes})
+    result = execute(workflow, files={"in.png": png_bytes})  # bytes, a path or a URL
     for out in result.outputs:
         print(out.node_id, out.kind, out.filename, len(out.data))
 

@@ -80,17 +80,18 @@ class Executor:
     def boot_info(self):
         return self._runner.booted if self._runner and self._started else None
 
-    def make_job(self, workflow: Any, images: Mapping[str, bytes] | None = None, *, timeout: float | None = None,
+    def make_job(self, workflow: Any, files: Mapping[str, bytes | Path] | None = None, *, timeout: float | None = None,
                  job_id: str | None = None, extra_data: Mapping[str, Any] | None = None,
                  unload_models: bool = False, free_memory: bool = False, stream_outputs: bool = False,
                  previews: bool = False, outputs: Any = None) -> Job:
-        """A checked ``Job``. ``unload_models`` / ``free_memory`` run after it, as ComfyUI's ``/free``;
+        """A checked ``Job`` whose input ``files`` are already here (bytes, or a local ``Path``; ``run``
+        and ``submit`` fetch URLs first). ``unload_models`` / ``free_memory`` run after it, as ComfyUI's ``/free``;
         ``stream_outputs`` sends each output as an ``OutputEvent`` as soon as its node finished;
         ``previews`` sends sampler previews as ``PreviewEvent``s (embedded mode); ``outputs`` lists
         the output node ids to run (with what they need; ComfyUI's ``partial_execution_targets``):
         an empty list, or an id that is not an output node of the workflow, is a ``ValidationError``
         when the job is validated."""
-        job = Job(workflow=check_workflow(workflow), images=check_inputs(images, self.config.input_limits),
+        job = Job(workflow=check_workflow(workflow), images=check_inputs(files, self.config.input_limits),
                   extra_data=dict(extra_data or {}), timeout=timeout, unload_models=bool(unload_models),
                   free_memory=bool(free_memory), stream_outputs=bool(stream_outputs), previews=bool(previews),
                   outputs=check_output_ids(outputs))
@@ -98,38 +99,36 @@ class Executor:
             job.job_id = str(job_id)
         return job
 
-    def submit(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-               on_event: EventCallback | None = None, files: Mapping[str, FileSource] | None = None,
-               models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> concurrent.futures.Future:
+    def submit(self, workflow: Any, files: Mapping[str, FileSource] | None = None, *,
+               on_event: EventCallback | None = None, models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> concurrent.futures.Future:
         """Fetch what the job needs (in this thread), then queue it; returns a future of its
-        ``Result``. ``files`` maps input names to bytes, local paths or URLs (``http(s)://``,
-        ``s3://``); ``models`` lists ``ModelRef``s (or ``{"url", "folder", "filename",
+        ``Result``. ``files`` maps input names (as ``LoadImage`` and the other loaders refer to
+        them) to bytes, local paths or URLs (``http(s)://``, ``s3://``); ``models`` lists ``ModelRef``s (or ``{"url", "folder", "filename",
         "sha256"?}`` dicts) fetched into the model cache; ``s3`` is the bucket of ``s3://`` URLs
         (default: the ``BUCKET_*`` variables). ``job_options`` are ``make_job``'s."""
-        future, staging = self._submit(workflow, images, on_event, files, models, s3, job_options)
+        future, staging = self._submit(workflow, files, on_event, models, s3, job_options)
         if staging:
             future.add_done_callback(lambda _: staging.close())
         return future
 
-    def run(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-            on_event: EventCallback | None = None, files: Mapping[str, FileSource] | None = None,
-            models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> Result:
+    def run(self, workflow: Any, files: Mapping[str, FileSource] | None = None, *,
+            on_event: EventCallback | None = None, models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> Result:
         """Run a workflow and return its ``Result``; raises an ``EmbeddedError`` subclass on failure.
         ``files``, ``models`` and ``s3`` are ``submit``'s, ``job_options`` ``make_job``'s
         (``timeout``, ``job_id``, ``free_memory``...)."""
-        future, staging = self._submit(workflow, images, on_event, files, models, s3, job_options)
+        future, staging = self._submit(workflow, files, on_event, models, s3, job_options)
         try:
             return future.result()
         finally:
             if staging:  # the job's downloads go before this returns
                 staging.close()
 
-    def _submit(self, workflow: Any, images: Any, on_event: EventCallback | None, files: Any, models: Any,
-                s3: S3Settings | None, job_options: dict[str, Any]) -> tuple[concurrent.futures.Future, Staging | None]:
+    def _submit(self, workflow: Any, files: Any, on_event: EventCallback | None, models: Any, s3: S3Settings | None,
+                job_options: dict[str, Any]) -> tuple[concurrent.futures.Future, Staging | None]:
         check_workflow(workflow)
         self.start()
-        job_options = {**job_options, "job_id": str(job_options.get("job_id") or new_id())}
-        sources = _files(images, files)
+        job_options = _job_options(job_options)
+        sources = _files(files)
         staging = self._staging(sources, models, job_options["job_id"])
         try:
             # the downloads get the job's timeout, and so does the run after them
@@ -148,16 +147,15 @@ class Executor:
         finally:
             self._fetches.pop(job_options["job_id"], None)
 
-    async def run_async(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-                        on_event: EventCallback | None = None, files: Mapping[str, FileSource] | None = None,
-                        models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> Result:
+    async def run_async(self, workflow: Any, files: Mapping[str, FileSource] | None = None, *,
+                        on_event: EventCallback | None = None, models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> Result:
         """Like ``run`` for async callers. Cancelling the awaiting task stops the downloads (and
         waits for them to stop), or interrupts the job and waits until it stops, or until
         ``JOB_STOP_GRACE_S`` has passed and it is answered anyway."""
         check_workflow(workflow)
         self.start()
-        job_options = {**job_options, "job_id": str(job_options.get("job_id") or new_id())}
-        sources = _files(images, files)
+        job_options = _job_options(job_options)
+        sources = _files(files)
         staging = self._staging(sources, models, job_options["job_id"])
         try:
             fetched = await _fetch_async(staging, sources, _models(models), _bucket(s3), on_event,
@@ -172,7 +170,7 @@ class Executor:
             if staging:
                 staging.close()
 
-    def stream(self, workflow: Any, images: Mapping[str, bytes] | None = None,
+    def stream(self, workflow: Any, files: Mapping[str, FileSource] | None = None,
                **options: Any) -> Iterator[Event | ResultEvent]:
         """Run a workflow and yield its events as they happen: downloads, progress, each output
         (an ``OutputEvent`` with its bytes) as soon as its node finished, and last a
@@ -185,7 +183,7 @@ class Executor:
 
         def work() -> None:  # downloads, then the job: in a thread, so that their events flow now
             try:
-                outcome.set_result(self.run(workflow, images, on_event=items.put, job_id=job_id,
+                outcome.set_result(self.run(workflow, files, on_event=items.put, job_id=job_id,
                                             **{**options, "stream_outputs": True}))
             except BaseException as exc:
                 outcome.set_exception(exc)
@@ -201,24 +199,24 @@ class Executor:
             if not outcome.done():
                 self.interrupt(job_id)
 
-    async def astream(self, workflow: Any, images: Mapping[str, bytes] | None = None,
+    async def astream(self, workflow: Any, files: Mapping[str, FileSource] | None = None,
                       **options: Any) -> AsyncIterator[Event | ResultEvent]:
         """``stream`` for async callers. Cancelling the consuming task, or closing the iterator
         early (``async with contextlib.aclosing(ex.astream(...))``), interrupts the job and waits for
         it to stop, as ``run_async``."""
-        async for item in pump(lambda push: self.run_async(workflow, images, on_event=push,
+        async for item in pump(lambda push: self.run_async(workflow, files, on_event=push,
                                                              **{**options, "stream_outputs": True})):
             yield ResultEvent(item.value) if isinstance(item, Finished) else item
 
-    def check(self, workflow: Any, images: Mapping[str, bytes] | None = None, *,
-              files: Mapping[str, FileSource] | None = None, models: Any = None, outputs: Any = None) -> Preflight:
+    def check(self, workflow: Any, files: Mapping[str, FileSource] | None = None, *,
+              models: Any = None, outputs: Any = None) -> Preflight:
         """Preflight: validate ``workflow`` (with its input files; only the output nodes listed in
         ``outputs``, when given) as a run would, without running a node or fetching anything;
         unknown node types, ComfyUI's validation errors, missing models and what the job would
         download are reported in a ``Preflight`` (``ok``, ``errors``, ``missing_models``,
         ``missing_nodes``, ``inputs_to_fetch``)."""
         check_workflow(workflow)
-        sources, refs = _files(images, files), _models(models)
+        sources, refs = _files(files), _models(models)
         local = {name: value for name, value in sources.items() if not is_url(value)}
         fetcher, cache = self._fetch_tools()
         planned = Staging(self.config, fetcher, cache).plan(sources, refs)
@@ -287,15 +285,18 @@ class Executor:
 _END = object()
 
 
-def _files(images: Mapping[str, Any] | None, files: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``images`` and ``files`` as one mapping; a name in both is an ``InputError``."""
-    both = set(images or {}) & set(files or {})
-    if both:
-        raise InputError(f"Input {sorted(both)[0]!r} is given in both images and files")
-    for given in (images, files):
-        if given is not None and not isinstance(given, Mapping):
-            raise InputError(f"images and files must map names to files, got {type(given).__name__}")
-    return {**(images or {}), **(files or {})}
+def _files(files: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A job's input files: one mapping of names to bytes, local paths or URLs."""
+    if files is not None and not isinstance(files, Mapping):
+        raise InputError(f"files must map input names to bytes, paths or URLs, got {type(files).__name__}")
+    return dict(files or {})
+
+
+def _job_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``make_job``'s options with the job's id (a new one unless given)."""
+    if "images" in options:
+        raise TypeError("input files are given as files= (names to bytes, local paths or URLs); images= is no more")
+    return {**options, "job_id": str(options.get("job_id") or new_id())}
 
 
 def _models(models: Any) -> list[ModelRef]:
@@ -343,18 +344,16 @@ def default_executor() -> Executor:
         return _default
 
 
-def execute(workflow: Any, images: Mapping[str, bytes] | None = None, *, on_event: EventCallback | None = None,
-            timeout: float | None = None, files: Mapping[str, FileSource] | None = None, models: Any = None,
-            outputs: Any = None) -> Result:
+def execute(workflow: Any, files: Mapping[str, FileSource] | None = None, *, on_event: EventCallback | None = None,
+            timeout: float | None = None, models: Any = None, outputs: Any = None) -> Result:
     """Run an API-format ComfyUI workflow in this process and return its outputs with their bytes.
 
-    ``images`` maps input names (as ``LoadImage`` refers to them) to image bytes; ``files`` maps
-    names to bytes, local paths or URLs (``https://...``, ``s3://bucket/key``), fetched before the
-    workflow runs; ``models`` lists models fetched into the model cache first
+    ``files`` maps input names (as ``LoadImage`` and the other loaders refer to them) to bytes,
+    local paths or URLs (``https://...``, ``s3://bucket/key``, fetched before the workflow runs); ``models`` lists models fetched into the model cache first
     (``{"url", "folder", "filename", "sha256"?}`` or ``ModelRef``); ``outputs`` lists the output
     node ids to run (default: all). Raises
     ``ValidationError``, ``ExecutionError``, ``JobInterrupted``/``JobTimeout``, ``WorkflowFormatError``,
     ``InputError`` or ``BootError``, all subclasses of ``EmbeddedError``.
     """
-    return default_executor().run(workflow, images, on_event=on_event, timeout=timeout, files=files, models=models,
+    return default_executor().run(workflow, files, on_event=on_event, timeout=timeout, models=models,
                                   outputs=outputs)

@@ -279,7 +279,7 @@ def check_inputs(files: Mapping[str, Any] | None, limits: InputLimits = InputLim
     if files is None:
         return {}
     if not isinstance(files, Mapping):
-        raise InputError(f"images must map names to bytes, got {type(files).__name__}")
+        raise InputError(f"files must map input names to bytes, got {type(files).__name__}")
     checked = {check_input_name(n): check_input_bytes(n, d, limits) for n, d in files.items()}
     check_names_together(list(checked))
     return checked

@@ -36,14 +36,24 @@ def test_an_input_image_given_by_url_is_fetched_and_loaded(executor, file_server
     assert list(test_config.downloads_dir.iterdir()) == []  # the job's downloads went with it
 
 
-def test_several_inputs_are_fetched_side_by_side_with_local_ones(executor, file_server, tmp_path):
+def test_input_files_are_one_mapping_of_bytes_local_paths_and_urls_fetched_side_by_side(executor, file_server,
+                                                                                        tmp_path):
     urls = {f"in{i}.png": serve(file_server, f"/many/{i}.png", png_bytes((4, 4), (i, 0, 0))) for i in range(4)}
     local = tmp_path / "local.png"
     local.write_bytes(png_bytes((4, 4)))
     wf = workflow("load_and_invert_input")
-    result = executor.run(wf, {"in.png": png_bytes((5, 5))}, files={**urls, "extra/local.png": local})
+    result = executor.run(wf, {"in.png": png_bytes((5, 5)), **urls, "extra/local.png": local})
     assert open_image(result.outputs[0].data).size == (5, 5)
     assert all(file_server.hits(f"/many/{i}.png") == 1 for i in range(4))
+    as_path = executor.run(wf, files={"in.png": str(local)})  # a string that is not a URL is a path
+    assert open_image(as_path.outputs[0].data).size == (4, 4)
+
+
+def test_the_old_images_argument_says_that_files_took_its_place(executor):
+    with pytest.raises(TypeError, match="files="):
+        executor.run(workflow("load_and_invert_input"), images={"in.png": png_bytes((4, 4))})
+    with pytest.raises(InputError, match="files must map input names"):
+        executor.run(workflow("load_and_invert_input"), [png_bytes((4, 4))])
 
 
 def test_a_url_on_a_host_that_is_not_allowed_is_refused_before_any_request(executor, file_server):
@@ -136,8 +146,8 @@ def test_the_jobs_timeout_bounds_its_downloads(executor, file_server, test_confi
     file_server.files["/slow/drip.bin"] = b"d" * (40 * 256 * 1024)
     file_server.delay["/slow/drip.bin"] = 0.5  # a trickle: never silent long enough for the read timeout
     with pytest.raises(JobTimeout, match="timeout of 1 s .* while its files were being fetched"):
-        executor.run(workflow("load_and_invert_input"), {"in.png": png_bytes()},
-                     files={"drip.bin": file_server.url("/slow/drip.bin")}, timeout=1)
+        executor.run(workflow("load_and_invert_input"), {"in.png": png_bytes(),
+                                                         "drip.bin": file_server.url("/slow/drip.bin")}, timeout=1)
     assert list(test_config.downloads_dir.iterdir()) == []
     assert executor.run(workflow("solid_red_image")).outputs  # and the next job runs
 
@@ -149,8 +159,9 @@ def test_interrupting_a_job_by_id_stops_its_downloads(executor, file_server):
     file_server.delay["/slow/long.bin"] = 0.5
     threading.Timer(1.0, executor.interrupt, ["fetching-job"]).start()
     with pytest.raises(JobInterrupted, match="while its files were being fetched"):
-        executor.run(workflow("load_and_invert_input"), {"in.png": png_bytes()}, job_id="fetching-job",
-                     files={"long.bin": file_server.url("/slow/long.bin")})
+        executor.run(workflow("load_and_invert_input"), {"in.png": png_bytes(),
+                                                         "long.bin": file_server.url("/slow/long.bin")},
+                     job_id="fetching-job")
 
 
 def test_a_stream_yields_downloads_while_they_run_and_closing_it_stops_them(executor, file_server):
@@ -158,8 +169,8 @@ def test_a_stream_yields_downloads_while_they_run_and_closing_it_stops_them(exec
 
     file_server.files["/slow/streamed.bin"] = b"s" * (40 * 256 * 1024)
     file_server.delay["/slow/streamed.bin"] = 0.3
-    with contextlib.closing(executor.stream(workflow("load_and_invert_input"), {"in.png": png_bytes()},
-                                            files={"streamed.bin": file_server.url("/slow/streamed.bin")})) as events:
+    files = {"in.png": png_bytes(), "streamed.bin": file_server.url("/slow/streamed.bin")}
+    with contextlib.closing(executor.stream(workflow("load_and_invert_input"), files)) as events:
         first = next(events)
     assert isinstance(first, DownloadEvent) and not first.done and first.name == "streamed.bin"
     assert executor.run(workflow("solid_red_image")).outputs  # the stopped download holds nothing

@@ -60,7 +60,7 @@ def test_a_streamed_cache_hit_still_streams_its_outputs(backends, mode):
 def test_another_input_file_under_the_same_name_is_not_a_cache_hit(backends, mode):
     wf = workflow("load_and_invert_input")
     black = backends[mode].run(wf, {"in.png": png_bytes((4, 4), (0, 0, 0))}).outputs[0]
-    white, ran, _, _ = run(backends[mode], wf, images={"in.png": png_bytes((4, 4), (255, 255, 255))})
+    white, ran, _, _ = run(backends[mode], wf, files={"in.png": png_bytes((4, 4), (255, 255, 255))})
     assert ran, "LoadImage's IS_CHANGED (the file's hash) differs: the nodes run again"
     assert open_image(black.data).convert("RGB").getpixel((0, 0)) == (255, 255, 255)
     assert open_image(white.outputs[0].data).convert("RGB").getpixel((0, 0)) == (0, 0, 0)
