@@ -179,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="check only this output node (and what it needs), as run --output would run it")
     check.add_argument("-q", "--quiet", action="store_true", help="less logging")
     check.set_defaults(func=cmd_check)
-    # listed here; main() hands its arguments to the self-test's own command line
+    # listed here; main() hands their arguments to their own command lines
+    sub.add_parser("serve", add_help=False,
+                   help="serve Comfy API v2 (the official comfy-sdk client works against it) on in-process ComfyUI "
+                        "(options: serve --help)")
     sub.add_parser("selftest", add_help=False,
                    help="check this package's contract with a ComfyUI tree (on the CPU): our contract checks and "
                         "ComfyUI's own execution suite (options: selftest --help)")
@@ -197,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["selftest"]:
         return selftest(argv[1:])
+    if argv[:1] == ["serve"]:
+        from .apiv2.command import main as serve
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False):
         os.environ.setdefault("COMFY_LOG_LEVEL", "WARNING")

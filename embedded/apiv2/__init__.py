@@ -1,0 +1,16 @@
+"""The Comfy API v2 server: ``python -m embedded serve``, the API Comfy Cloud speaks, on our in-process
+executor, so that Comfy-Org's official client (``comfy-sdk``) works against it.
+
+Owns these modules, one job each:
+- ``wire``: our records as the JSON the API names (jobs, outputs, assets, progress) and its error
+  envelope;
+- ``assets``: the asset store (uploads with their blake3 hash, dedup by hash, outputs, expiry,
+  limits on size and total storage);
+- ``jobs``: the jobs (submission checks, idempotency keys, the queue bound, the run on the
+  executor, events to the streams, cancels);
+- ``app``: the HTTP routes on aiohttp (auth, errors, the event stream, ranges);
+- ``command``: the command line and its environment variables, the process's life (SIGTERM).
+
+A front door: may import the public API (``embedded.api``), the job model, ``config`` and ``logs``;
+never a backend. Nothing else in the package imports it.
+"""

@@ -1,0 +1,269 @@
+"""The HTTP routes of the Comfy API v2 server, on aiohttp.
+
+Owns the application: every route under ``/api/v2`` (jobs, their events, workflow and logs;
+assets, their content with ``Range``; health), the bearer token (``Authorization: Bearer <token>``
+on every route but health: a missing one is 401 ``unauthorized``, a wrong one 403 ``forbidden``),
+and one error shape for everything (an ``ApiError``, a route that does not exist, a request that
+cannot be read: the API's envelope, never a traceback). The event stream (``text/event-stream``):
+on connect the outputs stored so far and the ``status``, then ``status`` at each transition,
+``progress`` about twice a second while it changes, ``output`` as each output is stored, always
+before the terminal ``status`` (then the stream ends), and a ``: keepalive`` comment every
+KEEPALIVE_S.
+
+Must not import the backends or ComfyUI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .assets import AssetStore
+from .jobs import Jobs
+from .wire import ApiError
+
+log = logging.getLogger("embedded.apiv2")
+
+PREFIX = "/api/v2"
+KEEPALIVE_S = 15.0
+PROGRESS_EVERY_S = 0.5
+MAX_LIST_LIMIT = 100
+JOBS, ASSETS, TOKEN = web.AppKey("jobs", Jobs), web.AppKey("assets", AssetStore), web.AppKey("token", str)
+
+
+def base_url(request: web.Request) -> str:
+    return str(request.url.origin())
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status,
+                                                                                          f"http_{exc.status}")
+        return web.json_response(ApiError(exc.status, code, exc.reason).body(), status=exc.status)
+    except Exception:  # noqa: BLE001 - logged, answered in the envelope
+        log.exception("embedded.apiv2: %s %s failed", request.method, request.path)
+        return web.json_response(ApiError(500, "server_error", "The server failed on this request").body(), status=500)
+
+
+@web.middleware
+async def auth(request: web.Request, handler):
+    token = request.app[TOKEN]
+    if token and request.path.startswith(PREFIX) and request.path != f"{PREFIX}/health":
+        given = request.headers.get("Authorization", "")
+        if not given.startswith("Bearer "):
+            raise ApiError(401, "unauthorized", "This server needs 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(given[7:].encode(), token.encode()):
+            raise ApiError(403, "forbidden", "The token is not this server's")
+    return await handler(request)
+
+
+# --- jobs --------------------------------------------------------------------------------------------
+async def submit_job(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(422, "invalid_request", "The request body is not JSON") from None
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 255 and key.isprintable() and key.isascii()):
+        raise ApiError(422, "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    jobs = request.app[JOBS]
+    job = await jobs.submit(body, key)
+    return _json(job.to_json(base_url(request), jobs.queue_position(job)), status=201)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    jobs = request.app[JOBS]
+    job = jobs.get(request.match_info["job_id"])
+    return _json(job.to_json(base_url(request), jobs.queue_position(job)))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    jobs = request.app[JOBS]
+    query = request.rel_url.query
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        raise ApiError(422, "invalid_request", "limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ApiError(422, "invalid_request", f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    metadata = {k[len("metadata["):-1]: v for k, v in query.items() if k.startswith("metadata[") and k.endswith("]")}
+    page, cursor = jobs.listing(metadata, limit, query.get("cursor"))
+    from .wire import iso
+    return _json({"jobs": [{"id": j.id, "status": j.status, "create_time": iso(j.created_at),
+                            "update_time": iso(j.completed_at or j.started_at or j.created_at),
+                            "created_at": iso(j.created_at), "deployment_id": None, "metadata": dict(j.metadata)}
+                           for j in page], "next_cursor": cursor})
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    jobs = request.app[JOBS]
+    job = jobs.cancel(request.match_info["job_id"])
+    return _json(job.to_json(base_url(request), jobs.queue_position(job)))
+
+
+async def job_workflow(request: web.Request) -> web.Response:
+    job = request.app[JOBS].get(request.match_info["job_id"])
+    return _json({"workflow": job.workflow, "format": "api"})
+
+
+async def job_logs(request: web.Request) -> web.Response:
+    request.app[JOBS].get(request.match_info["job_id"])
+    return web.Response(status=204)  # ComfyUI logs on the process's logger: no per-job log is kept
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    jobs = request.app[JOBS]
+    job = jobs.get(request.match_info["job_id"])
+    base = base_url(request)
+    queue: asyncio.Queue = asyncio.Queue()
+    job.listeners.add(queue)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    try:
+        await response.prepare(request)
+        last_write = time.monotonic()
+
+        sent_outputs: set[str] = set()
+
+        async def send(event: str, data: dict[str, Any]) -> None:
+            nonlocal last_write
+            if event == "output":
+                if data["id"] in sent_outputs:
+                    return
+                sent_outputs.add(data["id"])
+                data = {**data, "url": base + data["url"]}
+            await response.write(f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
+            last_write = time.monotonic()
+
+        terminal = job.terminal
+        for asset in list(job.outputs):  # the outputs so far, then the live ones
+            await send("output", asset.output_json(""))
+        await send("status", {"status": job.status, "queue_position": jobs.queue_position(job)})
+        if terminal:
+            return response
+        sent_version = -1
+        if job.progress() is not None:
+            await send("progress", job.progress())
+            sent_version = job.progress_version
+        while True:
+            try:
+                event, data = await asyncio.wait_for(queue.get(), timeout=PROGRESS_EVERY_S)
+            except asyncio.TimeoutError:
+                event = data = None
+            if event == "status" and data["status"] in ("succeeded", "failed", "canceled", "expired"):
+                await send(event, data)
+                break
+            if event is not None:
+                await send(event, data)
+            if job.progress_version != sent_version and job.progress() is not None:
+                await send("progress", job.progress())
+                sent_version = job.progress_version
+            if time.monotonic() - last_write >= KEEPALIVE_S:
+                await response.write(b": keepalive\n\n")
+                last_write = time.monotonic()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client left
+    finally:
+        job.listeners.discard(queue)
+    return response
+
+
+# --- assets ------------------------------------------------------------------------------------------
+async def upload_asset(request: web.Request) -> web.Response:
+    store = request.app[ASSETS]
+    try:
+        reader = await request.multipart()
+    except (AssertionError, ValueError, KeyError):
+        raise ApiError(422, "invalid_request", "An upload is multipart/form-data with a 'file' part") from None
+    fields: dict[str, str] = {}
+    asset = None
+    while (part := await reader.next()) is not None:
+        if part.name == "file":
+            async def chunks(part=part):
+                while chunk := await part.read_chunk(1 << 20):
+                    yield chunk
+            asset = await store.add_stream(chunks(), fields.get("file_path") or part.filename,
+                                           fields.get("content_type") or part.headers.get("Content-Type", ""),
+                                           fields.get("expected_hash"))
+        elif part.name in ("content_type", "file_path", "expected_hash"):
+            fields[part.name] = (await part.text()).strip()
+        else:
+            await part.release()
+    if asset is None:
+        raise ApiError(422, "invalid_request", "The upload has no 'file' part")
+    return _json(asset.to_json(base_url(request)), status=201 if asset.created_new else 200)
+
+
+async def asset_by_hash(request: web.Request) -> web.Response:
+    exists = request.app[ASSETS].has_blob(request.match_info["hash"])
+    return web.Response(status=200 if exists else 404)
+
+
+async def asset_from_hash(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(422, "invalid_request", "The request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "The request body must be an object with a 'hash'")
+    asset = request.app[ASSETS].from_hash(body.get("hash"), body.get("file_path"), body.get("content_type"))
+    return _json(asset.to_json(base_url(request)), status=201)
+
+
+async def get_asset(request: web.Request) -> web.Response:
+    return _json(request.app[ASSETS].get(request.match_info["asset_id"]).to_json(base_url(request)))
+
+
+async def asset_content(request: web.Request) -> web.StreamResponse:
+    store = request.app[ASSETS]
+    asset = store.get(request.match_info["asset_id"])
+    name = (asset.file_path or asset.id).replace('"', "")
+    # aiohttp's FileResponse answers Range (206 with Content-Range, 416 when unsatisfiable)
+    return web.FileResponse(store.path(asset), headers={"Content-Type": asset.content_type,
+                                                        "Content-Disposition": f'inline; filename="{name}"'})
+
+
+async def delete_asset(request: web.Request) -> web.Response:
+    request.app[ASSETS].delete(request.match_info["asset_id"])
+    return web.Response(status=204)
+
+
+async def health(request: web.Request) -> web.Response:
+    jobs = request.app[JOBS]
+    booted = jobs.executor.boot_info is not None
+    return _json({"status": "healthy" if jobs.accepting else "shutting_down", "booted": booted,
+                  "jobs_waiting": jobs.waiting(), "jobs_unfinished": jobs.unfinished()})
+
+
+def build(jobs: Jobs, assets: AssetStore, token: str | None, max_upload_bytes: int) -> web.Application:
+    app = web.Application(middlewares=[errors, auth], client_max_size=max_upload_bytes + (1 << 20))
+    app[JOBS], app[ASSETS], app[TOKEN] = jobs, assets, token or ""
+    app.add_routes([
+        web.post(f"{PREFIX}/jobs", submit_job), web.get(f"{PREFIX}/jobs", list_jobs),
+        web.get(f"{PREFIX}/jobs/{{job_id}}", get_job), web.post(f"{PREFIX}/jobs/{{job_id}}/cancel", cancel_job),
+        web.get(f"{PREFIX}/jobs/{{job_id}}/workflow", job_workflow), web.get(f"{PREFIX}/jobs/{{job_id}}/logs", job_logs),
+        web.get(f"{PREFIX}/jobs/{{job_id}}/events", job_events),
+        web.post(f"{PREFIX}/assets", upload_asset), web.post(f"{PREFIX}/assets/from-hash", asset_from_hash),
+        web.head(f"{PREFIX}/assets/by-hash/{{hash}}", asset_by_hash),
+        web.get(f"{PREFIX}/assets/{{asset_id}}", get_asset), web.delete(f"{PREFIX}/assets/{{asset_id}}", delete_asset),
+        web.get(f"{PREFIX}/assets/{{asset_id}}/content", asset_content),
+        web.get(f"{PREFIX}/health", health),
+    ])
+    return app

@@ -1,0 +1,205 @@
+"""The asset store: files clients upload and files jobs produce, by id, their bytes kept once per
+blake3 hash.
+
+Owns ``Asset`` and ``AssetStore``: blobs under ``<root>/blobs/<hex>`` (one file per content,
+whatever the number of assets naming it), the index of assets in memory, hashing while an upload
+streams in (``expected_hash`` checked before anything is kept: 409 ``hash_mismatch``), dedup
+(``by_hash``, ``from_hash``), the limits (one upload at most ``max_upload_bytes``: 413
+``payload_too_large``; all blobs together at most ``max_total_bytes``: 507 ``storage_full``, after
+expired assets are swept), expiry (``ttl_s`` after creation; an asset a queued or running job uses
+is neither swept nor deleted: 409 ``asset_in_use``), and an asset's JSON.
+
+Must not import the executor, the backends or ComfyUI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import blake3
+
+from .wire import ApiError, iso, not_found
+
+HASH = re.compile(r"^blake3:[0-9a-f]{64}$")
+
+
+def blake3_of(data: bytes) -> str:
+    return "blake3:" + blake3.blake3(data).hexdigest()
+
+
+@dataclass
+class Asset:
+    id: str
+    hash: str
+    size_bytes: int
+    content_type: str
+    file_path: str | None
+    created_at: float
+    expires_at: float | None
+    job_id: str | None = None
+    node_id: str | None = None
+    #: the API's output type, for a job's output (``image``, ``video``, ``audio``, ``text``, ``file``)
+    type: str = "file"
+    created_new: bool = True
+
+    def to_json(self, base_url: str) -> dict[str, Any]:
+        return {"id": self.id, "hash": self.hash, "size_bytes": self.size_bytes, "content_type": self.content_type,
+                "file_path": self.file_path, "created_at": iso(self.created_at), "url": self.url(base_url),
+                "url_expires_at": iso(self.expires_at or self.created_at + 86400), "expires_at": iso(self.expires_at),
+                "job_id": self.job_id, "created_new": self.created_new}
+
+    def output_json(self, base_url: str) -> dict[str, Any]:
+        """The asset as a job's output (``job.outputs[]`` and the ``output`` event)."""
+        return {"node_id": self.node_id, "name": self.file_path, "type": self.type, "content_type": self.content_type,
+                "size_bytes": self.size_bytes, "id": self.id, "hash": self.hash, "url": self.url(base_url),
+                "url_expires_at": iso(self.expires_at or self.created_at + 86400), "job_id": self.job_id}
+
+    def url(self, base_url: str) -> str:
+        return f"{base_url}/api/v2/assets/{self.id}/content"
+
+
+class AssetStore:
+    def __init__(self, root: Path, max_upload_bytes: int, max_total_bytes: int, ttl_s: float):
+        self.root = root
+        self.blobs = root / "blobs"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.max_upload_bytes, self.max_total_bytes, self.ttl_s = max_upload_bytes, max_total_bytes, ttl_s
+        self._assets: dict[str, Asset] = {}
+        self._in_use: Counter[str] = Counter()
+
+    # --- reading ---------------------------------------------------------------------------------
+    def get(self, asset_id: str) -> Asset:
+        asset = self._assets.get(asset_id)
+        if asset is None or self._expired(asset):
+            raise not_found("asset", asset_id)
+        return asset
+
+    def path(self, asset: Asset) -> Path:
+        return self.blobs / asset.hash.split(":", 1)[1]
+
+    def has_blob(self, hash_: str) -> bool:
+        return bool(HASH.match(hash_)) and (self.blobs / hash_.split(":", 1)[1]).is_file()
+
+    # --- writing ---------------------------------------------------------------------------------
+    def from_hash(self, hash_: str, file_path: str | None, content_type: str | None = None) -> Asset:
+        """A new asset naming a blob the store already has (404 ``blob_not_found`` otherwise)."""
+        if not isinstance(hash_, str) or not self.has_blob(hash_):
+            raise ApiError(404, "blob_not_found", f"No content with hash {hash_!r} here: upload it")
+        like = next((a for a in self._assets.values() if a.hash == hash_), None)
+        return self._add(hash_, self.path_of_hash(hash_).stat().st_size,
+                         content_type or (like.content_type if like else "application/octet-stream"),
+                         _clean_name(file_path), created_new=False)
+
+    def add_bytes(self, data: bytes, file_path: str, content_type: str, **fields: Any) -> Asset:
+        """An asset of ``data`` (a job's output): its blob written unless the store has it."""
+        hash_ = blake3_of(data)
+        blob = self.path_of_hash(hash_)
+        new = not blob.is_file()
+        if new:
+            self._make_room(len(data))
+            _write_atomic(blob, data)
+        return self._add(hash_, len(data), content_type, _clean_name(file_path), created_new=new, **fields)
+
+    async def add_stream(self, chunks: AsyncIterator[bytes], file_path: str | None, content_type: str,
+                         expected_hash: str | None) -> Asset:
+        """An upload: streamed into a temporary file while it is hashed and counted, kept only when
+        within the limits and matching ``expected_hash``."""
+        if expected_hash is not None and not HASH.match(expected_hash):
+            raise ApiError(422, "invalid_request", "expected_hash must be 'blake3:' and 64 lowercase hex digits")
+        hasher, size = blake3.blake3(), 0
+        fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_upload_bytes:
+                        raise ApiError(413, "payload_too_large",
+                                       f"An upload may hold at most {self.max_upload_bytes} bytes (SERVE_MAX_UPLOAD_BYTES)")
+                    hasher.update(chunk)
+                    out.write(chunk)
+            hash_ = "blake3:" + hasher.hexdigest()
+            if expected_hash is not None and expected_hash != hash_:
+                raise ApiError(409, "hash_mismatch", f"The content's hash is {hash_}, not the expected {expected_hash}",
+                               {"expected_hash": expected_hash, "actual_hash": hash_})
+            blob = self.path_of_hash(hash_)
+            new = not blob.is_file()
+            if new:
+                self._make_room(size)
+                os.replace(tmp, blob)
+            return self._add(hash_, size, content_type, _clean_name(file_path), created_new=new)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def delete(self, asset_id: str) -> None:
+        asset = self.get(asset_id)
+        if self._in_use[asset_id]:
+            raise ApiError(409, "asset_in_use", f"Asset {asset_id!r} is used by a job that has not ended")
+        self._drop(asset)
+
+    # --- jobs using assets -----------------------------------------------------------------------
+    def use(self, ids: list[str]) -> None:
+        self._in_use.update(ids)
+
+    def release(self, ids: list[str]) -> None:
+        self._in_use.subtract(ids)
+        self._in_use += Counter()  # drop zeros
+
+    # --- the rest --------------------------------------------------------------------------------
+    def path_of_hash(self, hash_: str) -> Path:
+        return self.blobs / hash_.split(":", 1)[1]
+
+    def sweep(self) -> int:
+        """Drop the expired assets no job uses; returns how many."""
+        gone = [a for a in self._assets.values() if self._expired(a) and not self._in_use[a.id]]
+        for asset in gone:
+            self._drop(asset)
+        return len(gone)
+
+    def stored_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.blobs.iterdir() if not p.name.startswith("."))
+
+    def _add(self, hash_: str, size: int, content_type: str, file_path: str | None, created_new: bool,
+             **fields: Any) -> Asset:
+        now = time.time()
+        asset = Asset(uuid.uuid4().hex, hash_, size, content_type or "application/octet-stream", file_path, now,
+                      now + self.ttl_s if self.ttl_s else None, created_new=created_new, **fields)
+        self._assets[asset.id] = asset
+        return asset
+
+    def _drop(self, asset: Asset) -> None:
+        self._assets.pop(asset.id, None)
+        if not any(a.hash == asset.hash for a in self._assets.values()):
+            self.path(asset).unlink(missing_ok=True)
+
+    def _expired(self, asset: Asset) -> bool:
+        return asset.expires_at is not None and asset.expires_at <= time.time()
+
+    def _make_room(self, size: int) -> None:
+        if self.stored_bytes() + size > self.max_total_bytes:
+            self.sweep()
+        if self.stored_bytes() + size > self.max_total_bytes:
+            raise ApiError(507, "storage_full", f"The server's asset storage is full ({self.max_total_bytes} bytes, "
+                                                "SERVE_MAX_STORAGE_BYTES): delete assets or wait for them to expire")
+
+
+def _clean_name(file_path: str | None) -> str | None:
+    """A name safe as a job's input name: the last part of the client's path."""
+    if not file_path:
+        return None
+    name = str(file_path).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name if name not in ("", ".", "..") else None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".write-")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)

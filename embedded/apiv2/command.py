@@ -1,0 +1,124 @@
+"""``python -m embedded serve`` (and ``comfy-embedded serve``): the Comfy API v2 server's command line.
+
+Owns the options and their environment variables (``--host``/``SERVE_HOST``, default 127.0.0.1;
+``--port``/``SERVE_PORT``, 8189, 0 for any free port; ``--token``/``SERVE_TOKEN``;
+``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state-dir``/``SERVE_STATE_DIR``, where assets are kept,
+default a temporary folder removed at exit; ``SERVE_MAX_UPLOAD_BYTES``, 1 GiB;
+``SERVE_MAX_STORAGE_BYTES``, 20 GiB; ``SERVE_ASSET_TTL_S``, 86400; ``SERVE_SHUTDOWN_GRACE_S``, 30),
+the refusal of a host that is not loopback without a token (unless ``--unsafe-no-token``), and
+the process's life: ComfyUI boots in the background while the server already answers (jobs wait
+for the boot), ``serving Comfy API v2 on <url>`` is printed once it listens, and SIGTERM or SIGINT
+stops it taking jobs, lets the unfinished ones end within the grace period (then cancels them),
+and exits.
+
+May import the public API, ``config`` and this package; never a backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+SWEEP_EVERY_S = 60.0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"error: {name} must be an integer, not {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m embedded serve",
+                                     description="Serve Comfy API v2 (the official comfy-sdk client works against "
+                                                 "it) on this process's in-process ComfyUI.")
+    parser.add_argument("--host", default=env("SERVE_HOST", "127.0.0.1"), help="address to listen on (SERVE_HOST)")
+    parser.add_argument("--port", type=int, default=_env_int("SERVE_PORT", 8189), help="port (SERVE_PORT; 0: any)")
+    parser.add_argument("--token", default=env("SERVE_TOKEN") or None,
+                        help="require 'Authorization: Bearer TOKEN' on /api/v2/* but health (SERVE_TOKEN)")
+    parser.add_argument("--max-queue", type=int, default=_env_int("SERVE_MAX_QUEUE", 16),
+                        help="jobs that may wait beside the running one; more get 429 queue_full (SERVE_MAX_QUEUE)")
+    parser.add_argument("--state-dir", type=Path, default=Path(env("SERVE_STATE_DIR")) if env("SERVE_STATE_DIR") else None,
+                        help="where assets (uploads, outputs) are kept (SERVE_STATE_DIR; default: a temporary "
+                             "folder removed at exit). Jobs are kept in memory")
+    parser.add_argument("--unsafe-no-token", action="store_true",
+                        help="listen on a non-loopback host without a token (anyone who reaches it can run jobs)")
+    return parser
+
+
+def _loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not _loopback(args.host) and not args.token and not args.unsafe_no_token:
+        print(f"error: --host {args.host} is reachable from other machines: give --token (SERVE_TOKEN), or "
+              "--unsafe-no-token to serve without one", file=sys.stderr)
+        return 2
+    if args.max_queue < 0:
+        print("error: --max-queue must be 0 or more", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(args))
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from ..api import Executor
+    from ..config import Config
+    from .app import build
+    from .assets import AssetStore
+    from .jobs import Jobs
+
+    temporary = args.state_dir is None
+    state = Path(tempfile.mkdtemp(prefix="embedded-serve-")) if temporary else args.state_dir
+    max_upload = _env_int("SERVE_MAX_UPLOAD_BYTES", 1 << 30)
+    store = AssetStore(state / "assets", max_upload, _env_int("SERVE_MAX_STORAGE_BYTES", 20 << 30),
+                       _env_int("SERVE_ASSET_TTL_S", 86400))
+    executor = Executor(Config.from_env()).prepare()
+    jobs = Jobs(executor, store, args.max_queue)
+    runner = web.AppRunner(build(jobs, store, args.token, max_upload), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # the port 0 got
+    print(f"serving Comfy API v2 on http://{args.host}:{port}/api/v2", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    boot = loop.run_in_executor(None, executor.start)  # jobs wait for it; a boot error fails them
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            store.sweep()
+
+    sweeper = loop.create_task(sweep())
+    try:
+        await stop.wait()
+        await jobs.drain(float(_env_int("SERVE_SHUTDOWN_GRACE_S", 30)))
+    finally:
+        sweeper.cancel()
+        await runner.cleanup()
+        await asyncio.gather(boot, return_exceptions=True)
+        await asyncio.to_thread(executor.close)
+        if temporary:
+            shutil.rmtree(state, ignore_errors=True)
+    return 0

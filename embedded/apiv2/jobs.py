@@ -1,0 +1,417 @@
+"""The jobs of the API: what a submission must be, how it runs on our executor, and what it tells
+its event streams.
+
+Owns ``JobRecord`` and ``Jobs``:
+- **Submission** (``submit``): the body (``workflow``, ``metadata`` of string labels, ``extra_data``
+  with ``api_key_comfy_org``; nothing else), the workflow's form (a UI export: 422
+  ``workflow_format_ui``), its ``core/ASSET`` references replaced by the asset's file name (422
+  ``missing_asset``), the queue bound (429 ``queue_full`` with ``Retry-After`` beyond ``max_queue``
+  waiting jobs), and, when no job is queued or running, a preflight by our executor (422
+  ``invalid_workflow`` with ``details.node_errors``; our input checks, 422 ``invalid_input``).
+  While jobs run, ComfyUI's validation (which runs on the runner's thread) waits for its turn: a
+  workflow it refuses then fails as a job, with the same code and details in ``job.error``.
+- **Idempotency keys**, single use for ``IDEMPOTENCY_TTL_S``: a key seen again is 422
+  ``idempotency_key_reuse``; a submission that definitely failed releases its key (the client
+  retries a 429 with the same key), one whose fate is unknown (the server failed mid-way) keeps it.
+- **The run**: every accepted job is handed to the executor at once (``Executor.run_async``; it
+  runs one job at a time and queues the rest, so the next job's files are ready when the running
+  one ends), with each output streamed as its node finishes and stored as an asset; the job's
+  inputs stay in use (not deletable) until it ends.
+- **Events**: ``status`` at each transition, ``progress`` snapshots (``nodes_done``/``nodes_total``,
+  ``current_node``, ``step``/``steps``), ``output`` as each output is stored, always before the
+  terminal ``status``.
+- **Cancels** (``cancel``, idempotent): ``canceling`` until the executor has stopped the job,
+  then ``canceled``; a node that does not stop within ``JOB_STOP_GRACE_S`` is answered as our stop
+  rules say (``canceled``, with the error saying the node still runs).
+
+Jobs and keys are kept in memory. Must not import the backends or ComfyUI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api import Executor
+from ..job.errors import (EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, ValidationError,
+                          WorkflowFormatError)
+from ..job.events import (CachedEvent, Event, ExecutedEvent, ExecutingEvent, OutputEvent, ProgressEvent, StartEvent)
+from ..job.inputs import UI_FORMAT_HINT, check_workflow
+from ..job.types import Output
+from .assets import AssetStore
+from .wire import TERMINAL, ApiError, OUTPUT_TYPES, iso, not_found
+
+log = logging.getLogger("embedded.apiv2")
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+#: how long a finished job stays readable (its ``expires_at``)
+JOB_TTL_S = 24 * 3600
+MAX_METADATA_PAIRS, MAX_LABEL_CHARS = 16, 256
+ASSET_TYPE = "core/ASSET"
+
+
+@dataclass
+class JobRecord:
+    id: str
+    workflow: dict[str, Any]
+    metadata: dict[str, str]
+    created_at: float
+    status: str = "queued"
+    started_at: float | None = None
+    completed_at: float | None = None
+    outputs: list = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    assets_used: list[str] = field(default_factory=list)
+    cancel_requested: bool = False
+    #: progress
+    done: set[str] = field(default_factory=set)
+    current_node: str | None = None
+    step: int | None = None
+    steps: int | None = None
+    progress_version: int = 0
+    listeners: set[asyncio.Queue] = field(default_factory=set)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def progress(self) -> dict[str, Any] | None:
+        if self.status == "queued":
+            return None
+        total = len(self.workflow)
+        done = total if self.status == "succeeded" else min(len(self.done), total)
+        part = (self.step / self.steps) if self.steps and self.step is not None and self.status == "running" else 0.0
+        node = self.workflow.get(self.current_node or "", {})
+        return {"value": min(1.0, (done + min(part, 1.0)) / total) if total else 1.0, "nodes_done": done,
+                "nodes_total": total, "current_node": self.current_node if not self.terminal else None,
+                "current_node_class": node.get("class_type") if not self.terminal else None,
+                "step": self.step, "steps": self.steps, "message": None}
+
+    def to_json(self, base_url: str, queue_position: int | None) -> dict[str, Any]:
+        queue_ms = (round(1000 * (self.started_at - self.created_at)) if self.started_at else None)
+        execution_ms = (round(1000 * (self.completed_at - self.started_at))
+                        if self.started_at and self.completed_at else None)
+        links = f"/api/v2/jobs/{self.id}"
+        return {"id": self.id, "status": self.status, "created_at": iso(self.created_at),
+                "started_at": iso(self.started_at), "completed_at": iso(self.completed_at),
+                "expires_at": iso((self.completed_at or self.created_at) + JOB_TTL_S),
+                "queue_position": queue_position, "progress": self.progress(),
+                "outputs": [a.output_json(base_url) for a in self.outputs], "error": self.error,
+                "metrics": {"queue_ms": queue_ms, "execution_ms": execution_ms},
+                "urls": {"self": links, "events": f"{links}/events", "cancel": f"{links}/cancel",
+                         "logs": f"{links}/logs"},
+                "metadata": dict(self.metadata)}
+
+    def publish(self, event: str, data: dict[str, Any]) -> None:
+        for queue in list(self.listeners):
+            queue.put_nowait((event, data))
+
+
+class Jobs:
+    def __init__(self, executor: Executor, assets: AssetStore, max_queue: int):
+        self.executor, self.assets, self.max_queue = executor, assets, max_queue
+        self._jobs: dict[str, JobRecord] = {}
+        #: idempotency key -> (the job it made, or None while its submission is under way; when)
+        self._keys: dict[str, tuple[str | None, float]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._recent_run_s: list[float] = []
+        self.accepting = True
+
+    # --- reading ---------------------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise not_found("job", job_id)
+        return job
+
+    def queue_position(self, job: JobRecord) -> int | None:
+        if job.status != "queued":
+            return None
+        waiting = [j for j in self._jobs.values() if j.status == "queued"]
+        return sorted(waiting, key=lambda j: j.created_at).index(job) + 1
+
+    def listing(self, metadata: dict[str, str], limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
+        """Newest first, those whose metadata holds every ``metadata`` pair; a page after ``cursor``."""
+        jobs = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+        jobs = [j for j in jobs if all(j.metadata.get(k) == v for k, v in metadata.items())]
+        if cursor is not None:
+            ids = [j.id for j in jobs]
+            if cursor not in ids:
+                raise ApiError(422, "invalid_cursor", "The cursor is not one this server gave (or its job expired)")
+            jobs = jobs[ids.index(cursor) + 1:]
+        page = jobs[:limit]
+        return page, (page[-1].id if len(jobs) > limit else None)
+
+    def waiting(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.status == "queued")
+
+    def unfinished(self) -> int:
+        return sum(1 for j in self._jobs.values() if not j.terminal)
+
+    # --- submission ------------------------------------------------------------------------------
+    async def submit(self, body: Any, idempotency_key: str | None) -> JobRecord:
+        if not self.accepting:
+            raise ApiError(503, "shutting_down", "The server is shutting down and takes no new job",
+                           headers={"Retry-After": "5"})
+        self._forget_old_keys()
+        if idempotency_key is not None:
+            if idempotency_key in self._keys:
+                raise ApiError(422, "idempotency_key_reuse",
+                               "This Idempotency-Key was used already: a key is good for one submission")
+            self._keys[idempotency_key] = (None, time.time())
+        try:
+            job = await self._accept(body)
+        except ApiError:  # refused: nothing was made, the key may be used again
+            if idempotency_key is not None:
+                self._keys.pop(idempotency_key, None)
+            raise
+        if idempotency_key is not None:
+            self._keys[idempotency_key] = (job.id, time.time())
+        return job
+
+    async def _accept(self, body: Any) -> JobRecord:
+        if not isinstance(body, dict):
+            raise ApiError(422, "invalid_request", "The request body must be a JSON object with a 'workflow'")
+        unknown = sorted(set(body) - {"workflow", "metadata", "extra_data"})
+        if unknown:
+            raise ApiError(422, "invalid_request", f"Unsupported field(s): {', '.join(unknown)}")
+        metadata = _metadata(body.get("metadata"))
+        extra_data = _extra_data(body.get("extra_data"))
+        workflow = body.get("workflow")
+        if isinstance(workflow, dict) and isinstance(workflow.get("nodes"), list) and "links" in workflow:
+            raise ApiError(422, "workflow_format_ui", UI_FORMAT_HINT)
+        try:
+            check_workflow(workflow)
+        except WorkflowFormatError as exc:
+            raise ApiError(422, "invalid_workflow", str(exc), {"node_errors": {}}) from None
+        if self.waiting() >= self.max_queue:
+            raise ApiError(429, "queue_full", f"{self.waiting()} jobs are waiting (the server's bound, --max-queue)",
+                           headers={"Retry-After": str(self._retry_after())})
+        workflow, files, used = self._resolve_assets(workflow)
+        if self.unfinished() == 0:  # the runner is free: ComfyUI's validation answers now
+            await self._preflight(workflow, files)
+        # else the job is validated when its turn comes (a preflight would wait for the running
+        # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow
+        job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
+        self._jobs[job.id] = job
+        self.assets.use(used)
+        task = asyncio.get_running_loop().create_task(self._run(job, files, extra_data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _preflight(self, workflow: dict[str, Any], files: dict[str, Any]) -> None:
+        try:
+            report = await asyncio.to_thread(self.executor.check, workflow, files)
+        except InputError as exc:
+            raise ApiError(422, "invalid_input", str(exc)) from None
+        if not report.ok:
+            raise ApiError(422, "invalid_workflow", "; ".join(report.errors) or "The workflow is not valid",
+                           {"node_errors": _node_errors(report, workflow), "missing_nodes": [n.class_type for n in report.missing_nodes],
+                            "missing_models": [{"node_id": m.node_id, "input": m.input, "value": m.value}
+                                               for m in report.missing_models]})
+
+    def _resolve_assets(self, workflow: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        """The workflow with each ``core/ASSET`` reference replaced by the input name its file gets,
+        the job's files by name, and the ids of the assets it uses."""
+        files: dict[str, Any] = {}
+        used: list[str] = []
+        missing: list[str] = []
+
+        def resolve(value: Any) -> Any:
+            if isinstance(value, dict) and value.get("__type") == ASSET_TYPE:
+                info = value.get("info")
+                asset_id = info.get("id") if isinstance(info, dict) else None
+                try:
+                    asset = self.assets.get(asset_id) if isinstance(asset_id, str) else None
+                except ApiError:
+                    asset = None
+                if asset is None:
+                    missing.append(str(asset_id))
+                    return value
+                name = asset.file_path or asset.id
+                if files.get(name, self.assets.path(asset)) != self.assets.path(asset):
+                    name = f"{asset.id}/{name}"  # another file of the same name in this job
+                files[name] = self.assets.path(asset)
+                used.append(asset.id)
+                return name
+            if isinstance(value, dict):
+                return {k: resolve(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [resolve(v) for v in value]
+            return value
+
+        resolved = resolve(workflow)
+        if missing:
+            raise ApiError(422, "missing_asset", f"Asset(s) not found: {', '.join(missing)}", {"missing_ids": missing})
+        return resolved, files, used
+
+    # --- the run ---------------------------------------------------------------------------------
+    async def _run(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        stored: set[tuple[str, str, str, str]] = set()
+
+        def on_event(ev: Event) -> None:  # from the executor's thread
+            loop.call_soon_threadsafe(self._on_event, job, ev, stored)
+
+        try:
+            result = await self.executor.run_async(job.workflow, files, on_event=on_event, job_id=job.id,
+                                                   stream_outputs=True, extra_data=extra_data)
+            await asyncio.sleep(0)  # the events the executor queued before its answer come first
+            for output in result.outputs:  # any the stream did not bring (none, normally)
+                self._store_output(job, output, stored)
+            self._finish(job, "succeeded")
+        except JobInterrupted as exc:
+            if job.cancel_requested:
+                error = ({"code": "node_still_running", "message": str(exc), "node_id": exc.node_id,
+                          "class_type": getattr(exc, "node_type", None), "traceback": None}
+                         if exc.refresh_worker else None)
+                self._finish(job, "canceled", error)
+            else:
+                code = "timeout" if isinstance(exc, JobTimeout) else "interrupted"
+                self._finish(job, "failed", _error(code, exc))
+        except ExecutionError as exc:
+            for output in exc.outputs:
+                self._store_output(job, output, stored)
+            self._finish(job, "failed", {"code": "node_execution_error", "message": str(exc), "node_id": exc.node_id,
+                                         "class_type": exc.node_type,
+                                         "traceback": "".join(exc.traceback) or None})
+        except ValidationError as exc:
+            self._finish(job, "failed", {**_error("invalid_workflow", exc), "details": {"node_errors": {
+                e.node_id: [{"field": e.input_name, "reason": e.message, "type": e.type, "class_type": e.class_type}]
+                for e in exc.node_errors}}})
+        except InputError as exc:
+            self._finish(job, "failed", _error("invalid_input", exc))
+        except EmbeddedError as exc:
+            self._finish(job, "failed", _error("execution_failed", exc))
+        except Exception as exc:  # noqa: BLE001 - the job fails, the server goes on
+            log.exception("embedded.apiv2: job %s failed in the server", job.id)
+            self._finish(job, "failed", {"code": "server_error", "message": f"The server failed: {type(exc).__name__}",
+                                         "node_id": None, "class_type": None, "traceback": None})
+
+    def _on_event(self, job: JobRecord, ev: Event, stored: set) -> None:
+        if job.terminal:
+            return
+        if isinstance(ev, StartEvent) and job.status == "queued":
+            job.status, job.started_at = "running", time.time()
+            job.publish("status", {"status": job.status, "queue_position": None})
+        elif isinstance(ev, CachedEvent):
+            job.done.update(ev.nodes)
+        elif isinstance(ev, ExecutingEvent):
+            job.current_node, job.step, job.steps = ev.node_id, None, None
+        elif isinstance(ev, ProgressEvent):
+            job.step, job.steps = int(ev.value), int(ev.max)
+        elif isinstance(ev, ExecutedEvent):
+            job.done.add(ev.node_id)
+        elif isinstance(ev, OutputEvent):
+            self._store_output(job, ev.output, stored)
+            return
+        else:
+            return
+        job.progress_version += 1
+
+    def _store_output(self, job: JobRecord, output: Output, stored: set) -> None:
+        key = (output.node_id, output.subfolder, output.filename, output.type)
+        if key in stored:
+            return
+        stored.add(key)
+        try:
+            asset = self.assets.add_bytes(output.data, output.filename, output.mime_type, job_id=job.id,
+                                          node_id=output.node_id,
+                                          type=output.kind if output.kind in OUTPUT_TYPES else "file")
+        except ApiError as exc:  # storage full: the job fails, saying why; nothing half-kept
+            job.error = {"code": exc.code, "message": exc.message, "node_id": output.node_id, "class_type": None,
+                         "traceback": None}
+            return
+        job.outputs.append(asset)
+        job.publish("output", asset.output_json(""))  # the stream fills in the base URL
+
+    def _finish(self, job: JobRecord, status: str, error: dict[str, Any] | None = None) -> None:
+        if job.status != "canceling" and job.error is not None and status == "succeeded":
+            status, error = "failed", job.error  # an output could not be kept
+        job.status, job.completed_at = status, time.time()
+        job.error = error if error is not None else (job.error if status == "failed" else None)
+        job.current_node = None
+        job.progress_version += 1
+        if job.started_at:
+            self._recent_run_s = (self._recent_run_s + [job.completed_at - job.started_at])[-20:]
+        self.assets.release(job.assets_used)
+        job.publish("status", {"status": job.status, "queue_position": None})
+
+    # --- cancels ---------------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> JobRecord:
+        job = self.get(job_id)
+        if job.terminal or job.status == "canceling":
+            return job
+        job.cancel_requested = True
+        job.status = "canceling"
+        job.publish("status", {"status": job.status, "queue_position": None})
+        self.executor.interrupt(job.id)
+        return job
+
+    # --- shutdown --------------------------------------------------------------------------------
+    async def drain(self, grace_s: float) -> None:
+        """Take no new job; wait up to ``grace_s`` for the unfinished ones, then cancel what is left."""
+        self.accepting = False
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            _, left = await asyncio.wait(pending, timeout=grace_s)
+            for job in [j for j in self._jobs.values() if not j.terminal]:
+                self.cancel(job.id)
+            if left:
+                await asyncio.wait(left, timeout=grace_s)
+
+    def _retry_after(self) -> int:
+        typical = sorted(self._recent_run_s)[len(self._recent_run_s) // 2] if self._recent_run_s else 1.0
+        return max(1, round(typical))
+
+    def _forget_old_keys(self) -> None:
+        old = time.time() - IDEMPOTENCY_TTL_S
+        for key in [k for k, (_, at) in self._keys.items() if at < old]:
+            del self._keys[key]
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(422, "metadata_invalid", "metadata must be an object of string labels")
+    if len(value) > MAX_METADATA_PAIRS:
+        raise ApiError(422, "metadata_invalid", f"metadata holds {len(value)} labels; at most {MAX_METADATA_PAIRS}")
+    for key, label in value.items():
+        if not isinstance(label, str) or not key or len(key) > MAX_LABEL_CHARS or len(label) > MAX_LABEL_CHARS:
+            raise ApiError(422, "metadata_invalid", f"metadata label {str(key)[:64]!r} must be a string of at most "
+                                                    f"{MAX_LABEL_CHARS} characters under a key of at most as many")
+    return dict(value)
+
+
+def _extra_data(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or set(value) - {"api_key_comfy_org"} or not isinstance(
+            value.get("api_key_comfy_org", ""), str):
+        raise ApiError(422, "invalid_request", "extra_data may hold only api_key_comfy_org, a string")
+    return dict(value)
+
+
+def _node_errors(report: Any, workflow: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """ComfyUI's reasons, per node, as ``{node_id: [{"field", "reason", "type", "class_type"}]}``."""
+    errors: dict[str, list[dict[str, Any]]] = {}
+    validation = getattr(report, "validation", None)
+    for e in getattr(validation, "node_errors", []) or []:
+        errors.setdefault(e.node_id, []).append({"field": e.input_name, "reason": e.message, "type": e.type,
+                                                 "class_type": e.class_type})
+    for n in report.missing_nodes:
+        for node_id in (k for k, node in workflow.items() if node.get("class_type") == n.class_type):
+            errors.setdefault(node_id, []).append({"field": None, "reason": f"unknown node type {n.class_type}",
+                                                   "type": "missing_node_type", "class_type": n.class_type})
+    return errors
+
+
+def _error(code: str, exc: Exception) -> dict[str, Any]:
+    return {"code": code, "message": str(exc), "node_id": getattr(exc, "node_id", None),
+            "class_type": getattr(exc, "node_type", None), "traceback": None}

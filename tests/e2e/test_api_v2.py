@@ -1,0 +1,270 @@
+"""``python -m embedded serve``, driven by Comfy-Org's official client (``comfy-sdk``): jobs, their
+outputs as assets, input assets, events, cancels, and every refusal in the API's envelope.
+
+One server process for the module (a token, a queue bound of 2, the test custom nodes); raw HTTP
+only where the client refuses locally what the server must refuse too, or retries what we look at.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from ..helpers import open_image, png_bytes, workflow
+from ..servers import Process, wait_until, worker_env
+
+comfy_sdk = pytest.importorskip("comfy_sdk")
+
+pytestmark = pytest.mark.timeout(180)
+TOKEN = "t0ken-for-tests"
+MAX_QUEUE = 2
+
+
+class ApiServer(Process):
+    def __init__(self, env: dict[str, str], log_path, *args: str):
+        super().__init__([sys.executable, "-m", "embedded", "serve", "--port", "0", *args], env, log_path)
+        self.url = wait_until(self._url, 60, "the server's address")
+        self.api = f"{self.url}/api/v2"
+
+    def _url(self):
+        assert self.alive(), self.log()
+        match = re.search(r"serving Comfy API v2 on (http://\S+)/api/v2", self.log())
+        return match.group(1) if match else None
+
+    def raw(self, method: str, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:
+        headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
+        return requests.request(method, self.api + path, headers=headers, timeout=60, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, extra_paths):
+    work = tmp_path_factory.mktemp("api-v2-work")
+    srv = ApiServer(worker_env(work, extra_paths), work.parent / "api-v2.log", "--token", TOKEN,
+                    "--max-queue", str(MAX_QUEUE), "--state-dir", str(work / "state"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def client(server, monkeypatch):
+    monkeypatch.setenv("COMFY_BASE_URL", server.url)
+    monkeypatch.setenv("COMFY_API_KEY", TOKEN)
+    with comfy_sdk.Comfy() as c:
+        yield c
+
+
+def sdk_workflow(client, name: str, inputs: dict | None = None):
+    wf = client.workflows.from_json(workflow(name))
+    for (node, key), value in (inputs or {}).items():
+        wf.set_input(node, key, value)
+    return wf
+
+
+def wait_status(client, job, *statuses: str, timeout: float = 60):
+    return wait_until(lambda: client.jobs.get(job.id).status in statuses and client.jobs.get(job.id), timeout,
+                      f"job {job.id} to be {' or '.join(statuses)}")
+
+
+def test_a_workflow_runs_and_its_outputs_download_whole_and_by_range(server, client):
+    job = client.run(sdk_workflow(client, "solid_red_image"))
+    assert job.status == "succeeded" and job.error is None
+    [out] = job.outputs
+    assert (out.node_id, out.type, out.content_type) == ("2", "image", "image/png")
+    data = out.to_bytes()
+    assert len(data) == out.size_bytes and open_image(data).getpixel((0, 0))[:3] == (255, 0, 0)
+    assert out.to_bytes(range=(0, 7)) == data[:8] == b"\x89PNG\r\n\x1a\n"
+    raw = server.raw("GET", f"/jobs/{job.id}").json()
+    assert raw["progress"]["value"] == 1.0 and raw["progress"]["nodes_done"] == raw["progress"]["nodes_total"] == 2
+    assert raw["metrics"]["execution_ms"] is not None and raw["started_at"] and raw["completed_at"]
+
+
+def test_a_range_past_the_end_is_416(server, client):
+    job = client.run(sdk_workflow(client, "solid_red_image"))
+    size = job.outputs[0].size_bytes
+    response = server.raw("GET", f"/assets/{job.outputs[0].id}/content", headers={"Range": f"bytes={size + 10}-"})
+    assert response.status_code == 416
+
+
+def test_an_input_asset_is_stored_once_by_hash_and_given_to_the_job_by_its_name(server, client):
+    red = png_bytes((6, 4), (255, 0, 0))
+    first = client.assets.from_bytes(red, filename="red.png", content_type="image/png")
+    job = client.run(sdk_workflow(client, "load_and_invert_input", {("1", "image"): first}))
+    assert job.status == "succeeded"
+    assert open_image(job.outputs[0].to_bytes()).getpixel((0, 0))[:3] == (0, 255, 255)
+    assert job.get_workflow().graph["1"]["inputs"]["image"] == "red.png"
+    again = client.assets.from_bytes(red, filename="again.png", content_type="image/png")
+    again.commit()
+    assert again.created_new is False and again.hash == first.hash and again.id != first.id  # HEAD, then from-hash
+    assert len(list((server_state(server) / "blobs").glob("[0-9a-f]*"))) >= 1
+    assert client.assets.get(again.id).file_path == "again.png"
+
+
+def server_state(server):
+    return server_work(server) / "state" / "assets"
+
+
+def server_work(server):
+    return __import__("pathlib").Path(server.proc.args[server.proc.args.index("--state-dir") + 1]).parent
+
+
+def test_events_say_running_then_progress_then_each_output_before_the_terminal_status(client):
+    job = client.submit(sdk_workflow(client, "output_then_slow_node"))
+    events = list(job.events())
+    kinds = [type(e).__name__ for e in events]
+    assert isinstance(events[-1], comfy_sdk.StatusChange) and events[-1].status == "succeeded"
+    statuses = [e.status for e in events if isinstance(e, comfy_sdk.StatusChange)]
+    assert statuses[-1] == "succeeded" and "running" in statuses
+    outputs = [e.output.name for e in events if isinstance(e, comfy_sdk.OutputReady)]
+    assert outputs == ["early_00001_.png", "late_00001_.png"], kinds
+    assert kinds.index("OutputReady") < len(kinds) - 1
+    progress = [e for e in events if isinstance(e, comfy_sdk.Progress)]
+    assert progress and all(0 <= p.value <= 1 for p in progress)
+    assert [p.value for p in progress] == sorted(p.value for p in progress)
+    assert job.result().status == "succeeded" and len(job.outputs) == 2
+
+
+def test_a_running_job_is_cancelled_and_a_second_cancel_answers_the_same(client):
+    job = client.submit(sdk_workflow(client, "slow_node"))
+    wait_status(client, job, "running")
+    job.cancel()
+    assert job.status in ("canceling", "canceled")
+    job.wait(timeout=60)
+    assert job.status == "canceled"
+    job.cancel()
+    assert job.status == "canceled"
+    assert client.run(sdk_workflow(client, "solid_red_image")).status == "succeeded"  # the next job runs
+
+
+def test_a_queued_job_is_cancelled_without_running(server, client):
+    running = client.submit(sdk_workflow(client, "slow_node"))
+    wait_status(client, running, "running")
+    queued = client.submit(sdk_workflow(client, "solid_red_image"))
+    assert client.jobs.get(queued.id).status == "queued"
+    queued.cancel()
+    running.cancel()
+    queued.wait(timeout=60)
+    running.wait(timeout=60)
+    assert queued.status == "canceled" and queued.outputs == []
+    assert server.raw("GET", f"/jobs/{queued.id}").json()["started_at"] is None, "it never ran"
+
+
+def test_an_invalid_workflow_is_refused_with_each_nodes_reasons(client):
+    with pytest.raises(comfy_sdk.InvalidWorkflow) as info:
+        client.submit(sdk_workflow(client, "invalid_out_of_range"))
+    assert info.value.http_status == 422
+    [reason] = info.value.details["node_errors"]["1"]
+    assert reason["field"] == "width" and "smaller than min" in reason["reason"]
+    with pytest.raises(comfy_sdk.InvalidWorkflow) as unknown:
+        client.submit(sdk_workflow(client, "invalid_unknown_class"))
+    assert any(r["type"] == "missing_node_type" for rs in unknown.value.details["node_errors"].values() for r in rs)
+
+
+def test_what_the_client_refuses_locally_the_server_refuses_too(server):
+    ui = server.raw("POST", "/jobs", json={"workflow": workflow("invalid_ui_format")})
+    assert (ui.status_code, ui.json()["error"]["code"]) == (422, "workflow_format_ui")
+    ghost = {"__type": "core/ASSET", "info": {"id": "no-such-asset", "file_path": "x.png"}}
+    wf = workflow("load_and_invert_input")
+    wf["1"]["inputs"]["image"] = ghost
+    missing = server.raw("POST", "/jobs", json={"workflow": wf})
+    assert missing.status_code == 422 and missing.json()["error"] == {
+        "code": "missing_asset", "message": "Asset(s) not found: no-such-asset", "details": {"missing_ids": ["no-such-asset"]}}
+    extra = server.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image"), "webhook_url": "http://x"})
+    assert (extra.status_code, extra.json()["error"]["code"]) == (422, "invalid_request")
+    labels = server.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image"), "metadata": {"k": 1}})
+    assert (labels.status_code, labels.json()["error"]["code"]) == (422, "metadata_invalid")
+    assert server.raw("GET", "/jobs/nope").json()["error"]["code"] == "not_found"
+    assert server.raw("GET", "/nowhere").status_code == 404 and "error" in server.raw("GET", "/nowhere").json()
+
+
+def test_an_idempotency_key_is_single_use_and_a_refused_submission_gives_it_back(server, client):
+    job = client.submit(sdk_workflow(client, "solid_red_image"), idempotency_key="key-1")
+    with pytest.raises(comfy_sdk.IdempotencyKeyReuse):
+        client.submit(sdk_workflow(client, "solid_red_image"), idempotency_key="key-1")
+    job.wait(timeout=60)  # an idle server validates at once
+    refused = server.raw("POST", "/jobs", json={"workflow": workflow("invalid_out_of_range")},
+                         headers={"Idempotency-Key": "key-2"})
+    assert refused.status_code == 422
+    assert client.submit(sdk_workflow(client, "solid_red_image"), idempotency_key="key-2").id != job.id
+
+
+def test_beyond_the_queue_bound_a_submission_gets_429_with_retry_after(server, client):
+    running = client.submit(sdk_workflow(client, "slow_node"))
+    wait_status(client, running, "running")
+    waiting = [client.submit(sdk_workflow(client, "solid_red_image")) for _ in range(MAX_QUEUE)]
+    full = server.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image")}, headers={"Idempotency-Key": "k-full"})
+    assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
+    assert int(full.headers["Retry-After"]) >= 1
+    running.cancel()
+    for job in waiting:
+        job.wait(timeout=60)
+    # the refused key was given back: the client's retry with it is accepted
+    assert server.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image")},
+                      headers={"Idempotency-Key": "k-full"}).status_code == 201
+
+
+def test_the_token_is_required_but_for_health(server, monkeypatch):
+    assert server.raw("GET", "/jobs", token=None).json()["error"]["code"] == "unauthorized"
+    assert server.raw("GET", "/jobs", token="wrong").status_code == 403
+    assert server.raw("GET", "/health", token=None).json()["status"] == "healthy"
+    monkeypatch.setenv("COMFY_BASE_URL", server.url)
+    monkeypatch.delenv("COMFY_API_KEY", raising=False)
+    with comfy_sdk.Comfy() as anonymous, pytest.raises(comfy_sdk.Unauthorized):
+        anonymous.jobs.get("anything")
+
+
+def test_an_upload_whose_hash_differs_is_refused_and_nothing_is_kept(server):
+    before = set((server_state(server) / "blobs").iterdir())
+    response = server.raw("POST", "/assets", files={"expected_hash": (None, "blake3:" + "0" * 64),
+                                                    "file": ("x.png", png_bytes(), "image/png")})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "hash_mismatch"
+    assert set((server_state(server) / "blobs").iterdir()) == before
+
+
+def test_an_asset_a_job_uses_cannot_be_deleted_until_the_job_ends(server, client):
+    asset = client.assets.from_bytes(png_bytes(), filename="in.png", content_type="image/png")
+    wf = sdk_workflow(client, "slow_node")
+    wf.set_input("1", "width", 8)
+    graph = client.workflows.from_json({**workflow("slow_node"), "9": {"class_type": "LoadImage",
+                                                                      "inputs": {"image": "placeholder"}}})
+    graph.set_input("9", "image", asset)
+    job = client.submit(graph)
+    wait_status(client, job, "running")
+    in_use = server.raw("DELETE", f"/assets/{asset.id}")
+    assert (in_use.status_code, in_use.json()["error"]["code"]) == (409, "asset_in_use")
+    job.cancel()
+    job.wait(timeout=60)
+    asset.delete()
+    assert server.raw("DELETE", f"/assets/{asset.id}").status_code == 404
+
+
+def test_a_non_loopback_host_without_a_token_is_refused_before_anything_starts(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "embedded", "serve", "--host", "0.0.0.0", "--port", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--token" in proc.stderr and "serving" not in proc.stdout
+
+
+def test_sigterm_lets_the_running_job_end_then_the_server_exits(server, client):
+    """Last in this module: it stops the module's server."""
+    import threading
+
+    job = client.submit(sdk_workflow(client, "output_then_slow_node"))
+    wait_status(client, job, "running")
+    seen: list = []
+    reader = threading.Thread(target=lambda: seen.extend(job.events()), daemon=True)
+    reader.start()
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    refused = server.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image")})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+    assert client.jobs.get(job.id).status in ("running", "succeeded")
+    assert server.proc.wait(60) == 0
+    reader.join(10)
+    assert isinstance(seen[-1], comfy_sdk.StatusChange) and seen[-1].status == "succeeded"
+    assert "failed in the server" not in server.log() and "Task exception" not in server.log()
