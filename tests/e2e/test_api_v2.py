@@ -7,7 +7,6 @@ only where the client refuses locally what the server must refuse too, or retrie
 
 from __future__ import annotations
 
-import io
 import re
 import signal
 import subprocess
@@ -102,7 +101,6 @@ def test_an_input_asset_is_stored_once_by_hash_and_given_to_the_job_by_its_name(
     again = client.assets.from_bytes(red, filename="again.png", content_type="image/png")
     again.commit()
     assert again.created_new is False and again.hash == first.hash and again.id != first.id  # HEAD, then from-hash
-    assert len(list((server_state(server) / "blobs").glob("[0-9a-f]*"))) >= 1
     assert client.assets.get(again.id).file_path == "again.png"
 
 
@@ -229,8 +227,6 @@ def test_an_upload_whose_hash_differs_is_refused_and_nothing_is_kept(server):
 
 def test_an_asset_a_job_uses_cannot_be_deleted_until_the_job_ends(server, client):
     asset = client.assets.from_bytes(png_bytes(), filename="in.png", content_type="image/png")
-    wf = sdk_workflow(client, "slow_node")
-    wf.set_input("1", "width", 8)
     graph = client.workflows.from_json({**workflow("slow_node"), "9": {"class_type": "LoadImage",
                                                                       "inputs": {"image": "placeholder"}}})
     graph.set_input("9", "image", asset)
