@@ -51,14 +51,17 @@ SETTLED_PCT = 0.5
 MIXES = {"single": ("tiny-sd15.safetensors",), "mixed": ("tiny-sd3.safetensors", "tiny-sd15.safetensors")}
 
 
-def failing(i: int) -> dict:
-    """A job that fails in a node: every other one first starts a task that outlives the node."""
-    wf = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": i}},
-          "3": {"class_type": "EmbeddedTestRaise", "inputs": {"image": ["2", 0], "message": "soak failure"}},
-          "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "soak"}}}
-    wf["2"] = ({"class_type": "EmbeddedTestAsyncWriter", "inputs": {"image": ["1", 0], "delay": 0.5,
-                                                                   "name": f"late-{i}.txt"}} if i % 2 else
-               {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}})
+def failing(i: int, checkpoint: str) -> dict:
+    """A job that fails in a node: every other one first starts a task that outlives the node. The
+    checkpoint's loader is in it, unconnected: ComfyUI's cache keeps the loaded model across the
+    failing job, as across the txt2img jobs (it would drop what the prompt does not name)."""
+    wf = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+          "11": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": i}},
+          "13": {"class_type": "EmbeddedTestRaise", "inputs": {"image": ["12", 0], "message": "soak failure"}},
+          "14": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "soak"}}}
+    wf["12"] = ({"class_type": "EmbeddedTestAsyncWriter", "inputs": {"image": ["11", 0], "delay": 0.5,
+                                                                    "name": f"late-{i}.txt"}} if i % 2 else
+                {"class_type": "ImageInvert", "inputs": {"image": ["11", 0]}})
     return wf
 
 
@@ -133,8 +136,7 @@ class Blocks:
 
     Every block is the same sequence: job k of the block fails when k % FAIL_EVERY is FAIL_EVERY - 1,
     the others alternate the checkpoints by k, and the last job is txt2img with the first
-    checkpoint, so that every reading is taken in the same state (a failing job's prompt uses no
-    model: ComfyUI's cache lets the checkpoint go until the next txt2img job loads it again)."""
+    checkpoint, so that every reading is taken in the same state."""
 
     def __init__(self, executor, checkpoints: tuple[str, ...]):
         self.executor, self.checkpoints = executor, checkpoints
@@ -144,7 +146,7 @@ class Blocks:
         for k in range(BLOCK):
             self.i += 1
             if k % FAIL_EVERY == FAIL_EVERY - 1 and k != BLOCK - 1:
-                self.failed += not run(self.executor, failing(self.i))
+                self.failed += not run(self.executor, failing(self.i, self.checkpoints[k % len(self.checkpoints)]))
             else:
                 self.ok += run(self.executor, txt2img(self.i, 64, self.checkpoints[k % len(self.checkpoints)]))
         samples = [reading(self.executor)]
