@@ -7,13 +7,15 @@ streams in (``expected_hash`` checked before anything is kept: 409 ``hash_mismat
 (``by_hash``, ``from_hash``), the limits (one upload at most ``max_upload_bytes``: 413
 ``payload_too_large``; all blobs together at most ``max_total_bytes``: 507 ``storage_full``, after
 expired assets are swept), expiry (``ttl_s`` after creation; an asset a queued or running job uses
-is neither swept nor deleted: 409 ``asset_in_use``), and an asset's JSON.
+is neither swept nor deleted: 409 ``asset_in_use``), an asset's JSON, and, with a ``State``, the
+index written through and read back at start.
 
 Must not import the executor, the backends or ComfyUI.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -26,6 +28,7 @@ from typing import Any, AsyncIterator
 
 import blake3
 
+from .state import State
 from .wire import ApiError, iso, not_found
 
 HASH = re.compile(r"^blake3:[0-9a-f]{64}$")
@@ -67,13 +70,18 @@ class Asset:
 
 
 class AssetStore:
-    def __init__(self, root: Path, max_upload_bytes: int, max_total_bytes: int, ttl_s: float):
-        self.root = root
+    def __init__(self, root: Path, max_upload_bytes: int, max_total_bytes: int, ttl_s: float,
+                 state: State | None = None):
+        self.root, self.state = root, state
         self.blobs = root / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes, self.max_total_bytes, self.ttl_s = max_upload_bytes, max_total_bytes, ttl_s
         self._assets: dict[str, Asset] = {}
         self._in_use: Counter[str] = Counter()
+        for record in state.assets() if state else ():  # the index of the last run: those whose content is here
+            asset = Asset(**record)
+            if self.path(asset).is_file():
+                self._assets[asset.id] = asset
 
     # --- reading ---------------------------------------------------------------------------------
     def get(self, asset_id: str) -> Asset:
@@ -172,10 +180,14 @@ class AssetStore:
         asset = Asset(uuid.uuid4().hex, hash_, size, content_type or "application/octet-stream", file_path, now,
                       now + self.ttl_s if self.ttl_s else None, created_new=created_new, **fields)
         self._assets[asset.id] = asset
+        if self.state:
+            self.state.save_asset(asset.id, dataclasses.asdict(asset))
         return asset
 
     def _drop(self, asset: Asset) -> None:
         self._assets.pop(asset.id, None)
+        if self.state:
+            self.state.delete_asset(asset.id)
         if not any(a.hash == asset.hash for a in self._assets.values()):
             self.path(asset).unlink(missing_ok=True)
 

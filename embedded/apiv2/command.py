@@ -2,8 +2,9 @@
 
 Owns the options and their environment variables (``--host``/``SERVE_HOST``, default 127.0.0.1;
 ``--port``/``SERVE_PORT``, 8189, 0 for any free port; ``--token``/``SERVE_TOKEN``;
-``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state-dir``/``SERVE_STATE_DIR``, where assets are kept,
-default a temporary folder removed at exit; ``SERVE_MAX_UPLOAD_BYTES``, 1 GiB;
+``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state-dir``/``SERVE_STATE_DIR``, where assets and the
+SQLite state (jobs, keys, the asset index) are kept across restarts, default a temporary folder
+removed at exit; ``SERVE_MAX_UPLOAD_BYTES``, 1 GiB;
 ``SERVE_MAX_STORAGE_BYTES``, 20 GiB; ``SERVE_ASSET_TTL_S``, 86400; ``SERVE_SHUTDOWN_GRACE_S``, 30),
 the refusal of a host that is not loopback without a token (unless ``--unsafe-no-token``), and
 the process's life: ComfyUI boots in the background while the server already answers (jobs wait
@@ -49,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queue", type=int, default=_env_int("SERVE_MAX_QUEUE", 16),
                         help="jobs that may wait beside the running one; more get 429 queue_full (SERVE_MAX_QUEUE)")
     parser.add_argument("--state-dir", type=Path, default=Path(env("SERVE_STATE_DIR")) if env("SERVE_STATE_DIR") else None,
-                        help="where assets (uploads, outputs) are kept (SERVE_STATE_DIR; default: a temporary "
-                             "folder removed at exit). Jobs are kept in memory")
+                        help="where assets (uploads, outputs) and the state (jobs, idempotency keys, the asset "
+                             "index; SQLite) are kept across restarts (SERVE_STATE_DIR; default: a temporary folder "
+                             "removed at exit)")
     parser.add_argument("--unsafe-no-token", action="store_true",
                         help="listen on a non-loopback host without a token (anyone who reaches it can run jobs)")
     return parser
@@ -85,14 +87,16 @@ async def serve(args: argparse.Namespace) -> int:
     from .app import build
     from .assets import AssetStore
     from .jobs import Jobs
+    from .state import State
 
     temporary = args.state_dir is None
     state = Path(tempfile.mkdtemp(prefix="embedded-serve-")) if temporary else args.state_dir
     max_upload = _env_int("SERVE_MAX_UPLOAD_BYTES", 1 << 30)
+    kept = None if temporary else State(state / "state.sqlite3")
     store = AssetStore(state / "assets", max_upload, _env_int("SERVE_MAX_STORAGE_BYTES", 20 << 30),
-                       _env_int("SERVE_ASSET_TTL_S", 86400))
+                       _env_int("SERVE_ASSET_TTL_S", 86400), kept)
     executor = Executor(Config.from_env()).prepare()
-    jobs = Jobs(executor, store, args.max_queue)
+    jobs = Jobs(executor, store, args.max_queue, kept)
     runner = web.AppRunner(build(jobs, store, args.token, max_upload), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -119,6 +123,8 @@ async def serve(args: argparse.Namespace) -> int:
         await runner.cleanup()
         await asyncio.gather(boot, return_exceptions=True)
         await asyncio.to_thread(executor.close)
+        if kept is not None:
+            kept.close()
         if temporary:
             shutil.rmtree(state, ignore_errors=True)
     return 0

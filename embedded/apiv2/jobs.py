@@ -24,7 +24,9 @@ Owns ``JobRecord`` and ``Jobs``:
   then ``canceled``; a node that does not stop within ``JOB_STOP_GRACE_S`` is answered as our stop
   rules say (``canceled``, with the error saying the node still runs).
 
-Jobs and keys are kept in memory. Must not import the backends or ComfyUI.
+With a ``State`` (``--state-dir``) jobs and keys are written through and restored at start
+(``_restore``: a job that was queued or running then is ``failed``, ``server_restarted``); without
+one they live in memory. Must not import the backends or ComfyUI.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ..job.events import (CachedEvent, Event, ExecutedEvent, ExecutingEvent, Out
 from ..job.inputs import UI_FORMAT_HINT, check_workflow
 from ..job.types import Output
 from .assets import AssetStore
+from .state import State
 from .wire import TERMINAL, ApiError, OUTPUT_TYPES, iso, not_found
 
 log = logging.getLogger("embedded.apiv2")
@@ -112,14 +115,55 @@ class JobRecord:
 
 
 class Jobs:
-    def __init__(self, executor: Executor, assets: AssetStore, max_queue: int):
-        self.executor, self.assets, self.max_queue = executor, assets, max_queue
+    def __init__(self, executor: Executor, assets: AssetStore, max_queue: int, state: State | None = None):
+        self.executor, self.assets, self.max_queue, self.state = executor, assets, max_queue, state
         self._jobs: dict[str, JobRecord] = {}
         #: idempotency key -> (the job it made, or None while its submission is under way; when)
         self._keys: dict[str, tuple[str | None, float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._recent_run_s: list[float] = []
         self.accepting = True
+        if state is not None:
+            self._restore(state)
+
+    # --- state across restarts -------------------------------------------------------------------
+    def _restore(self, state: State) -> None:
+        """The jobs and keys of the last run. A finished job is as it was; one that was queued or
+        running is failed: its run ended with the process (resubmit it)."""
+        now = time.time()
+        self._keys = state.keys()
+        for record in state.jobs():
+            outputs = [a for a in (self._asset_or_none(i) for i in record.pop("outputs")) if a is not None]
+            job = JobRecord(**{**record, "done": set(record["done"])}, outputs=outputs)
+            if not job.terminal:
+                job.status, job.completed_at = "failed", now
+                job.error = {"code": "server_restarted", "message": "The server restarted while this job was "
+                             + ("queued" if job.started_at is None else "running") + ": submit it again",
+                             "node_id": None, "class_type": None, "traceback": None}
+                self._save(job)
+            self._jobs[job.id] = job
+
+    def _asset_or_none(self, asset_id: str):
+        try:
+            return self.assets.get(asset_id)
+        except ApiError:
+            return None
+
+    def _save(self, job: JobRecord) -> None:
+        if self.state is None:
+            return
+        self.state.save_job(job.id, job.created_at, {
+            "id": job.id, "workflow": job.workflow, "metadata": job.metadata, "created_at": job.created_at,
+            "status": job.status, "started_at": job.started_at, "completed_at": job.completed_at,
+            "outputs": [a.id for a in job.outputs], "error": job.error, "assets_used": job.assets_used,
+            "cancel_requested": job.cancel_requested, "done": sorted(job.done)})
+
+    def _save_key(self, key: str) -> None:
+        if self.state is not None:
+            if key in self._keys:
+                self.state.save_key(key, *self._keys[key])
+            else:
+                self.state.delete_key(key)
 
     # --- reading ---------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord:
@@ -163,14 +207,17 @@ class Jobs:
                 raise ApiError(422, "idempotency_key_reuse",
                                "This Idempotency-Key was used already: a key is good for one submission")
             self._keys[idempotency_key] = (None, time.time())
+            self._save_key(idempotency_key)
         try:
             job = await self._accept(body)
         except ApiError:  # refused: nothing was made, the key may be used again
             if idempotency_key is not None:
                 self._keys.pop(idempotency_key, None)
+                self._save_key(idempotency_key)
             raise
         if idempotency_key is not None:
             self._keys[idempotency_key] = (job.id, time.time())
+            self._save_key(idempotency_key)
         return job
 
     async def _accept(self, body: Any) -> JobRecord:
@@ -198,6 +245,7 @@ class Jobs:
         # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow
         job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
         self._jobs[job.id] = job
+        self._save(job)
         self.assets.use(used)
         task = asyncio.get_running_loop().create_task(self._run(job, files, extra_data))
         self._tasks.add(task)
@@ -298,6 +346,7 @@ class Jobs:
             return
         if isinstance(ev, StartEvent) and job.status == "queued":
             job.status, job.started_at = "running", time.time()
+            self._save(job)
             job.publish("status", {"status": job.status, "queue_position": None})
         elif isinstance(ev, CachedEvent):
             job.done.update(ev.nodes)
@@ -328,6 +377,7 @@ class Jobs:
                          "traceback": None}
             return
         job.outputs.append(asset)
+        self._save(job)
         job.publish("output", asset.output_json(""))  # the stream fills in the base URL
 
     def _finish(self, job: JobRecord, status: str, error: dict[str, Any] | None = None) -> None:
@@ -340,6 +390,7 @@ class Jobs:
         if job.started_at:
             self._recent_run_s = (self._recent_run_s + [job.completed_at - job.started_at])[-20:]
         self.assets.release(job.assets_used)
+        self._save(job)
         job.publish("status", {"status": job.status, "queue_position": None})
 
     # --- cancels ---------------------------------------------------------------------------------
@@ -349,6 +400,7 @@ class Jobs:
             return job
         job.cancel_requested = True
         job.status = "canceling"
+        self._save(job)
         job.publish("status", {"status": job.status, "queue_position": None})
         self.executor.interrupt(job.id)
         return job
@@ -373,6 +425,7 @@ class Jobs:
         old = time.time() - IDEMPOTENCY_TTL_S
         for key in [k for k, (_, at) in self._keys.items() if at < old]:
             del self._keys[key]
+            self._save_key(key)
 
 
 def _metadata(value: Any) -> dict[str, str]:

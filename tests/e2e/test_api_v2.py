@@ -264,3 +264,32 @@ def test_sigterm_lets_the_running_job_end_then_the_server_exits(server, client):
     reader.join(10)
     assert isinstance(seen[-1], comfy_sdk.StatusChange) and seen[-1].status == "succeeded"
     assert "failed in the server" not in server.log() and "Task exception" not in server.log()
+
+
+def test_after_a_restart_finished_jobs_and_their_outputs_are_there_and_the_running_one_failed(
+        tmp_path, extra_paths, monkeypatch):
+    env = worker_env(tmp_path / "work", extra_paths)
+    state = ["--state-dir", str(tmp_path / "state")]
+    first = ApiServer(env, tmp_path / "first.log", *state)
+    monkeypatch.setenv("COMFY_BASE_URL", first.url)
+    monkeypatch.delenv("COMFY_API_KEY", raising=False)
+    with comfy_sdk.Comfy() as client:
+        done = client.run(sdk_workflow(client, "solid_red_image"))
+        data = done.outputs[0].to_bytes()
+        running = client.submit(sdk_workflow(client, "slow_node"), idempotency_key="kept-key")
+        wait_status(client, running, "running")
+    first.proc.kill()  # no goodbye: as a crash or a lost machine
+    first.stop()
+    second = ApiServer(env, tmp_path / "second.log", *state)
+    monkeypatch.setenv("COMFY_BASE_URL", second.url)
+    try:
+        with comfy_sdk.Comfy() as client:
+            again = client.jobs.get(done.id)
+            assert again.status == "succeeded" and again.outputs[0].to_bytes() == data
+            lost = client.jobs.get(running.id)
+            assert lost.status == "failed" and lost.error.code == "server_restarted"
+            with pytest.raises(comfy_sdk.IdempotencyKeyReuse):
+                client.submit(sdk_workflow(client, "solid_red_image"), idempotency_key="kept-key")
+            assert {j.id for j in client.list_jobs(limit=10)} == {done.id, running.id}
+    finally:
+        second.stop()
