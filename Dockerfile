@@ -84,4 +84,6 @@ RUN pip install "pytest==9.2.0" \
     && COMFY_FORCE_CPU=true COMFY_WORK_DIR=/tmp/selftest python -m embedded selftest \
     && rm -rf /tmp/selftest
 
+# The RunPod worker by default; SERVE_API_V2=true starts the Comfy API v2 server on this port instead.
+EXPOSE 8189
 CMD ["/start.sh"]

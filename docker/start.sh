@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Container entry point of the RunPod worker: memory allocator, GPU check, then the worker.
+# Container entry point: memory allocator, then the RunPod worker (with its GPU check), or, with
+# SERVE_API_V2=true, the Comfy API v2 server (python -m embedded serve) on 0.0.0.0:${SERVE_PORT:-8189}:
+# it needs SERVE_TOKEN (or SERVE_UNSAFE_NO_TOKEN=true); probe it at /api/v2/health.
 set -euo pipefail
 
 # tcmalloc, as worker-comfyui uses, for steadier memory use with large models.
@@ -16,6 +18,9 @@ if [ "${COMFY_FORCE_CPU:-false}" = "true" ]; then
     GPU_CHECK=""
 fi
 
-cd /app
+cd "${APP_DIR:-/app}"
+if [ "${SERVE_API_V2:-false}" = "true" ]; then
+    exec python -u -m embedded serve --host "${SERVE_HOST:-0.0.0.0}" "$@"
+fi
 # SERVE_API_LOCALLY=true serves the SDK's local API on 0.0.0.0 (handled by the worker itself).
 exec python -u -m embedded.handler ${GPU_CHECK} "$@"

@@ -6,7 +6,8 @@ Owns the options and their environment variables (``--host``/``SERVE_HOST``, def
 SQLite state (jobs, keys, the asset index) are kept across restarts, default a temporary folder
 removed at exit; ``SERVE_MAX_UPLOAD_BYTES``, 1 GiB;
 ``SERVE_MAX_STORAGE_BYTES``, 20 GiB; ``SERVE_ASSET_TTL_S``, 86400; ``SERVE_SHUTDOWN_GRACE_S``, 30),
-the refusal of a host that is not loopback without a token (unless ``--unsafe-no-token``), and
+the refusal of a host that is not loopback without a token (unless ``--unsafe-no-token``,
+``SERVE_UNSAFE_NO_TOKEN=true``), and
 the process's life: ComfyUI boots in the background while the server already answers (jobs wait
 for the boot), ``serving Comfy API v2 on <url>`` is printed once it listens, and SIGTERM or SIGINT
 stops it taking jobs, lets the unfinished ones end within the grace period (then cancels them),
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "index; SQLite) are kept across restarts (SERVE_STATE_DIR; default: a temporary folder "
                              "removed at exit)")
     parser.add_argument("--unsafe-no-token", action="store_true",
+                        default=env("SERVE_UNSAFE_NO_TOKEN", "").strip().lower() in ("1", "true", "yes"),
                         help="listen on a non-loopback host without a token (anyone who reaches it can run jobs)")
     return parser
 

@@ -46,6 +46,26 @@ def test_start_script_is_executable_and_runs_the_worker():
     assert proc.returncode == 0, proc.stderr
 
 
+def _start(tmp_path, **env):
+    """What start.sh execs, with a stand-in ``python`` that prints its arguments."""
+    import os
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/usr/bin/env bash\necho "$@"\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(["bash", str(REPO / "docker" / "start.sh")], capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{fake.parent}:{os.environ['PATH']}", "APP_DIR": str(tmp_path), **env})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_the_image_starts_the_worker_by_default_and_the_api_server_when_asked(tmp_path):
+    assert _start(tmp_path) == "-u -m embedded.handler --require-gpu"
+    assert _start(tmp_path, COMFY_FORCE_CPU="true") == "-u -m embedded.handler"
+    assert _start(tmp_path, SERVE_API_V2="true") == "-u -m embedded serve --host 0.0.0.0"
+    assert ("EXPOSE", "8189") in instructions()
+
+
 def test_pytorch_pins_match_pyproject():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     pins = dict(d.split("==") for d in deps if d.split("==")[0] in ("torch", "torchvision", "torchaudio"))
