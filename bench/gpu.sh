@@ -25,5 +25,6 @@ export BENCH_OUT="$out" \
        BENCH_JOBS="${BENCH_JOBS:-30}" \
        BENCH_RSS_JOBS="${BENCH_RSS_JOBS:-200}" \
        BENCH_COLD_RUNS="${BENCH_COLD_RUNS:-3}" \
-       BENCH_SOAK_JOBS="${BENCH_SOAK_JOBS:-0}"  # the soak (make bench) does not fit in 10 minutes here
+       BENCH_SOAK_JOBS="${BENCH_SOAK_JOBS:-0}" \
+       BENCH_API_JOBS="${BENCH_API_JOBS:-0}"  # the soak and the API scenario (make bench) do not fit in 10 minutes here
 timeout 570 "$PYTHON" bench/run.py

@@ -16,7 +16,10 @@ jobs; ``/runsync`` through runpod's local API against a direct ``execute()`` cal
 lasts until the readings settle; BENCH_SOAK_RUNS runs with one checkpoint give the growth figure,
 their spread and whether they agree within a point; one run alternating two checkpoints is
 reported apart), reporting memory growth and leaked files, threads and asyncio tasks against the
-goal (growth at most 2 %, no leaks). BENCH_SOAK_JOBS=0 leaves the soak out.
+goal (growth at most 2 %, no leaks). BENCH_SOAK_JOBS=0 leaves the soak out. Last, Comfy API v2
+(``api_v2.py``): our server against comfy-api-proxy in front of ComfyUI's server, through the
+official client (cold start, per job, and our queue's jobs per second); BENCH_API_JOBS=0 leaves
+it out.
 """
 
 import json
@@ -39,6 +42,8 @@ SOAK_JOBS = int(os.environ.get("BENCH_SOAK_JOBS", "200"))
 #: SOAK_AGREE_PP percentage points (the mixed-size soak runs once, reported apart)
 SOAK_RUNS = int(os.environ.get("BENCH_SOAK_RUNS", "3"))
 SOAK_AGREE_PP = 1.0
+#: the Comfy API v2 scenario (api_v2.py): jobs per side; 0 leaves it out
+API_JOBS = int(os.environ.get("BENCH_API_JOBS", "50"))
 MODES = ("embedded", "server")
 #: the soak's goal: memory growth after warm-up at most this, and nothing leaked
 SOAK_GOAL_PCT = 2.0
@@ -130,6 +135,14 @@ def main() -> int:
         figures[mode] = json.loads(out.read_text())
         print(f"bench: {mode} jobs done", flush=True)
     soak = {mode: soak_runs(mode) for mode in (MODES if SOAK_JOBS else ())}  # embedded first: it writes the models
+    api = None
+    if API_JOBS:
+        out = WORK / "api-v2.json"
+        subprocess.run([sys.executable, str(BENCH / "api_v2.py"), str(out)], cwd=REPO, check=True,
+                       stderr=subprocess.DEVNULL)
+        api = json.loads(out.read_text())
+        print(f"bench: Comfy API v2: per job {api['ratio']['median']:.2f}x, cold start {api['ratio']['cold_start']:.2f}x "
+              "of comfy-api-proxy + ComfyUI", flush=True)
     emb, srv = figures["embedded"], figures["server"]
     scenarios = {
         "cold_start": scenario("s", statistics.median(cold["embedded"]), statistics.median(cold["server"]),
@@ -158,7 +171,7 @@ def main() -> int:
               "txt2img_model": emb["txt2img_model"],
               "jobs_per_scenario": emb["model_free_512"]["wall_ms"]["n"], "boot_s": {m: figures[m]["boot_s"] for m in MODES},
               "bench_seconds": round(time.perf_counter() - started, 1), "scenarios": scenarios,
-              "soak": soak}
+              "soak": soak, "api_v2": api}
     out_dir = Path(os.environ.get("BENCH_OUT") or BENCH / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -195,6 +208,21 @@ def markdown(result: dict) -> str:
               "|---|---|---|---|---|"]
     for k in ("median", "p95", "p99"):
         lines.append(f"| {k} | ms | {r['direct_execute'][k]:.2f} | {r['runsync_local_api'][k]:.2f} | {r['ratio'][k]:.2f} |")
+    if result.get("api_v2"):
+        a = result["api_v2"]
+        lines += ["", "Comfy API v2 through the official client (comfy-sdk), our server against comfy-api-proxy in "
+                  "front of ComfyUI's server, the model-free 512 px workflow (submit, follow its events, read the "
+                  "job, download its output); ratio = ours / theirs:", "",
+                  "| scenario | unit | ours | comfy-api-proxy + ComfyUI | ratio |", "|---|---|---|---|---|",
+                  f"| cold start (processes started to the first outputs downloaded) | s | "
+                  f"{a['cold_start_s']['ours']:.2f} | {a['cold_start_s']['peer']:.2f} | {a['ratio']['cold_start']:.2f} |"]
+        for q in ("median", "p90", "p99"):
+            lines.append(f"| per job ({q}) | ms | {a['per_job_ms']['ours'][q]:.1f} | {a['per_job_ms']['peer'][q]:.1f} | "
+                         f"{a['ratio'][q]:.2f} |")
+        qd = a["queue"]
+        lines += ["", f"Our server's queue: {qd['jobs']} jobs submitted at once, then read and downloaded: "
+                  f"{qd['queued_jobs_per_s']:.2f} jobs/s, against {qd['sequential_jobs_per_s']:.2f} jobs/s one after "
+                  f"another ({qd['ratio']:.2f}x)."]
     if result.get("soak"):
         lines += ["", f"Soak (goal: memory growth after warm-up at most {SOAK_GOAL_PCT:g} %, nothing leaked). Memory is "
                   "the process tree's anonymous resident memory after a collection, a reading every 11 jobs; growth "

@@ -1,0 +1,192 @@
+"""Comfy API v2 side by side: ``python bench/api_v2.py OUT.json``.
+
+The same jobs through the same official client (``comfy-sdk``) against our server (``python -m
+embedded serve``) and against ``comfy-api-proxy`` in front of ComfyUI's own server (``main.py`` of
+the vendored tree), both started here on loopback:
+
+- **cold start**: from starting the processes to the first job's outputs downloaded (median of
+  BENCH_API_COLD_RUNS fresh starts each);
+- **per job**: the model-free 512 px workflow (a new colour each time, so no cache hit) submitted,
+  its events followed to the end, the job read and its output downloaded, BENCH_API_JOBS jobs
+  after a warm-up (median, p90, p99);
+- **the queue** (our server): BENCH_API_BATCH jobs submitted at once, then their outputs
+  downloaded, against the same jobs one after another (run, download, next): jobs per second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import REPO, WORK, model_free_512, percentile  # noqa: E402
+
+JOBS = int(os.environ.get("BENCH_API_JOBS", "50"))
+COLD_RUNS = int(os.environ.get("BENCH_API_COLD_RUNS", "3"))
+BATCH = int(os.environ.get("BENCH_API_BATCH", "20"))
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 180) -> None:
+    import requests
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} never answered")
+
+
+class Started:
+    """Processes started for one side, stopped together."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def ours(run: Started, work: Path) -> str:
+    port = free_port()
+    env = {**os.environ, "COMFY_WORK_DIR": str(work), "COMFY_LOG_LEVEL": "ERROR", "COMFY_DISABLE_METADATA": "true"}
+    run.start([sys.executable, "-m", "embedded", "serve", "--port", str(port)], REPO, env, work.parent / "ours.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/api/v2/health")
+    return url
+
+
+def peer(run: Started, work: Path) -> str:
+    import torch
+    comfy_port, port = free_port(), free_port()
+    tree = REPO / "vendor" / "ComfyUI"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(comfy_port), "--disable-auto-launch",
+            "--output-directory", str(work / "output"), "--input-directory", str(work / "input"),
+            "--temp-directory", str(work / "temp"), "--disable-metadata"]
+    if not torch.cuda.is_available():
+        args.append("--cpu")
+    run.start(args, tree, env, work.parent / "comfyui.log")
+    proxy = shutil.which("comfy-api-proxy", path=str(Path(sys.executable).parent)) or "comfy-api-proxy"
+    run.start([proxy, "run", "--comfyui", f"http://127.0.0.1:{comfy_port}", "--port", str(port)], work, env,
+              work.parent / "proxy.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"http://127.0.0.1:{comfy_port}/system_stats")
+    return url
+
+
+def run_and_download(client, color: int) -> None:
+    """Submit, follow the job's events to its end (the client's ``run`` polls with a backoff that
+    starts at 0.5 s, which would hide the servers' own time), read it, download its outputs."""
+    job = client.submit(client.workflows.from_json(model_free_512(color)))
+    for _ in job.events():
+        pass
+    job.result()
+    assert job.status == "succeeded", job.error
+    for output in job.outputs:
+        assert output.to_bytes()
+
+
+def cold(side) -> float:
+    from comfy_sdk import Comfy
+    work = WORK / f"api-{side.__name__}-cold"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    run = Started()
+    started = time.perf_counter()
+    try:
+        os.environ["COMFY_BASE_URL"] = side(run, work)
+        with Comfy() as client:
+            run_and_download(client, 1)
+        return time.perf_counter() - started
+    finally:
+        run.stop()
+
+
+def per_job(side) -> dict:
+    from comfy_sdk import Comfy
+    work = WORK / f"api-{side.__name__}-jobs"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    run = Started()
+    try:
+        os.environ["COMFY_BASE_URL"] = side(run, work)
+        with Comfy() as client:
+            run_and_download(client, 0)  # warm-up
+            times = []
+            for i in range(JOBS):
+                started = time.perf_counter()
+                run_and_download(client, i + 1)
+                times.append(1000 * (time.perf_counter() - started))
+            queue = throughput(client) if side is ours else None
+        return {"ms": {"median": statistics.median(times), "p90": percentile(times, 0.9),
+                       "p99": percentile(times, 0.99), "n": len(times)}, "queue": queue}
+    finally:
+        run.stop()
+
+
+def throughput(client) -> dict:
+    """Jobs per second: BATCH submitted at once (the server queues them), then downloaded, against
+    the same number one after another."""
+    started = time.perf_counter()
+    for i in range(BATCH):
+        run_and_download(client, 10_000 + i)
+    sequential = BATCH / (time.perf_counter() - started)
+    started = time.perf_counter()
+    jobs = [client.submit(client.workflows.from_json(model_free_512(20_000 + i))) for i in range(BATCH)]
+    for job in jobs:
+        for _ in job.events():
+            pass
+        job.result()
+        for output in job.outputs:
+            assert output.to_bytes()
+    queued = BATCH / (time.perf_counter() - started)
+    return {"sequential_jobs_per_s": round(sequential, 2), "queued_jobs_per_s": round(queued, 2),
+            "ratio": round(queued / sequential, 3), "jobs": BATCH}
+
+
+def main(out: Path) -> None:
+    colds = {"ours": [], "peer": []}
+    for _ in range(COLD_RUNS):
+        for name, side in (("ours", ours), ("peer", peer)):  # interleaved, so that a noisy minute hits both
+            colds[name].append(cold(side))
+    jobs = {"ours": per_job(ours), "peer": per_job(peer)}
+    result = {"cold_start_s": {k: round(statistics.median(v), 3) for k, v in colds.items()},
+              "per_job_ms": {k: {q: round(x, 2) if q != "n" else x for q, x in v["ms"].items()} for k, v in jobs.items()},
+              "queue": jobs["ours"]["queue"]}
+    result["ratio"] = {"cold_start": round(result["cold_start_s"]["ours"] / result["cold_start_s"]["peer"], 3),
+                       **{q: round(jobs["ours"]["ms"][q] / jobs["peer"]["ms"][q], 3) for q in ("median", "p90", "p99")}}
+    out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
