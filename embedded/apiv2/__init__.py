@@ -6,11 +6,13 @@ Owns these modules, one job each:
   envelope;
 - ``assets``: the asset store (uploads with their blake3 hash, dedup by hash, outputs, expiry,
   limits on size and total storage);
+- ``bucket``: outputs uploaded to the ``BUCKET_*`` bucket, as presigned URLs;
+- ``state``: jobs, idempotency keys and the asset index in SQLite (``--state-dir``);
 - ``jobs``: the jobs (submission checks, idempotency keys, the queue bound, the run on the
   executor, events to the streams, cancels);
 - ``app``: the HTTP routes on aiohttp (auth, errors, the event stream, ranges);
 - ``command``: the command line and its environment variables, the process's life (SIGTERM).
 
-A front door: may import the public API (``embedded.api``), the job model, ``config`` and ``logs``;
-never a backend. Nothing else in the package imports it.
+A front door: may import the public API (``embedded.api``), the job model, staging (``S3Settings``),
+``config`` and ``logs``; never a backend. Nothing else in the package imports it.
 """

@@ -148,7 +148,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                 if data["id"] in sent_outputs:
                     return
                 sent_outputs.add(data["id"])
-                data = {**data, "url": base + data["url"]}
+                if data["url"].startswith("/"):  # served here (not a bucket's presigned URL)
+                    data = {**data, "url": base + data["url"]}
             await response.write(f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
             last_write = time.monotonic()
 
@@ -234,6 +235,8 @@ async def get_asset(request: web.Request) -> web.Response:
 async def asset_content(request: web.Request) -> web.StreamResponse:
     store = request.app[ASSETS]
     asset = store.get(request.match_info["asset_id"])
+    if asset.remote_url:  # in the bucket: the client follows to the presigned URL
+        return web.Response(status=302, headers={"Location": asset.remote_url})  # as signed, not re-encoded
     name = (asset.file_path or asset.id).replace('"', "")
     # aiohttp's FileResponse answers Range (206 with Content-Range, 416 when unsatisfiable)
     return web.FileResponse(store.path(asset), headers={"Content-Type": asset.content_type,

@@ -52,21 +52,27 @@ class Asset:
     #: the API's output type, for a job's output (``image``, ``video``, ``audio``, ``text``, ``file``)
     type: str = "file"
     created_new: bool = True
+    #: a job's output uploaded to the configured bucket: its presigned URL and when that expires
+    remote_url: str | None = None
+    remote_expires_at: float | None = None
 
     def to_json(self, base_url: str) -> dict[str, Any]:
         return {"id": self.id, "hash": self.hash, "size_bytes": self.size_bytes, "content_type": self.content_type,
                 "file_path": self.file_path, "created_at": iso(self.created_at), "url": self.url(base_url),
-                "url_expires_at": iso(self.expires_at or self.created_at + 86400), "expires_at": iso(self.expires_at),
+                "url_expires_at": self.url_expires_at(), "expires_at": iso(self.expires_at),
                 "job_id": self.job_id, "created_new": self.created_new}
 
     def output_json(self, base_url: str) -> dict[str, Any]:
         """The asset as a job's output (``job.outputs[]`` and the ``output`` event)."""
         return {"node_id": self.node_id, "name": self.file_path, "type": self.type, "content_type": self.content_type,
                 "size_bytes": self.size_bytes, "id": self.id, "hash": self.hash, "url": self.url(base_url),
-                "url_expires_at": iso(self.expires_at or self.created_at + 86400), "job_id": self.job_id}
+                "url_expires_at": self.url_expires_at(), "job_id": self.job_id}
 
     def url(self, base_url: str) -> str:
-        return f"{base_url}/api/v2/assets/{self.id}/content"
+        return self.remote_url or f"{base_url}/api/v2/assets/{self.id}/content"
+
+    def url_expires_at(self) -> str | None:
+        return iso(self.remote_expires_at or self.expires_at or self.created_at + 86400)
 
 
 class AssetStore:
@@ -80,7 +86,7 @@ class AssetStore:
         self._in_use: Counter[str] = Counter()
         for record in state.assets() if state else ():  # the index of the last run: those whose content is here
             asset = Asset(**record)
-            if self.path(asset).is_file():
+            if asset.remote_url or self.path(asset).is_file():
                 self._assets[asset.id] = asset
 
     # --- reading ---------------------------------------------------------------------------------
@@ -145,6 +151,12 @@ class AssetStore:
             return self._add(hash_, size, content_type, _clean_name(file_path), created_new=new)
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def add_remote(self, hash_: str, size: int, file_path: str, content_type: str, url: str, url_expires_at: float,
+                   **fields: Any) -> Asset:
+        """An asset whose bytes are in the bucket (a job's output uploaded there): no blob here."""
+        return self._add(hash_, size, content_type, _clean_name(file_path), created_new=True, remote_url=url,
+                         remote_expires_at=url_expires_at, **fields)
 
     def delete(self, asset_id: str) -> None:
         asset = self.get(asset_id)

@@ -6,7 +6,7 @@ Owns the options and their environment variables (``--host``/``SERVE_HOST``, def
 SQLite state (jobs, keys, the asset index) are kept across restarts, default a temporary folder
 removed at exit; ``SERVE_MAX_UPLOAD_BYTES``, 1 GiB;
 ``SERVE_MAX_STORAGE_BYTES``, 20 GiB; ``SERVE_ASSET_TTL_S``, 86400; ``SERVE_SHUTDOWN_GRACE_S``, 30),
-the refusal of a host that is not loopback without a token (unless ``--unsafe-no-token``,
+outputs to the ``BUCKET_*`` bucket when it is configured (``bucket``), the refusal of a host that is not loopback without a token (unless ``--unsafe-no-token``,
 ``SERVE_UNSAFE_NO_TOKEN=true``), and
 the process's life: ComfyUI boots in the background while the server already answers (jobs wait
 for the boot), ``serving Comfy API v2 on <url>`` is printed once it listens, and SIGTERM or SIGINT
@@ -88,6 +88,7 @@ async def serve(args: argparse.Namespace) -> int:
     from ..config import Config
     from .app import build
     from .assets import AssetStore
+    from .bucket import Bucket
     from .jobs import Jobs
     from .state import State
 
@@ -98,7 +99,7 @@ async def serve(args: argparse.Namespace) -> int:
     store = AssetStore(state / "assets", max_upload, _env_int("SERVE_MAX_STORAGE_BYTES", 20 << 30),
                        _env_int("SERVE_ASSET_TTL_S", 86400), kept)
     executor = Executor(Config.from_env()).prepare()
-    jobs = Jobs(executor, store, args.max_queue, kept)
+    jobs = Jobs(executor, store, args.max_queue, kept, Bucket.from_env())
     runner = web.AppRunner(build(jobs, store, args.token, max_upload), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

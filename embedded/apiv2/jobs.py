@@ -15,8 +15,9 @@ Owns ``JobRecord`` and ``Jobs``:
   retries a 429 with the same key), one whose fate is unknown (the server failed mid-way) keeps it.
 - **The run**: every accepted job is handed to the executor at once (``Executor.run_async``; it
   runs one job at a time and queues the rest, so the next job's files are ready when the running
-  one ends), with each output streamed as its node finishes and stored as an asset; the job's
-  inputs stay in use (not deletable) until it ends.
+  one ends), with each output streamed as its node finishes and stored as an asset (or, with a
+  ``Bucket``, uploaded there in a thread, the job ending once its uploads have; one that fails is
+  kept here instead); the job's inputs stay in use (not deletable) until it ends.
 - **Events**: ``status`` at each transition, ``progress`` snapshots (``nodes_done``/``nodes_total``,
   ``current_node``, ``step``/``steps``), ``output`` as each output is stored, always before the
   terminal ``status``.
@@ -44,7 +45,8 @@ from ..job.errors import (EmbeddedError, ExecutionError, InputError, JobInterrup
 from ..job.events import (CachedEvent, Event, ExecutedEvent, ExecutingEvent, OutputEvent, ProgressEvent, StartEvent)
 from ..job.inputs import UI_FORMAT_HINT, check_workflow
 from ..job.types import Output
-from .assets import AssetStore
+from .assets import AssetStore, blake3_of
+from .bucket import Bucket
 from .state import State
 from .wire import TERMINAL, ApiError, OUTPUT_TYPES, iso, not_found
 
@@ -115,8 +117,12 @@ class JobRecord:
 
 
 class Jobs:
-    def __init__(self, executor: Executor, assets: AssetStore, max_queue: int, state: State | None = None):
+    def __init__(self, executor: Executor, assets: AssetStore, max_queue: int, state: State | None = None,
+                 bucket: Bucket | None = None):
         self.executor, self.assets, self.max_queue, self.state = executor, assets, max_queue, state
+        self.bucket = bucket
+        #: job id -> its outputs' uploads to the bucket under way (the job ends when they have)
+        self._uploads: dict[str, list[asyncio.Task]] = {}
         self._jobs: dict[str, JobRecord] = {}
         #: idempotency key -> (the job it made, or None while its submission is under way; when)
         self._keys: dict[str, tuple[str | None, float]] = {}
@@ -312,6 +318,7 @@ class Jobs:
             await asyncio.sleep(0)  # the events the executor queued before its answer come first
             for output in result.outputs:  # any the stream did not bring (none, normally)
                 self._store_output(job, output, stored)
+            await self._uploaded(job)
             self._finish(job, "succeeded")
         except JobInterrupted as exc:
             if job.cancel_requested:
@@ -325,6 +332,7 @@ class Jobs:
         except ExecutionError as exc:
             for output in exc.outputs:
                 self._store_output(job, output, stored)
+            await self._uploaded(job)
             self._finish(job, "failed", {"code": "node_execution_error", "message": str(exc), "node_id": exc.node_id,
                                          "class_type": exc.node_type,
                                          "traceback": "".join(exc.traceback) or None})
@@ -368,6 +376,36 @@ class Jobs:
         if key in stored:
             return
         stored.add(key)
+        if self.bucket is not None:  # uploaded in a thread: the runner goes on with the next job
+            task = asyncio.get_running_loop().create_task(self._upload(job, output))
+            self._uploads.setdefault(job.id, []).append(task)
+            return
+        self._keep(job, output)
+
+    async def _upload(self, job: JobRecord, output: Output) -> None:
+        name = "/".join(p for p in (output.subfolder, output.filename) if p)
+        seconds = self.assets.ttl_s or 86400
+        try:
+            url = await asyncio.to_thread(self.bucket.put, f"{job.id}/{name}", output.data, output.mime_type, seconds)
+        except Exception as exc:  # noqa: BLE001 - nothing lost: kept here instead, and said in the log
+            log.warning("embedded.apiv2: output %s of job %s could not be uploaded to the bucket (%s); served "
+                        "by this server instead", output.filename, job.id, type(exc).__name__)
+            self._keep(job, output)
+            return
+        asset = self.assets.add_remote(blake3_of(output.data), len(output.data), output.filename, output.mime_type,
+                                       url, time.time() + min(seconds, 7 * 86400), job_id=job.id,
+                                       node_id=output.node_id,
+                                       type=output.kind if output.kind in OUTPUT_TYPES else "file")
+        job.outputs.append(asset)
+        self._save(job)
+        job.publish("output", asset.output_json(""))
+
+    async def _uploaded(self, job: JobRecord) -> None:
+        pending = self._uploads.pop(job.id, [])
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _keep(self, job: JobRecord, output: Output) -> None:
         try:
             asset = self.assets.add_bytes(output.data, output.filename, output.mime_type, job_id=job.id,
                                           node_id=output.node_id,

@@ -293,3 +293,26 @@ def test_after_a_restart_finished_jobs_and_their_outputs_are_there_and_the_runni
             assert {j.id for j in client.list_jobs(limit=10)} == {done.id, running.id}
     finally:
         second.stop()
+
+
+def test_with_a_bucket_outputs_are_uploaded_there_and_handed_out_as_presigned_urls(tmp_path, extra_paths, s3,
+                                                                                   monkeypatch):
+    env = worker_env(tmp_path / "work", extra_paths, BUCKET_ENDPOINT_URL=f"{s3.endpoint}/outputs",
+                     BUCKET_ACCESS_KEY_ID=s3.ACCESS_KEY, BUCKET_SECRET_ACCESS_KEY=s3.SECRET_KEY)
+    srv = ApiServer(env, tmp_path / "bucket.log")
+    monkeypatch.setenv("COMFY_BASE_URL", srv.url)
+    monkeypatch.delenv("COMFY_API_KEY", raising=False)
+    try:
+        with comfy_sdk.Comfy() as client:
+            job = client.run(sdk_workflow(client, "solid_red_image"))
+            [out] = job.outputs
+            url = requests.get(f"{srv.api}/jobs/{job.id}", timeout=30).json()["outputs"][0]["url"]
+            assert url.startswith(f"{s3.endpoint}/outputs/{job.id}/") and "X-Amz-Signature" in url
+            assert out.get_download_url().url == url
+            data = out.to_bytes()  # /content answers with the presigned URL, the client follows it
+            assert open_image(data).getpixel((0, 0))[:3] == (255, 0, 0)
+            [stored] = s3.client().list_objects_v2(Bucket="outputs", Prefix=f"{job.id}/")["Contents"]
+            assert stored["Size"] == len(data) == out.size_bytes
+            assert s3.ACCESS_KEY not in srv.log() and s3.SECRET_KEY not in srv.log()
+    finally:
+        srv.stop()
