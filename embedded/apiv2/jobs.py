@@ -6,8 +6,9 @@ Owns ``JobRecord`` and ``Jobs``:
   with ``api_key_comfy_org``; nothing else), the workflow's form (a UI export: 422
   ``workflow_format_ui``), its ``core/ASSET`` references replaced by the asset's file name (422
   ``missing_asset``), the queue bound (429 ``queue_full`` with ``Retry-After`` beyond ``max_queue``
-  waiting jobs), and, when no job is queued or running, a preflight by our executor (422
-  ``invalid_workflow`` with ``details.node_errors``; our input checks, 422 ``invalid_input``).
+  waiting jobs), and, when ComfyUI has booted and no job is queued or running, a preflight by our
+  executor (422 ``invalid_workflow`` with ``details.node_errors``; our input checks, 422
+  ``invalid_input``).
   While jobs run, ComfyUI's validation (which runs on the runner's thread) waits for its turn: a
   workflow it refuses then fails as a job, with the same code and details in ``job.error``.
 - **Idempotency keys**, single use for ``IDEMPOTENCY_TTL_S``: a key seen again is 422
@@ -245,8 +246,8 @@ class Jobs:
             raise ApiError(429, "queue_full", f"{self.waiting()} jobs are waiting (the server's bound, --max-queue)",
                            headers={"Retry-After": str(self._retry_after())})
         workflow, files, used = self._resolve_assets(workflow)
-        if self.unfinished() == 0:  # the runner is free: ComfyUI's validation answers now
-            await self._preflight(workflow, files)
+        if self.unfinished() == 0 and self.executor.boot_info is not None:
+            await self._preflight(workflow, files)  # the runner is up and free: ComfyUI's validation answers now
         # else the job is validated when its turn comes (a preflight would wait for the running
         # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow
         job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
