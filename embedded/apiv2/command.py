@@ -115,6 +115,7 @@ async def serve(args: argparse.Namespace) -> int:
     async def sweep() -> None:
         while True:
             await asyncio.sleep(SWEEP_EVERY_S)
+            jobs.sweep()
             store.sweep()
 
     sweeper = loop.create_task(sweep())

@@ -322,6 +322,7 @@ class Jobs:
             await self._uploaded(job)
             self._finish(job, "succeeded")
         except JobInterrupted as exc:
+            await self._uploaded(job)
             if job.cancel_requested:
                 error = ({"code": "node_still_running", "message": str(exc), "node_id": exc.node_id,
                           "class_type": getattr(exc, "node_type", None), "traceback": None}
@@ -455,6 +456,17 @@ class Jobs:
                 self.cancel(job.id)
             if left:
                 await asyncio.wait(left, timeout=grace_s)
+
+    def sweep(self) -> int:
+        """Forget the jobs that ended more than JOB_TTL_S ago (their ``expires_at``); returns how many."""
+        old = time.time() - JOB_TTL_S
+        gone = [j for j in self._jobs.values() if j.terminal and (j.completed_at or 0) < old]
+        for job in gone:
+            del self._jobs[job.id]
+            if self.state is not None:
+                self.state.delete_job(job.id)
+        self._forget_old_keys()
+        return len(gone)
 
     def _retry_after(self) -> int:
         typical = sorted(self._recent_run_s)[len(self._recent_run_s) // 2] if self._recent_run_s else 1.0

@@ -32,6 +32,9 @@ class State:
     def save_job(self, job_id: str, created_at: float, record: dict[str, Any]) -> None:
         self.db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)", (job_id, created_at, json.dumps(record)))
 
+    def delete_job(self, job_id: str) -> None:
+        self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
     def jobs(self) -> list[dict[str, Any]]:
         return [json.loads(row[0]) for row in self.db.execute("SELECT record FROM jobs ORDER BY created_at")]
 

@@ -73,3 +73,4 @@ def test_an_asset_in_use_is_neither_deleted_nor_swept(tmp_path):
     assert s.sweep() == 0 and s.path(a).exists()
     s.release([a.id])
     assert s.sweep() == 1 and not s.path(a).exists()
+
