@@ -135,6 +135,7 @@ class Executor:
             fetched = staging.fetch(sources, _models(models), _bucket(s3), on_event,
                                     job_options.get("timeout")) if staging else sources
             job = self.make_job(workflow, fetched, **job_options)
+            _not_stopped(staging)
             future = self._runner.submit(job, on_event)
             self._handed_over(job.job_id, staging)
             return future, staging
@@ -161,6 +162,7 @@ class Executor:
             fetched = await _fetch_async(staging, sources, _models(models), _bucket(s3), on_event,
                                          job_options.get("timeout")) if staging else sources
             job = self.make_job(workflow, fetched, **job_options)
+            _not_stopped(staging)
             return await self._runner.run_async(job, on_event,
                                                 registered=lambda: self._handed_over(job.job_id, staging))
         except Cancelled:
@@ -305,6 +307,13 @@ def _models(models: Any) -> list[ModelRef]:
     if not isinstance(models, (list, tuple)):
         raise InputError(f"models must be a list, got {type(models).__name__}")
     return [m if isinstance(m, ModelRef) else ModelRef.from_request(m) for m in models]
+
+
+def _not_stopped(staging: Staging | None) -> None:
+    """Raise ``JobInterrupted`` when ``interrupt`` reached the job after its downloads, before it is
+    handed to the backend: it is not queued at all (one that comes later is passed on there)."""
+    if staging is not None and staging.cancel.is_set():
+        raise JobInterrupted("The job was interrupted before it was queued (its files had been fetched)")
 
 
 def _interrupted_while_fetching() -> JobInterrupted:
