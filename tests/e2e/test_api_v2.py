@@ -240,6 +240,19 @@ def test_an_asset_a_job_uses_cannot_be_deleted_until_the_job_ends(server, client
     assert server.raw("DELETE", f"/assets/{asset.id}").status_code == 404
 
 
+def test_the_job_list_is_newest_first_in_pages_and_filters_by_metadata(server, client):
+    labelled = client.run(client.workflows.from_json(workflow("solid_red_image")))  # no label
+    tagged = client.submit(sdk_workflow(client, "solid_red_image"), metadata={"team": "blue", "run": "7"})
+    tagged.wait(timeout=60)
+    everything = [j["id"] for j in server.raw("GET", "/jobs?limit=100").json()["jobs"]]
+    assert everything[0] == tagged.id and labelled.id in everything
+    paged = [j.id for j in client.list_jobs(limit=2)]  # the client follows next_cursor
+    assert paged == everything
+    blue = list(client.list_jobs(metadata={"team": "blue"}))
+    assert [j.id for j in blue] == [tagged.id] and blue[0].metadata == {"team": "blue", "run": "7"}
+    assert server.raw("GET", "/jobs?cursor=bogus").json()["error"]["code"] == "invalid_cursor"
+
+
 def test_a_non_loopback_host_without_a_token_is_refused_before_anything_starts(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "embedded", "serve", "--host", "0.0.0.0", "--port", "0"],
                           capture_output=True, text=True, timeout=60)
