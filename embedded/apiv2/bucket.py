@@ -35,14 +35,7 @@ class Bucket:
 
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.s3.endpoint_url, aws_access_key_id=self.s3.access_key_id,
-                aws_secret_access_key=self.s3.secret_access_key, region_name=self.s3.region or "us-east-1",
-                config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}, connect_timeout=CONNECT_S,
-                                  read_timeout=READ_S, retries={"max_attempts": 2}))
+            self._client = self.s3.client(connect_timeout=CONNECT_S, read_timeout=READ_S, retries={"max_attempts": 2})
         return self._client
 
     def put(self, key: str, data: bytes, content_type: str, seconds: float) -> str:

@@ -169,14 +169,16 @@ class S3Settings:
             region = found.group(1)
         return dataclasses.replace(self, endpoint_url=f"{parts.scheme}://{host}", bucket=bucket, region=region)
 
-    def client(self):
+    def client(self, **boto_config: Any):
+        """A boto3 S3 client for these settings; ``boto_config`` adds botocore ``Config`` options
+        (timeouts, retries)."""
         import boto3
         from botocore.config import Config as BotoConfig
 
         return boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key, region_name=self.region or "us-east-1",
-            config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}))
+            config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}, **boto_config))
 
     def presign(self, method: str, bucket: str, key: str, seconds: int, **params: Any) -> str:
         """A presigned URL (made locally: no request)."""
