@@ -339,9 +339,8 @@ class Jobs:
                                          "class_type": exc.node_type,
                                          "traceback": "".join(exc.traceback) or None})
         except ValidationError as exc:
-            self._finish(job, "failed", {**_error("invalid_workflow", exc), "details": {"node_errors": {
-                e.node_id: [{"field": e.input_name, "reason": e.message, "type": e.type, "class_type": e.class_type}]
-                for e in exc.node_errors}}})
+            self._finish(job, "failed", {**_error("invalid_workflow", exc),
+                                         "details": {"node_errors": _reasons(exc.node_errors)}})
         except InputError as exc:
             self._finish(job, "failed", _error("invalid_input", exc))
         except EmbeddedError as exc:
@@ -397,7 +396,7 @@ class Jobs:
         asset = self.assets.add_remote(blake3_of(output.data), len(output.data), output.filename, output.mime_type,
                                        url, time.time() + min(seconds, 7 * 86400), job_id=job.id,
                                        node_id=output.node_id,
-                                       type=output.kind if output.kind in OUTPUT_TYPES else "file")
+                                       type=_output_type(output))
         job.outputs.append(asset)
         self._save(job)
         job.publish("output", asset.output_json(""))
@@ -411,7 +410,7 @@ class Jobs:
         try:
             asset = self.assets.add_bytes(output.data, output.filename, output.mime_type, job_id=job.id,
                                           node_id=output.node_id,
-                                          type=output.kind if output.kind in OUTPUT_TYPES else "file")
+                                          type=_output_type(output))
         except ApiError as exc:  # storage full: the job fails, saying why; nothing half-kept
             job.error = {"code": exc.code, "message": exc.message, "node_id": output.node_id, "class_type": None,
                          "traceback": None}
@@ -502,18 +501,27 @@ def _extra_data(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _node_errors(report: Any, workflow: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """ComfyUI's reasons, per node, as ``{node_id: [{"field", "reason", "type", "class_type"}]}``."""
+def _reasons(node_errors: Any) -> dict[str, list[dict[str, Any]]]:
+    """ComfyUI's reasons (``NodeError``s), per node, as ``{node_id: [{"field", "reason", "type", "class_type"}]}``."""
     errors: dict[str, list[dict[str, Any]]] = {}
-    validation = getattr(report, "validation", None)
-    for e in getattr(validation, "node_errors", []) or []:
+    for e in node_errors or []:
         errors.setdefault(e.node_id, []).append({"field": e.input_name, "reason": e.message, "type": e.type,
                                                  "class_type": e.class_type})
+    return errors
+
+
+def _node_errors(report: Any, workflow: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """A preflight's reasons per node: ComfyUI's, and each node of a type nobody knows."""
+    errors = _reasons(getattr(getattr(report, "validation", None), "node_errors", None))
     for n in report.missing_nodes:
         for node_id in (k for k, node in workflow.items() if node.get("class_type") == n.class_type):
             errors.setdefault(node_id, []).append({"field": None, "reason": f"unknown node type {n.class_type}",
                                                    "type": "missing_node_type", "class_type": n.class_type})
     return errors
+
+
+def _output_type(output: Output) -> str:
+    return output.kind if output.kind in OUTPUT_TYPES else "file"
 
 
 def _error(code: str, exc: Exception) -> dict[str, Any]:
