@@ -26,7 +26,7 @@ from aiohttp import web
 
 from .assets import AssetStore
 from .jobs import Jobs
-from .wire import ApiError
+from .wire import TERMINAL, ApiError, iso
 
 log = logging.getLogger("embedded.apiv2")
 
@@ -105,7 +105,6 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_request", f"limit must be between 1 and {MAX_LIST_LIMIT}")
     metadata = {k[len("metadata["):-1]: v for k, v in query.items() if k.startswith("metadata[") and k.endswith("]")}
     page, cursor = jobs.listing(metadata, limit, query.get("cursor"))
-    from .wire import iso
     return _json({"jobs": [{"id": j.id, "status": j.status, "create_time": iso(j.created_at),
                             "update_time": iso(j.completed_at or j.started_at or j.created_at),
                             "created_at": iso(j.created_at), "deployment_id": None, "metadata": dict(j.metadata)}
@@ -168,7 +167,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                 event, data = await asyncio.wait_for(queue.get(), timeout=PROGRESS_EVERY_S)
             except asyncio.TimeoutError:
                 event = data = None
-            if event == "status" and data["status"] in ("succeeded", "failed", "canceled", "expired"):
+            if event == "status" and data["status"] in TERMINAL:
                 await send(event, data)
                 break
             if event is not None:
