@@ -84,6 +84,8 @@ class AssetStore:
         self.max_upload_bytes, self.max_total_bytes, self.ttl_s = max_upload_bytes, max_total_bytes, ttl_s
         self._assets: dict[str, Asset] = {}
         self._in_use: Counter[str] = Counter()
+        #: bytes of all blobs, counted once here and kept up to date as blobs come and go
+        self._stored = sum(p.stat().st_size for p in self.blobs.iterdir() if not p.name.startswith("."))
         for record in state.assets() if state else ():  # the index of the last run: those whose content is here
             asset = Asset(**record)
             if asset.remote_url or self.path(asset).is_file():
@@ -97,10 +99,10 @@ class AssetStore:
         return asset
 
     def path(self, asset: Asset) -> Path:
-        return self.blobs / asset.hash.split(":", 1)[1]
+        return self.path_of_hash(asset.hash)
 
     def has_blob(self, hash_: str) -> bool:
-        return bool(HASH.match(hash_)) and (self.blobs / hash_.split(":", 1)[1]).is_file()
+        return bool(HASH.match(hash_)) and self.path_of_hash(hash_).is_file()
 
     # --- writing ---------------------------------------------------------------------------------
     def from_hash(self, hash_: str, file_path: str | None, content_type: str | None = None) -> Asset:
@@ -120,6 +122,7 @@ class AssetStore:
         if new:
             self._make_room(len(data))
             _write_atomic(blob, data)
+            self._stored += len(data)
         return self._add(hash_, len(data), content_type, _clean_name(file_path), created_new=new, **fields)
 
     async def add_stream(self, chunks: AsyncIterator[bytes], file_path: str | None, content_type: str,
@@ -148,6 +151,7 @@ class AssetStore:
             if new:
                 self._make_room(size)
                 os.replace(tmp, blob)
+                self._stored += size
             return self._add(hash_, size, content_type, _clean_name(file_path), created_new=new)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -184,7 +188,7 @@ class AssetStore:
         return len(gone)
 
     def stored_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.blobs.iterdir() if not p.name.startswith("."))
+        return self._stored
 
     def _add(self, hash_: str, size: int, content_type: str, file_path: str | None, created_new: bool,
              **fields: Any) -> Asset:
@@ -200,8 +204,10 @@ class AssetStore:
         self._assets.pop(asset.id, None)
         if self.state:
             self.state.delete_asset(asset.id)
-        if not any(a.hash == asset.hash for a in self._assets.values()):
-            self.path(asset).unlink(missing_ok=True)
+        blob = self.path(asset)
+        if not any(a.hash == asset.hash for a in self._assets.values()) and blob.is_file():
+            self._stored -= blob.stat().st_size
+            blob.unlink()
 
     def _expired(self, asset: Asset) -> bool:
         return asset.expires_at is not None and asset.expires_at <= time.time()

@@ -31,10 +31,11 @@ def test_the_same_content_is_one_blob_under_two_assets(tmp_path):
     assert a.id != b.id and a.hash == b.hash == blake3_of(b"x" * 100)
     assert (a.created_new, b.created_new) == (True, False) and b.file_path == "b.bin"
     assert len([p for p in s.blobs.iterdir() if not p.name.startswith(".")]) == 1
+    assert s.stored_bytes() == 100 == store(tmp_path).stored_bytes()  # counted, and counted again at start
     s.delete(a.id)
     assert s.path(b).read_bytes() == b"x" * 100, "the blob stays while an asset names it"
     s.delete(b.id)
-    assert not s.path(b).exists()
+    assert not s.path(b).exists() and s.stored_bytes() == 0
 
 
 def test_an_upload_over_the_limit_or_with_another_hash_keeps_nothing(tmp_path):
