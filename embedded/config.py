@@ -296,6 +296,11 @@ class Config:
         return self.work_dir / "jobs"
 
     @property
+    def trash_dir(self) -> Path:
+        """Folders of ended jobs, moved here at once and deleted before the next job starts."""
+        return self.work_dir / "trash"
+
+    @property
     def static_inputs(self) -> tuple[Path, ...]:
         """The static input folders, in the order a name is looked up."""
         if self.input_dirs is not None:

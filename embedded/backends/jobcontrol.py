@@ -264,6 +264,13 @@ class JobControl:
         return ticket
 
     @staticmethod
+    def _answer(ticket: Ticket, result: Result | None = None, error: BaseException | None = None) -> None:
+        """Answer ``ticket``'s caller now, before the backend's clean-up after the job (the end of
+        its run then answers nothing more); a ticket the watchdog answered stays as it was."""
+        if not ticket.abandoned:
+            ticket.answer(result, error)
+
+    @staticmethod
     def _settle(ticket: Ticket, inner: concurrent.futures.Future) -> None:
         if ticket.abandoned:
             return

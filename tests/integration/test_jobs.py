@@ -170,3 +170,20 @@ def test_a_hostile_job_id_cannot_move_the_job_folder(executor, test_config):
     result = executor.run(workflow("solid_red_image"), job_id="../../escape")
     assert result.job_id == "../../escape" and result.outputs
     assert not (test_config.work_dir.parent / "escape").exists()
+
+
+def test_an_ended_jobs_folder_is_out_of_the_jobs_folder_when_it_is_answered_and_gone_when_the_next_starts(
+        executor, test_config):
+    """The caller is answered once the job's folder is moved aside (one rename), and the folder is
+    deleted after the answer: nothing of it is left when the next job starts."""
+    executor.run(workflow("solid_red_image"))
+    assert not list(test_config.jobs_dir.iterdir())
+    seen_at_start = []
+
+    def at_start(event):
+        if isinstance(event, ev.StartEvent):
+            seen_at_start.append(sorted(p.name for p in test_config.trash_dir.iterdir())
+                                 if test_config.trash_dir.exists() else [])
+
+    executor.run(uncached("solid_red_image", 0x0a0b0c), on_event=at_start)
+    assert seen_at_start == [[]]

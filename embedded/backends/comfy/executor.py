@@ -5,11 +5,13 @@ Owns: the runner thread and its asyncio loop (boot runs there too), the one ``Pr
 interrupt and timeout, and reading the results back as ``Output`` objects.
 
 Per job: the workflow is deep-copied, gets a fresh prompt id, and runs with the job's own input,
-output and temp folders (``<work>/jobs/<prompt id>/``), removed after its outputs are read. Each
-clean-up step runs on its own, whatever failed before it. Tasks a job's nodes started and left
-running are cancelled when it ends, as ``asyncio.run`` (ComfyUI's own worker runs each prompt
-under it) cancels them: nothing from an ended job runs on. Between jobs, ``housekeeping`` does what
-ComfyUI's ``prompt_worker`` does (cache type from the arguments, gc, ``/free``).
+output and temp folders (``<work>/jobs/<prompt id>/``). Once its outputs are read the folder is
+moved to ``<work>/trash/`` (one rename) and the caller is answered; then, before the next job
+starts, the trash is deleted, tasks the job's nodes started and left running are cancelled (as
+``asyncio.run``, under which ComfyUI's own worker runs each prompt, cancels them: nothing from an
+ended job runs on), and ``housekeeping`` does what ComfyUI's ``prompt_worker`` does after it has
+sent a prompt's end (cache type from the arguments, gc, ``/free``). Each clean-up step runs on its
+own, whatever failed before it.
 
 A job whose node does not stop within the grace period (see ``jobcontrol``) is abandoned: its task
 is cancelled, which frees the runner when the node awaits something; a synchronous node keeps the
@@ -177,9 +179,15 @@ class ComfyRunner(JobControl):
             _one_job_per_process.acquire()  # blocks only this runner's own thread
             before = asyncio.all_tasks()
             try:
-                return await self._run_alone(ticket)
+                result = await self._run_alone(ticket)
+                self._answer(ticket, result)  # the caller goes on while the clean-up below runs
+                return result
+            except Exception as exc:
+                self._answer(ticket, error=exc)
+                raise
             finally:
                 try:
+                    _cleanup_step("delete the ended jobs' folders", _empty_trash, self.config.trash_dir)
                     await _cancel_leftover_tasks(before, self.stop_grace)
                     if ticket.started:
                         self._between_jobs(ticket)
@@ -354,7 +362,7 @@ class ComfyRunner(JobControl):
                 _cleanup_step("forget the output nodes' instances", self._forget_output_node_instances, prompt)
                 _cleanup_step("drop kept files of results no longer cached", self._kept.retain,
                               lambda key: key in getattr(self._executor.caches.outputs, "cache", ()))
-            _cleanup_step("remove the job's folder", shutil.rmtree, job_dir, ignore_errors=True)
+            _cleanup_step("set the job's folder aside", _set_aside, job_dir, self.config.trash_dir)
             timings.collect = time.perf_counter() - t
 
     def _forget_output_node_instances(self, prompt: dict[str, Any]) -> None:
@@ -434,6 +442,30 @@ async def _import_used_packs(workflow: dict[str, Any]) -> None:
     lazy = _boot.lazy_packs()
     if lazy is not None:
         await lazy.ensure(node.get("class_type") for node in workflow.values() if isinstance(node, dict))
+
+
+def _set_aside(job_dir: Path, trash: Path) -> None:
+    """Move an ended job's folder out of the jobs folder into ``trash`` (deleted by ``_empty_trash``
+    before the next job starts), or delete it where it is when it cannot be moved."""
+    try:
+        try:
+            job_dir.rename(trash / job_dir.name)
+        except FileNotFoundError:
+            if not job_dir.exists():
+                return
+            trash.mkdir(parents=True, exist_ok=True)
+            job_dir.rename(trash / job_dir.name)
+    except OSError:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _empty_trash(trash: Path) -> None:
+    if trash.is_dir():
+        for entry in trash.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _cleanup_step(what: str, step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
