@@ -6,9 +6,10 @@ Owns ``JobRecord`` and ``Jobs``:
   with ``api_key_comfy_org``; nothing else), the workflow's form (a UI export: 422
   ``workflow_format_ui``), its ``core/ASSET`` references replaced by the asset's file name (422
   ``missing_asset``), the queue bound (429 ``queue_full`` with ``Retry-After`` beyond ``max_queue``
-  waiting jobs), and, when ComfyUI has booted and no job is queued or running, a preflight by our
-  executor (422 ``invalid_workflow`` with ``details.node_errors``; our input checks, 422
-  ``invalid_input``).
+  waiting jobs), and, when ComfyUI has booted and no job is queued or running, ComfyUI's
+  validation: the job is handed to the executor at once and the submission is answered once it has
+  started (a refusal is the submission's 422 ``invalid_workflow`` with ``details.node_errors`` from
+  our preflight, or 422 ``invalid_input`` for our input checks, and no job is made).
   While jobs run, ComfyUI's validation (which runs on the runner's thread) waits for its turn: a
   workflow it refuses then fails as a job, with the same code and details in ``job.error``.
 - **Idempotency keys**, single use for ``IDEMPOTENCY_TTL_S``: a key seen again is 422
@@ -80,6 +81,9 @@ class JobRecord:
     steps: int | None = None
     progress_version: int = 0
     listeners: set[asyncio.Queue] = field(default_factory=set)
+    #: while its submission waits for ComfyUI's validation: set when the job starts (or fails
+    #: otherwise), or to the ``ApiError`` refusing it
+    validated: asyncio.Future | None = None
 
     @property
     def terminal(self) -> bool:
@@ -125,6 +129,8 @@ class Jobs:
         #: job id -> its outputs' uploads to the bucket under way (the job ends when they have)
         self._uploads: dict[str, list[asyncio.Task]] = {}
         self._jobs: dict[str, JobRecord] = {}
+        #: jobs handed to the executor whose submission waits for their validation (not listed yet)
+        self._validating: dict[str, JobRecord] = {}
         #: idempotency key -> (the job it made, or None while its submission is under way; when)
         self._keys: dict[str, tuple[str | None, float]] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -198,10 +204,10 @@ class Jobs:
         return page, (page[-1].id if len(jobs) > limit else None)
 
     def waiting(self) -> int:
-        return sum(1 for j in self._jobs.values() if j.status == "queued")
+        return sum(1 for j in self._jobs.values() if j.status == "queued") + len(self._validating)
 
     def unfinished(self) -> int:
-        return sum(1 for j in self._jobs.values() if not j.terminal)
+        return sum(1 for j in self._jobs.values() if not j.terminal) + len(self._validating)
 
     # --- submission ------------------------------------------------------------------------------
     async def submit(self, body: Any, idempotency_key: str | None) -> JobRecord:
@@ -246,18 +252,49 @@ class Jobs:
             raise ApiError(429, "queue_full", f"{self.waiting()} jobs are waiting (the server's bound, --max-queue)",
                            headers={"Retry-After": str(self._retry_after())})
         workflow, files, used = self._resolve_assets(workflow)
-        if self.unfinished() == 0 and self.executor.boot_info is not None:
-            await self._preflight(workflow, files)  # the runner is up and free: ComfyUI's validation answers now
-        # else the job is validated when its turn comes (a preflight would wait for the running
-        # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow
         job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
-        self._jobs[job.id] = job
-        self._save(job)
+        loop = asyncio.get_running_loop()
+        if self.unfinished() == 0 and self.executor.boot_info is not None:
+            job.validated = loop.create_future()  # the runner is up and free: ComfyUI's validation answers now
+        # else the job is validated when its turn comes (waiting for it would wait for the running
+        # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow
         self.assets.use(used)
-        task = asyncio.get_running_loop().create_task(self._run(job, files, extra_data))
+        self._validating[job.id] = job
+        task = loop.create_task(self._run(job, files, extra_data))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        refused = False
+        try:
+            if job.validated is not None:
+                await asyncio.shield(job.validated)
+        except ApiError:
+            refused = True
+            raise
+        finally:
+            self._validating.pop(job.id, None)
+            if not refused:  # accepted (or its fate unknown: this request was cancelled)
+                self._jobs[job.id] = job
+                self._save(job)
         return job
+
+    async def _refuse(self, job: JobRecord, files: dict[str, Any], exc: Exception) -> bool:
+        """Answer the submission waiting for ``job``'s validation with the 422 its refusal calls for
+        (the details from a preflight); returns False when no submission waits (the job fails)."""
+        if job.validated is None or job.validated.done():
+            return False
+        self.assets.release(job.assets_used)
+        try:
+            if isinstance(exc, InputError):
+                raise ApiError(422, "invalid_input", str(exc))
+            await self._preflight(job.workflow, files)
+            raise ApiError(422, "invalid_workflow", str(exc), {"node_errors": _reasons(exc.node_errors)})
+        except ApiError as refusal:
+            job.validated.set_exception(refusal)
+        except Exception as other:  # noqa: BLE001 - the preflight failed: the refusal stands, with fewer details
+            log.warning("embedded.apiv2: the preflight of a refused job failed (%s)", type(other).__name__)
+            job.validated.set_exception(ApiError(422, "invalid_workflow", str(exc),
+                                                 {"node_errors": _reasons(getattr(exc, "node_errors", None))}))
+        return True
 
     async def _preflight(self, workflow: dict[str, Any], files: dict[str, Any]) -> None:
         try:
@@ -314,6 +351,14 @@ class Jobs:
             loop.call_soon_threadsafe(self._on_event, job, ev, stored)
 
         try:
+            await self._run_on_executor(job, files, extra_data, on_event, stored)
+        finally:
+            if job.validated is not None and not job.validated.done():
+                job.validated.set_result(None)  # it ran or failed as a job: the submission is accepted
+
+    async def _run_on_executor(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any],
+                               on_event, stored: set) -> None:
+        try:
             result = await self.executor.run_async(job.workflow, files, on_event=on_event, job_id=job.id,
                                                    stream_outputs=True, extra_data=extra_data)
             await asyncio.sleep(0)  # the events the executor queued before its answer come first
@@ -339,10 +384,12 @@ class Jobs:
                                          "class_type": exc.node_type,
                                          "traceback": "".join(exc.traceback) or None})
         except ValidationError as exc:
-            self._finish(job, "failed", {**_error("invalid_workflow", exc),
-                                         "details": {"node_errors": _reasons(exc.node_errors)}})
+            if not await self._refuse(job, files, exc):
+                self._finish(job, "failed", {**_error("invalid_workflow", exc),
+                                             "details": {"node_errors": _reasons(exc.node_errors)}})
         except InputError as exc:
-            self._finish(job, "failed", _error("invalid_input", exc))
+            if not await self._refuse(job, files, exc):
+                self._finish(job, "failed", _error("invalid_input", exc))
         except EmbeddedError as exc:
             self._finish(job, "failed", _error("execution_failed", exc))
         except Exception as exc:  # noqa: BLE001 - the job fails, the server goes on
@@ -354,6 +401,8 @@ class Jobs:
         if job.terminal:
             return
         if isinstance(ev, StartEvent) and job.status == "queued":
+            if job.validated is not None and not job.validated.done():
+                job.validated.set_result(None)  # ComfyUI validated it: the submission is answered
             job.status, job.started_at = "running", time.time()
             self._save(job)
             job.publish("status", {"status": job.status, "queue_position": None})

@@ -164,6 +164,28 @@ def test_an_invalid_workflow_is_refused_with_each_nodes_reasons(client):
     assert any(r["type"] == "missing_node_type" for rs in unknown.value.details["node_errors"].values() for r in rs)
 
 
+def test_a_refused_submission_makes_no_job_and_an_accepted_one_on_an_idle_server_has_started(server, client):
+    before = {j["id"] for j in server.raw("GET", "/jobs?limit=100").json()["jobs"]}
+    refused = server.raw("POST", "/jobs", json={"workflow": workflow("invalid_out_of_range")})
+    assert refused.status_code == 422
+    assert {j["id"] for j in server.raw("GET", "/jobs?limit=100").json()["jobs"]} == before
+    job = client.submit(sdk_workflow(client, "solid_red_image", {("1", "color"): 0x123456}))
+    assert job.status in ("running", "succeeded"), "answered once ComfyUI validated it and it started"
+    assert job.result().status == "succeeded"
+
+
+def test_a_workflow_submitted_while_another_runs_is_validated_in_its_turn_and_fails_with_the_reasons(server, client):
+    running = client.submit(sdk_workflow(client, "slow_node"))
+    wait_status(client, running, "running")
+    invalid = client.submit(sdk_workflow(client, "invalid_out_of_range"))
+    assert invalid.status == "queued"
+    running.cancel()
+    invalid.wait(timeout=60)
+    assert invalid.status == "failed" and invalid.error.code == "invalid_workflow"
+    [reason] = server.raw("GET", f"/jobs/{invalid.id}").json()["error"]["details"]["node_errors"]["1"]
+    assert reason["field"] == "width" and "smaller than min" in reason["reason"]
+
+
 def test_what_the_client_refuses_locally_the_server_refuses_too(server):
     ui = server.raw("POST", "/jobs", json={"workflow": workflow("invalid_ui_format")})
     assert (ui.status_code, ui.json()["error"]["code"]) == (422, "workflow_format_ui")
