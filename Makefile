@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: demo test bench vendor install clean
+.PHONY: demo test bench bench-api vendor install clean
 
 demo: vendor
 	COMFY_LOG_LEVEL=$${COMFY_LOG_LEVEL:-WARNING} $(BIN)/python -m embedded run examples/image_ops.json \
@@ -19,6 +19,10 @@ test: vendor
 
 bench: vendor
 	$(BIN)/python bench/run.py
+
+# the Comfy API v2 part alone, into the results already there
+bench-api: vendor
+	BENCH_ONLY=api_v2 $(BIN)/python bench/run.py
 
 vendor: install
 	$(BIN)/python -m embedded.tooling.vendor

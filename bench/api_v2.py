@@ -6,9 +6,13 @@ the vendored tree), both started here on loopback:
 
 - **cold start**: from starting the processes to the first job's outputs downloaded (median of
   BENCH_API_COLD_RUNS fresh starts each);
-- **per job**: the model-free 512 px workflow (a new colour each time, so no cache hit) submitted,
-  its events followed to the end, the job read and its output downloaded, BENCH_API_JOBS jobs
-  after a warm-up (median, p90, p99);
+- **per job**: a workflow (a new colour each time, so no cache hit) submitted, its events followed
+  to the end, the job read and its output downloaded, BENCH_API_JOBS jobs after a warm-up
+  (median, p90, p99), for two workflows: the model-free 512 px one (the job's own execution is
+  most of it on a CPU) and a 64 px image saved (the servers' own work is most of it). Each job's
+  client time (the CPU time this process spent in the client: building requests, parsing the
+  answers) is measured too, and the servers' share is the wall time minus it; and how many jobs
+  took over STALL_S (a stream that missed the job's end and waited for its next keepalive);
 - **the queue** (our server): BENCH_API_BATCH jobs submitted at once, then their outputs
   downloaded, against the same jobs one after another (run, download, next): jobs per second.
 """
@@ -27,11 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, WORK, model_free_512, percentile  # noqa: E402
+from common import REPO, WORK, model_free_64, model_free_512, percentile  # noqa: E402
 
 JOBS = int(os.environ.get("BENCH_API_JOBS", "50"))
 COLD_RUNS = int(os.environ.get("BENCH_API_COLD_RUNS", "3"))
 BATCH = int(os.environ.get("BENCH_API_BATCH", "20"))
+#: a job slower than this waited on something other than work (the peer's stream missing the end)
+STALL_S = 1.0
+WORKFLOWS = {"model_free_512": model_free_512, "save_64": model_free_64}
 
 
 def free_port() -> int:
@@ -104,10 +111,10 @@ def peer(run: Started, work: Path) -> str:
     return url
 
 
-def run_and_download(client, color: int) -> None:
+def run_and_download(client, color: int, make=model_free_512) -> None:
     """Submit, follow the job's events to its end (the client's ``run`` polls with a backoff that
     starts at 0.5 s, which would hide the servers' own time), read it, download its outputs."""
-    job = client.submit(client.workflows.from_json(model_free_512(color)))
+    job = client.submit(client.workflows.from_json(make(color)))
     for _ in job.events():
         pass
     job.result()
@@ -141,17 +148,29 @@ def per_job(side) -> dict:
     try:
         os.environ["COMFY_BASE_URL"] = side(run, work)
         with Comfy() as client:
-            run_and_download(client, 0)  # warm-up
-            times = []
-            for i in range(JOBS):
-                started = time.perf_counter()
-                run_and_download(client, i + 1)
-                times.append(1000 * (time.perf_counter() - started))
-            queue = throughput(client) if side is ours else None
-        return {"ms": {"median": statistics.median(times), "p90": percentile(times, 0.9),
-                       "p99": percentile(times, 0.99), "n": len(times)}, "queue": queue}
+            figures = {}
+            for offset, (name, make) in enumerate(WORKFLOWS.items()):
+                base = 1000 * offset
+                for i in range(3):
+                    run_and_download(client, base + i, make)  # warm-up
+                times, client_ms = [], []
+                for i in range(JOBS):
+                    started, cpu = time.perf_counter(), time.process_time()
+                    run_and_download(client, base + 3 + i, make)
+                    times.append(1000 * (time.perf_counter() - started))
+                    client_ms.append(1000 * (time.process_time() - cpu))
+                figures[name] = {"ms": quantiles(times), "client_ms": quantiles(client_ms),
+                                 "server_ms": quantiles([t - c for t, c in zip(times, client_ms)]),
+                                 "stalled": sum(t > 1000 * STALL_S for t in times), "n": len(times)}
+            figures["queue"] = throughput(client) if side is ours else None
+        return figures
     finally:
         run.stop()
+
+
+def quantiles(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 2), "p90": round(percentile(values, 0.9), 2),
+            "p99": round(percentile(values, 0.99), 2)}
 
 
 def throughput(client) -> dict:
@@ -181,10 +200,13 @@ def main(out: Path) -> None:
             colds[name].append(cold(side))
     jobs = {"ours": per_job(ours), "peer": per_job(peer)}
     result = {"cold_start_s": {k: round(statistics.median(v), 3) for k, v in colds.items()},
-              "per_job_ms": {k: {q: round(x, 2) if q != "n" else x for q, x in v["ms"].items()} for k, v in jobs.items()},
-              "queue": jobs["ours"]["queue"]}
-    result["ratio"] = {"cold_start": round(result["cold_start_s"]["ours"] / result["cold_start_s"]["peer"], 3),
-                       **{q: round(jobs["ours"]["ms"][q] / jobs["peer"]["ms"][q], 3) for q in ("median", "p90", "p99")}}
+              "jobs": JOBS, "per_job": {}, "queue": jobs["ours"]["queue"],
+              "ratio": {"cold_start": round(statistics.median(colds["ours"]) / statistics.median(colds["peer"]), 3)}}
+    for name in WORKFLOWS:
+        figures = {side: jobs[side][name] for side in ("ours", "peer")}
+        figures["ratio"] = {f"{what}_{q}": round(figures["ours"][what][q] / figures["peer"][what][q], 3)
+                            for what in ("ms", "server_ms") for q in ("median", "p90", "p99")}
+        result["per_job"][name] = figures
     out.write_text(json.dumps(result, indent=1))
 
 
