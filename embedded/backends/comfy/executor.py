@@ -10,7 +10,8 @@ moved to ``<work>/trash/`` (one rename) and the caller is answered; then, before
 starts, the trash is deleted, tasks the job's nodes started and left running are cancelled (as
 ``asyncio.run``, under which ComfyUI's own worker runs each prompt, cancels them: nothing from an
 ended job runs on), and ``housekeeping`` does what ComfyUI's ``prompt_worker`` does after it has
-sent a prompt's end (cache type from the arguments, gc, ``/free``). Each clean-up step runs on its
+sent a prompt's end (cache type from the arguments, gc, ``/free``). A job that asks to unload models
+or free memory is answered after that, once the memory is free. Each clean-up step runs on its
 own, whatever failed before it.
 
 A job whose node does not stop within the grace period (see ``jobcontrol``) is abandoned: its task
@@ -178,12 +179,16 @@ class ComfyRunner(JobControl):
         async with self._job_lock:
             _one_job_per_process.acquire()  # blocks only this runner's own thread
             before = asyncio.all_tasks()
+            # a job that frees memory is answered once it is freed (the caller counts on it then)
+            answer_first = not (ticket.job.unload_models or ticket.job.free_memory)
             try:
                 result = await self._run_alone(ticket)
-                self._answer(ticket, result)  # the caller goes on while the clean-up below runs
+                if answer_first:
+                    self._answer(ticket, result)  # the caller goes on while the clean-up below runs
                 return result
             except Exception as exc:
-                self._answer(ticket, error=exc)
+                if answer_first:
+                    self._answer(ticket, error=exc)
                 raise
             finally:
                 try:
