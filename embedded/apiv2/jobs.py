@@ -282,18 +282,18 @@ class Jobs:
         (the details from a preflight); returns False when no submission waits (the job fails)."""
         if job.validated is None or job.validated.done():
             return False
+        if isinstance(exc, InputError):
+            refusal = ApiError(422, "invalid_input", str(exc))
+        else:  # the preflight's details; its own node errors when the preflight finds nothing now
+            refusal = ApiError(422, "invalid_workflow", str(exc), {"node_errors": _reasons(exc.node_errors)})
+            try:
+                await self._preflight(job.workflow, files)
+            except ApiError as detailed:
+                refusal = detailed
+            except Exception as other:  # noqa: BLE001 - the refusal stands, with fewer details
+                log.warning("embedded.apiv2: the preflight of a refused job failed (%s)", type(other).__name__)
         self.assets.release(job.assets_used)
-        try:
-            if isinstance(exc, InputError):
-                raise ApiError(422, "invalid_input", str(exc))
-            await self._preflight(job.workflow, files)
-            raise ApiError(422, "invalid_workflow", str(exc), {"node_errors": _reasons(exc.node_errors)})
-        except ApiError as refusal:
-            job.validated.set_exception(refusal)
-        except Exception as other:  # noqa: BLE001 - the preflight failed: the refusal stands, with fewer details
-            log.warning("embedded.apiv2: the preflight of a refused job failed (%s)", type(other).__name__)
-            job.validated.set_exception(ApiError(422, "invalid_workflow", str(exc),
-                                                 {"node_errors": _reasons(getattr(exc, "node_errors", None))}))
+        job.validated.set_exception(refusal)
         return True
 
     async def _preflight(self, workflow: dict[str, Any], files: dict[str, Any]) -> None:
