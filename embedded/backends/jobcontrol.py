@@ -265,21 +265,19 @@ class JobControl:
 
     @staticmethod
     def _answer(ticket: Ticket, result: Result | None = None, error: BaseException | None = None) -> None:
-        """Answer ``ticket``'s caller now, before the backend's clean-up after the job (the end of
-        its run then answers nothing more); a ticket the watchdog answered stays as it was."""
+        """Answer ``ticket``'s caller, unless the watchdog did (its answer stands). A backend may
+        answer before its clean-up after the job; the end of the run then answers nothing more."""
         if not ticket.abandoned:
             ticket.answer(result, error)
 
     @staticmethod
     def _settle(ticket: Ticket, inner: concurrent.futures.Future) -> None:
-        if ticket.abandoned:
-            return
         if inner.cancelled():
-            ticket.answer(error=JobInterrupted("The job was cancelled"))
+            JobControl._answer(ticket, error=JobInterrupted("The job was cancelled"))
         elif inner.exception() is not None:
-            ticket.answer(error=inner.exception())
+            JobControl._answer(ticket, error=inner.exception())
         else:
-            ticket.answer(inner.result())
+            JobControl._answer(ticket, inner.result())
 
     def _cancel(self, ticket: Ticket) -> None:
         """Stop ``ticket``'s job: answer it now if it is still queued, else interrupt it."""
