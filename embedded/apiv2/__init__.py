@@ -8,9 +8,12 @@ Owns these modules, one job each:
   limits on size and total storage);
 - ``bucket``: outputs uploaded to the ``BUCKET_*`` bucket, as presigned URLs;
 - ``state``: jobs, idempotency keys and the asset index in SQLite (``--state-dir``);
+- ``record``: one job as the server keeps it, and its JSON;
 - ``jobs``: the jobs (submission checks, idempotency keys, the queue bound, the run on the
   executor, events to the streams, cancels);
-- ``app``: the HTTP routes on aiohttp (auth, errors, the event stream, ranges);
+- ``keys``: what the routes share (the application's keys, a request's base URL);
+- ``stream``: a job's event stream (SSE);
+- ``app``: the HTTP routes on aiohttp (auth, errors, ranges);
 - ``command``: the command line and its environment variables, the process's life (SIGTERM).
 
 A front door: may import the public API (``embedded.api``), the job model, staging (``S3Settings``),

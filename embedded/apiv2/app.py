@@ -4,41 +4,30 @@ Owns the application: every route under ``/api/v2`` (jobs, their events, workflo
 assets, their content with ``Range``; health), the bearer token (``Authorization: Bearer <token>``
 on every route but health: a missing one is 401 ``unauthorized``, a wrong one 403 ``forbidden``),
 and one error shape for everything (an ``ApiError``, a route that does not exist, a request that
-cannot be read: the API's envelope, never a traceback). The event stream (``text/event-stream``):
-on connect the outputs stored so far and the ``status``, then ``status`` at each transition,
-``progress`` about twice a second while it changes, ``output`` as each output is stored, always
-before the terminal ``status`` (then the stream ends), and a ``: keepalive`` comment every
-KEEPALIVE_S.
+cannot be read: the API's envelope, never a traceback). The event stream is ``stream``'s.
 
 Must not import the backends or ComfyUI.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
-import time
 from typing import Any
 
 from aiohttp import web
 
 from .assets import AssetStore
 from .jobs import Jobs
-from .wire import TERMINAL, ApiError, iso
+from .keys import ASSETS, JOBS, TOKEN, base_url
+from .stream import job_events
+from .wire import ApiError, iso
 
 log = logging.getLogger("embedded.apiv2")
 
 PREFIX = "/api/v2"
-KEEPALIVE_S = 15.0
-PROGRESS_EVERY_S = 0.5
 MAX_LIST_LIMIT = 100
-JOBS, ASSETS, TOKEN = web.AppKey("jobs", Jobs), web.AppKey("assets", AssetStore), web.AppKey("token", str)
-
-
-def base_url(request: web.Request) -> str:
-    return str(request.url.origin())
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -125,64 +114,6 @@ async def job_workflow(request: web.Request) -> web.Response:
 async def job_logs(request: web.Request) -> web.Response:
     request.app[JOBS].get(request.match_info["job_id"])
     return web.Response(status=204)  # ComfyUI logs on the process's logger: no per-job log is kept
-
-
-async def job_events(request: web.Request) -> web.StreamResponse:
-    jobs = request.app[JOBS]
-    job = jobs.get(request.match_info["job_id"])
-    base = base_url(request)
-    queue: asyncio.Queue = asyncio.Queue()
-    job.listeners.add(queue)
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
-    try:
-        await response.prepare(request)
-        last_write = time.monotonic()
-
-        sent_outputs: set[str] = set()
-
-        async def send(event: str, data: dict[str, Any]) -> None:
-            nonlocal last_write
-            if event == "output":
-                if data["id"] in sent_outputs:
-                    return
-                sent_outputs.add(data["id"])
-                if data["url"].startswith("/"):  # served here (not a bucket's presigned URL)
-                    data = {**data, "url": base + data["url"]}
-            await response.write(f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
-            last_write = time.monotonic()
-
-        terminal = job.terminal
-        for asset in list(job.outputs):  # the outputs so far, then the live ones
-            await send("output", asset.output_json(""))
-        await send("status", {"status": job.status, "queue_position": jobs.queue_position(job)})
-        if terminal:
-            return response
-        sent_version = -1
-        if job.progress() is not None:
-            await send("progress", job.progress())
-            sent_version = job.progress_version
-        while True:
-            try:
-                event, data = await asyncio.wait_for(queue.get(), timeout=PROGRESS_EVERY_S)
-            except asyncio.TimeoutError:
-                event = data = None
-            if event == "status" and data["status"] in TERMINAL:
-                await send(event, data)
-                break
-            if event is not None:
-                await send(event, data)
-            if job.progress_version != sent_version and job.progress() is not None:
-                await send("progress", job.progress())
-                sent_version = job.progress_version
-            if time.monotonic() - last_write >= KEEPALIVE_S:
-                await response.write(b": keepalive\n\n")
-                last_write = time.monotonic()
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the client left
-    finally:
-        job.listeners.discard(queue)
-    return response
 
 
 # --- assets ------------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ from embedded.apiv2.assets import AssetStore
 
 def test_jobs_that_ended_a_day_ago_are_forgotten_with_their_keys(tmp_path):
     from embedded.apiv2 import jobs as jobs_module
-    from embedded.apiv2.jobs import JobRecord, Jobs
+    from embedded.apiv2.jobs import Jobs
+    from embedded.apiv2.record import JOB_TTL_S, JobRecord
 
     jobs = Jobs(executor=None, assets=AssetStore(tmp_path / "assets", 10, 10, 0), max_queue=1)
-    day = jobs_module.JOB_TTL_S
+    day = JOB_TTL_S
     old = JobRecord("old", {}, {}, time.time() - 2 * day, status="succeeded", completed_at=time.time() - day - 1)
     recent = JobRecord("recent", {}, {}, time.time(), status="failed", completed_at=time.time())
     running = JobRecord("running", {}, {}, time.time() - 2 * day, status="running")

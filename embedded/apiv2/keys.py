@@ -1,0 +1,16 @@
+"""What the routes share: the application's keys (the jobs, the asset store, the token) and the base
+URL of a request. Must not import the backends or ComfyUI.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .assets import AssetStore
+from .jobs import Jobs
+
+JOBS, ASSETS, TOKEN = web.AppKey("jobs", Jobs), web.AppKey("assets", AssetStore), web.AppKey("token", str)
+
+
+def base_url(request: web.Request) -> str:
+    return str(request.url.origin())
