@@ -7,7 +7,6 @@ only where the client refuses locally what the server must refuse too, or retrie
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -17,29 +16,13 @@ import pytest
 import requests
 
 from ..helpers import open_image, png_bytes, workflow
-from ..servers import Process, wait_until, worker_env
+from ..servers import worker_env
+from .apiv2 import TOKEN, ApiServer, sdk_workflow, wait_status
 
 comfy_sdk = pytest.importorskip("comfy_sdk")
 
 pytestmark = pytest.mark.timeout(180)
-TOKEN = "t0ken-for-tests"
 MAX_QUEUE = 2
-
-
-class ApiServer(Process):
-    def __init__(self, env: dict[str, str], log_path, *args: str):
-        super().__init__([sys.executable, "-m", "embedded", "serve", "--port", "0", *args], env, log_path)
-        self.url = wait_until(self._url, 60, "the server's address")
-        self.api = f"{self.url}/api/v2"
-
-    def _url(self):
-        assert self.alive(), self.log()
-        match = re.search(r"serving Comfy API v2 on (http://\S+)/api/v2", self.log())
-        return match.group(1) if match else None
-
-    def raw(self, method: str, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:
-        headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
-        return requests.request(method, self.api + path, headers=headers, timeout=60, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +40,6 @@ def client(server, monkeypatch):
     monkeypatch.setenv("COMFY_API_KEY", TOKEN)
     with comfy_sdk.Comfy() as c:
         yield c
-
-
-def sdk_workflow(client, name: str, inputs: dict | None = None):
-    wf = client.workflows.from_json(workflow(name))
-    for (node, key), value in (inputs or {}).items():
-        wf.set_input(node, key, value)
-    return wf
-
-
-def wait_status(client, job, *statuses: str, timeout: float = 60):
-    return wait_until(lambda: client.jobs.get(job.id).status in statuses and client.jobs.get(job.id), timeout,
-                      f"job {job.id} to be {' or '.join(statuses)}")
 
 
 def test_a_workflow_runs_and_its_outputs_download_whole_and_by_range(server, client):
