@@ -480,6 +480,7 @@ class SlowSink:
 
     def __init__(self, every: float = 0.2):
         self.hung_up = threading.Event()
+        self.receiving = threading.Event()  # a PUT came
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -487,6 +488,7 @@ class SlowSink:
                 pass
 
             def do_PUT(self):
+                sink.receiving.set()
                 ends = time.monotonic() + FileServer.DRIP_FOR_S
                 try:
                     while time.monotonic() < ends:

@@ -182,7 +182,8 @@ async def health(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
     booted = jobs.executor.boot_info is not None
     return _json({"status": "healthy" if jobs.accepting else "shutting_down", "booted": booted,
-                  "jobs_waiting": jobs.waiting(), "jobs_unfinished": jobs.unfinished()})
+                  "jobs_waiting": jobs.waiting(), "jobs_unfinished": jobs.unfinished(),
+                  "state_error": jobs.state.error if jobs.state is not None else None})
 
 
 def build(jobs: Jobs, assets: AssetStore, token: str | None, max_upload_bytes: int) -> web.Application:

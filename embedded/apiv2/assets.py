@@ -6,16 +6,23 @@ whatever the number of assets naming it), the index of assets in memory, hashing
 streams in (``expected_hash`` checked before anything is kept: 409 ``hash_mismatch``), dedup
 (``by_hash``, ``from_hash``), the limits (one upload at most ``max_upload_bytes``: 413
 ``payload_too_large``; all blobs together at most ``max_total_bytes``: 507 ``storage_full``, after
-expired assets are swept), expiry (``ttl_s`` after creation; an asset a queued or running job uses
-is neither swept nor deleted: 409 ``asset_in_use``), an asset's JSON, and, with a ``State``, the
-index written through and read back at start.
+expired assets are swept; a disk that is full, or fails, is 507 ``storage_full`` / 500
+``server_error`` with what the system said, never a traceback), expiry (``ttl_s`` after
+creation; an asset a queued or running job uses is neither swept nor deleted: 409
+``asset_in_use``), an asset's JSON, and, with a ``State``, the index written through and read back
+at start. Nothing half-written stays: a blob is written to a temporary file in ``blobs/`` and
+renamed into place, the temporary file removed whatever happens (and those a killed process left
+are removed at start). A job's output is hashed and written in a thread (``add_output``): the
+event loop never waits for the disk.
 
 Must not import the executor, the backends or ComfyUI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import errno
 import os
 import re
 import tempfile
@@ -32,6 +39,10 @@ from .state import State
 from .wire import ApiError, iso, not_found
 
 HASH = re.compile(r"^blake3:[0-9a-f]{64}$")
+#: temporary files in ``blobs/``: an upload streaming in, an output being written
+TEMPORARY = (".upload-", ".write-")
+#: what the system says when the disk has no room
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def blake3_of(data: bytes) -> str:
@@ -84,8 +95,13 @@ class AssetStore:
         self.max_upload_bytes, self.max_total_bytes, self.ttl_s = max_upload_bytes, max_total_bytes, ttl_s
         self._assets: dict[str, Asset] = {}
         self._in_use: Counter[str] = Counter()
+        for left in self.blobs.iterdir():  # what a killed process was writing
+            if left.name.startswith(TEMPORARY):
+                left.unlink(missing_ok=True)
         #: bytes of all blobs, counted once here and kept up to date as blobs come and go
         self._stored = sum(p.stat().st_size for p in self.blobs.iterdir() if not p.name.startswith("."))
+        #: bytes of outputs being written (counted against the limit until they are in place)
+        self._reserved = 0
         for record in state.assets() if state else ():  # the index of the last run: those whose content is here
             asset = Asset(**record)
             if asset.remote_url or self.path(asset).is_file():
@@ -114,16 +130,35 @@ class AssetStore:
                          content_type or (like.content_type if like else "application/octet-stream"),
                          _clean_name(file_path), created_new=False)
 
-    def add_bytes(self, data: bytes, file_path: str, content_type: str, **fields: Any) -> Asset:
-        """An asset of ``data`` (a job's output): its blob written unless the store has it."""
-        hash_ = blake3_of(data)
-        blob = self.path_of_hash(hash_)
-        new = not blob.is_file()
-        if new:
+    async def add_output(self, data: bytes, file_path: str, content_type: str, **fields: Any) -> Asset:
+        """An asset of ``data`` (a job's output): hashed, and its blob written unless the store has
+        it, in a thread. Raises ``ApiError`` (``storage_full``, ``server_error``)."""
+        hash_, known = await asyncio.to_thread(self._hash_and_look, data)
+        if not known:
             self._make_room(len(data))
+            self._reserved += len(data)
+            try:
+                written = await asyncio.to_thread(self._write_blob, hash_, data)
+            finally:
+                self._reserved -= len(data)
+            self._stored += len(data) if written else 0
+        return self._add(hash_, len(data), content_type, _clean_name(file_path), created_new=not known, **fields)
+
+    def _hash_and_look(self, data: bytes) -> tuple[str, bool]:
+        """``data``'s hash, and whether the store has its blob."""
+        hash_ = blake3_of(data)
+        return hash_, self.path_of_hash(hash_).is_file()
+
+    def _write_blob(self, hash_: str, data: bytes) -> bool:
+        """Write ``data``'s blob; False when another write put it there meanwhile."""
+        blob = self.path_of_hash(hash_)
+        if blob.is_file():
+            return False
+        try:
             _write_atomic(blob, data)
-            self._stored += len(data)
-        return self._add(hash_, len(data), content_type, _clean_name(file_path), created_new=new, **fields)
+        except OSError as exc:
+            raise _disk_error(exc, "the output") from None
+        return True
 
     async def add_stream(self, chunks: AsyncIterator[bytes], file_path: str | None, content_type: str,
                          expected_hash: str | None) -> Asset:
@@ -131,9 +166,9 @@ class AssetStore:
         within the limits and matching ``expected_hash``."""
         if expected_hash is not None and not HASH.match(expected_hash):
             raise ApiError(422, "invalid_request", "expected_hash must be 'blake3:' and 64 lowercase hex digits")
-        hasher, size = blake3.blake3(), 0
-        fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".upload-")
+        hasher, size, tmp = blake3.blake3(), 0, None
         try:
+            fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".upload-")
             with os.fdopen(fd, "wb") as out:
                 async for chunk in chunks:
                     size += len(chunk)
@@ -153,8 +188,11 @@ class AssetStore:
                 os.replace(tmp, blob)
                 self._stored += size
             return self._add(hash_, size, content_type, _clean_name(file_path), created_new=new)
+        except OSError as exc:
+            raise _disk_error(exc, "the upload") from None
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def add_remote(self, hash_: str, size: int, file_path: str, content_type: str, url: str, url_expires_at: float,
                    **fields: Any) -> Asset:
@@ -213,9 +251,9 @@ class AssetStore:
         return asset.expires_at is not None and asset.expires_at <= time.time()
 
     def _make_room(self, size: int) -> None:
-        if self.stored_bytes() + size > self.max_total_bytes:
+        if self.stored_bytes() + self._reserved + size > self.max_total_bytes:
             self.sweep()
-        if self.stored_bytes() + size > self.max_total_bytes:
+        if self.stored_bytes() + self._reserved + size > self.max_total_bytes:
             raise ApiError(507, "storage_full", f"The server's asset storage is full ({self.max_total_bytes} bytes, "
                                                 "SERVE_MAX_STORAGE_BYTES): delete assets or wait for them to expire")
 
@@ -229,7 +267,21 @@ def _clean_name(file_path: str | None) -> str | None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """``data`` at ``path`` whole or not at all: written beside it, then renamed; the temporary
+    file is removed when anything fails."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".write-")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _disk_error(exc: OSError, what: str) -> ApiError:
+    """A disk that refused a write, in the API's words: what the system said, never a path."""
+    said = exc.strerror or type(exc).__name__
+    if exc.errno in _FULL:
+        return ApiError(507, "storage_full", f"The server's disk is full: {what} could not be stored ({said})")
+    return ApiError(500, "server_error", f"The server's disk failed: {what} could not be stored ({said})")

@@ -69,6 +69,17 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` (made if missing) cannot hold the state, or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not _loopback(args.host) and not args.token and not args.unsafe_no_token:
@@ -77,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.max_queue < 0:
         print("error: --max-queue must be 0 or more", file=sys.stderr)
+        return 2
+    if args.state_dir is not None and (problem := _unwritable(args.state_dir)):
+        print(f"error: the state folder {args.state_dir} cannot be written ({problem}): give --state-dir "
+              "(SERVE_STATE_DIR) a folder this process may write", file=sys.stderr)
         return 2
     return asyncio.run(serve(args))
 
@@ -98,8 +113,9 @@ async def serve(args: argparse.Namespace) -> int:
     kept = None if temporary else State(state / "state.sqlite3")
     store = AssetStore(state / "assets", max_upload, _env_int("SERVE_MAX_STORAGE_BYTES", 20 << 30),
                        _env_int("SERVE_ASSET_TTL_S", 86400), kept)
-    executor = Executor(Config.from_env()).prepare()
-    jobs = Jobs(executor, store, args.max_queue, kept, Bucket.from_env())
+    config = Config.from_env()
+    executor = Executor(config).prepare()
+    jobs = Jobs(executor, store, args.max_queue, kept, Bucket.from_config(config))
     runner = web.AppRunner(build(jobs, store, args.token, max_upload), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

@@ -46,8 +46,9 @@ from ..job.errors import (EmbeddedError, ExecutionError, InputError, JobInterrup
 from ..job.events import (CachedEvent, Event, ExecutedEvent, ExecutingEvent, OutputEvent, ProgressEvent, StartEvent)
 from ..job.inputs import UI_FORMAT_HINT, check_workflow
 from ..job.types import Output
+from ..staging.downloads import Cancelled
 from .assets import AssetStore, blake3_of
-from .bucket import Bucket
+from .bucket import MAX_URL_S, Bucket
 from .record import JOB_TTL_S, JobRecord
 from .state import State
 from .wire import ApiError, OUTPUT_TYPES, not_found
@@ -64,8 +65,9 @@ class Jobs:
                  bucket: Bucket | None = None):
         self.executor, self.assets, self.max_queue, self.state = executor, assets, max_queue, state
         self.bucket = bucket
-        #: job id -> its outputs' uploads to the bucket under way (the job ends when they have)
-        self._uploads: dict[str, list[asyncio.Task]] = {}
+        #: job id -> the task storing its latest output (each waits for the one before; the job
+        #: ends when they are done)
+        self._storing: dict[str, asyncio.Task] = {}
         self._jobs: dict[str, JobRecord] = {}
         #: jobs handed to the executor whose submission waits for their validation (not listed yet)
         self._validating: dict[str, JobRecord] = {}
@@ -302,10 +304,10 @@ class Jobs:
             await asyncio.sleep(0)  # the events the executor queued before its answer come first
             for output in result.outputs:  # any the stream did not bring (none, normally)
                 self._store_output(job, output, stored)
-            await self._uploaded(job)
-            self._finish(job, "succeeded")
+            await self._stored(job)
+            self._finish(job, "canceled" if job.upload_stopped else "succeeded")
         except JobInterrupted as exc:
-            await self._uploaded(job)
+            await self._stored(job)
             if job.cancel_requested:
                 error = ({"code": "node_still_running", "message": str(exc), "node_id": exc.node_id,
                           "class_type": getattr(exc, "node_type", None), "traceback": None}
@@ -317,7 +319,7 @@ class Jobs:
         except ExecutionError as exc:
             for output in exc.outputs:
                 self._store_output(job, output, stored)
-            await self._uploaded(job)
+            await self._stored(job)
             self._finish(job, "failed", {"code": "node_execution_error", "message": str(exc), "node_id": exc.node_id,
                                          "class_type": exc.node_type,
                                          "traceback": "".join(exc.traceback) or None})
@@ -360,51 +362,73 @@ class Jobs:
         job.progress_version += 1
 
     def _store_output(self, job: JobRecord, output: Output, stored: set) -> None:
+        """Store ``output`` as an asset (here, or in the bucket) in a task of its own: the runner
+        goes on meanwhile. Each output's task waits for the one before, so that they are listed
+        and announced in the order the executor made them; the job ends once they are done."""
         key = (output.node_id, output.subfolder, output.filename, output.type)
         if key in stored:
             return
         stored.add(key)
-        if self.bucket is not None:  # uploaded in a thread: the runner goes on with the next job
-            task = asyncio.get_running_loop().create_task(self._upload(job, output))
-            self._uploads.setdefault(job.id, []).append(task)
-            return
-        self._keep(job, output)
+        previous = self._storing.get(job.id)
+        self._storing[job.id] = asyncio.get_running_loop().create_task(self._store(job, output, previous))
 
-    async def _upload(self, job: JobRecord, output: Output) -> None:
-        name = "/".join(p for p in (output.subfolder, output.filename) if p)
-        seconds = self.assets.ttl_s or 86400
+    async def _stored(self, job: JobRecord) -> None:
+        """Wait until every output of ``job`` is stored (or could not be)."""
+        last = self._storing.pop(job.id, None)
+        if last is not None:
+            await last
+
+    async def _store(self, job: JobRecord, output: Output, previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
         try:
-            url = await asyncio.to_thread(self.bucket.put, f"{job.id}/{name}", output.data, output.mime_type, seconds)
-        except Exception as exc:  # noqa: BLE001 - nothing lost: kept here instead, and said in the log
-            log.warning("embedded.apiv2: output %s of job %s could not be uploaded to the bucket (%s); served "
-                        "by this server instead", output.filename, job.id, type(exc).__name__)
-            self._keep(job, output)
+            asset = await (self._upload(job, output) if self.bucket is not None else self._keep(job, output))
+        except Exception as exc:  # noqa: BLE001 - the job fails, saying why; nothing half-kept
+            self._not_stored(job, output, exc)
             return
-        asset = self.assets.add_remote(blake3_of(output.data), len(output.data), output.filename, output.mime_type,
-                                       url, time.time() + min(seconds, 7 * 86400), job_id=job.id,
-                                       node_id=output.node_id,
-                                       type=_output_type(output))
-        job.outputs.append(asset)
-        self._save(job)
-        job.publish("output", asset.output_json(""))
-
-    async def _uploaded(self, job: JobRecord) -> None:
-        pending = self._uploads.pop(job.id, [])
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-
-    def _keep(self, job: JobRecord, output: Output) -> None:
-        try:
-            asset = self.assets.add_bytes(output.data, output.filename, output.mime_type, job_id=job.id,
-                                          node_id=output.node_id,
-                                          type=_output_type(output))
-        except ApiError as exc:  # storage full: the job fails, saying why; nothing half-kept
-            job.error = {"code": exc.code, "message": exc.message, "node_id": output.node_id, "class_type": None,
-                         "traceback": None}
+        if asset is None:  # the job was cancelled while its output was uploaded
             return
         job.outputs.append(asset)
         self._save(job)
         job.publish("output", asset.output_json(""))  # the stream fills in the base URL
+
+    async def _upload(self, job: JobRecord, output: Output):
+        """``output`` in the bucket; kept here instead when the upload fails (None: the job's
+        cancel stopped it)."""
+        name = "/".join(p for p in (output.subfolder, output.filename) if p)
+        seconds = self.assets.ttl_s or 86400
+        try:
+            url = await asyncio.to_thread(self.bucket.put, f"{job.id}/{name}", output.data, output.mime_type,
+                                          seconds, job.stop)
+        except Cancelled:
+            job.upload_stopped = True
+            return None
+        except Exception as exc:  # noqa: BLE001 - nothing lost: kept here instead, and said in the log
+            log.warning("embedded.apiv2: output %s of job %s could not be uploaded to the bucket (%s); served "
+                        "by this server instead", output.filename, job.id, _reason(exc))
+            return await self._keep(job, output)
+        return self.assets.add_remote(blake3_of(output.data), len(output.data), output.filename, output.mime_type,
+                                      url, time.time() + min(seconds, MAX_URL_S), job_id=job.id,
+                                      node_id=output.node_id, type=_output_type(output))
+
+    async def _keep(self, job: JobRecord, output: Output):
+        return await self.assets.add_output(output.data, output.filename, output.mime_type, job_id=job.id,
+                                            node_id=output.node_id, type=_output_type(output))
+
+    @staticmethod
+    def _not_stored(job: JobRecord, output: Output, exc: Exception) -> None:
+        """An output that could not be stored fails its job (the first such error is the job's)."""
+        if isinstance(exc, ApiError):
+            code, why = ("storage_full" if exc.code == "storage_full" else "server_error"), exc.message
+        else:
+            log.error("embedded.apiv2: output %s of job %s could not be stored", output.filename, job.id,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+            code, why = "server_error", f"the server failed ({type(exc).__name__})"
+        log.error("embedded.apiv2: output %s of job %s could not be stored: %s", output.filename, job.id, why)
+        if job.error is None:
+            job.error = {"code": code, "message": f"Output {output.filename} of node {output.node_id} could not be "
+                                                  f"stored: {why}", "node_id": output.node_id, "class_type": None,
+                         "traceback": None}
 
     def _finish(self, job: JobRecord, status: str, error: dict[str, Any] | None = None) -> None:
         if job.status != "canceling" and job.error is not None and status == "succeeded":
@@ -425,6 +449,7 @@ class Jobs:
         if job.terminal or job.status == "canceling":
             return job
         job.cancel_requested = True
+        job.stop.set()  # its uploads stop too
         job.status = "canceling"
         self._save(job)
         job.publish("status", {"status": job.status, "queue_position": None})
@@ -505,6 +530,11 @@ def _node_errors(report: Any, workflow: dict[str, Any]) -> dict[str, list[dict[s
             errors.setdefault(node_id, []).append({"field": None, "reason": f"unknown node type {n.class_type}",
                                                    "type": "missing_node_type", "class_type": n.class_type})
     return errors
+
+
+def _reason(exc: Exception) -> str:
+    """Why an upload failed, in words that name no endpoint, bucket or key."""
+    return getattr(exc, "message", None) or type(exc).__name__
 
 
 def _output_type(output: Output) -> str:

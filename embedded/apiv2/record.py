@@ -8,6 +8,7 @@ follow it (``publish``). Must not import the executor, the backends or ComfyUI.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,10 @@ class JobRecord:
     error: dict[str, Any] | None = None
     assets_used: list[str] = field(default_factory=list)
     cancel_requested: bool = False
+    #: set by a cancel: stops what the server does for the job in threads (its uploads)
+    stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    #: a cancel stopped the upload of one of its outputs: it ends ``canceled``, whatever its run did
+    upload_stopped: bool = False
     #: progress
     done: set[str] = field(default_factory=set)
     current_node: str | None = None

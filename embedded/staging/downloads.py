@@ -181,9 +181,19 @@ class S3Settings:
             config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}, **boto_config))
 
     def presign(self, method: str, bucket: str, key: str, seconds: int, **params: Any) -> str:
-        """A presigned URL (made locally: no request)."""
-        return self.client().generate_presigned_url(method, Params={"Bucket": bucket, "Key": key, **params},
-                                                    ExpiresIn=seconds)
+        """A presigned URL (made locally: no request; the client that signs is made once per
+        settings, boto3's clients being thread-safe)."""
+        with _signers_lock:
+            signer = _signers.get(self)
+            if signer is None:
+                signer = _signers[self] = self.client()
+        return signer.generate_presigned_url(method, Params={"Bucket": bucket, "Key": key, **params},
+                                             ExpiresIn=seconds)
+
+
+#: the boto3 client that presigns for each ``S3Settings`` (making one takes tens of milliseconds)
+_signers: dict[S3Settings, Any] = {}
+_signers_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -361,12 +371,17 @@ class Fetcher:
             self.settings.guard.check_url(url, ("http", "https"))
         raise FetchError(f"{shown}: more than {MAX_REDIRECTS} redirects")
 
-    def upload(self, s3: S3Settings, key: str, data: bytes, content_type: str) -> str:
-        """Put ``data`` at ``key`` of ``s3``'s bucket; returns a presigned ``GET`` URL (7 days). A
-        bucket that takes longer than ``UPLOAD_DEADLINE_S`` has its connection closed."""
+    def upload(self, s3: S3Settings, key: str, data: bytes, content_type: str, *,
+               cancel: threading.Event | None = None, expires_s: int = PRESIGN_RESULT_S) -> str:
+        """Put ``data`` at ``key`` of ``s3``'s bucket; returns a presigned ``GET`` URL valid
+        ``expires_s`` (7 days). The package's one S3 upload path (a job's own bucket, the API
+        server's ``BUCKET_*`` bucket): a bucket that takes longer than ``UPLOAD_DEADLINE_S``, or an
+        upload whose ``cancel`` is set, has its connection closed (``FetchError``, ``Cancelled``)."""
         s3 = s3.for_bucket(s3.bucket)
         put = s3.presign("put_object", s3.bucket, key, PRESIGN_TRANSFER_S, ContentType=content_type)
-        with _watched(None, self.settings.upload_deadline) as transfer:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        with _watched(cancel, self.settings.upload_deadline) as transfer:
             try:
                 self.settings.guard.check_url(put, ("http", "https"))
                 reply = self.session().put(put, data=data, headers={"Content-Type": content_type},
@@ -374,14 +389,18 @@ class Fetcher:
             except FetchRefused as exc:  # the job's own endpoint: say why without repeating it
                 raise FetchError(f"the bucket endpoint is refused: {exc.reason} (FETCH_ALLOW lets it through)") from None
             except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, _Stopped) as exc:
+                if transfer.stopped == "cancel":
+                    raise Cancelled() from None
                 if transfer.stopped:
                     raise FetchError(f"the upload was not done within {self.settings.upload_deadline:g} s "
                                      f"(UPLOAD_DEADLINE_S)") from None
                 raise FetchError(f"the bucket endpoint could not be reached ({type(exc).__name__})") from None
+        if transfer.stopped == "cancel":
+            raise Cancelled()
         if reply.status_code not in (200, 201):
             code = _s3_code(reply.text)
             raise FetchError(f"S3 error {code}" if code else f"the bucket answered HTTP {reply.status_code}")
-        return s3.presign("get_object", s3.bucket, key, PRESIGN_RESULT_S)
+        return s3.presign("get_object", s3.bucket, key, expires_s)
 
 
 def _length(reply: requests.Response) -> int | None:

@@ -59,7 +59,7 @@ def test_a_full_store_sweeps_expired_assets_first_then_refuses(tmp_path):
         s.get(old.id)
     s.use([upload(s, b"4" * 10).id])
     with pytest.raises(ApiError) as full:
-        s.add_bytes(b"5" * 900, "out.png", "image/png")
+        asyncio.run(s.add_output(b"5" * 900, "out.png", "image/png"))
     assert (full.value.status, full.value.code) == (507, "storage_full")
 
 
