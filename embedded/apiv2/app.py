@@ -1,9 +1,8 @@
 """The HTTP routes of the Comfy API v2 server, on aiohttp.
 
 Owns the application: every route under ``/api/v2`` (jobs, their events, workflow and logs;
-assets, their content with ``Range``; health), the bearer token (``Authorization: Bearer <token>``
-on every route but health: a missing one is 401 ``unauthorized``, a wrong one 403 ``forbidden``),
-and one error shape for everything (an ``ApiError``, a route that does not exist, a request that
+assets, their content with ``Range``; health), the middlewares in their order (errors outermost,
+then ``access``'s host and origin checks and bearer token), and one error shape for everything (an ``ApiError``, a route that does not exist, a request that
 cannot be read: the API's envelope, never a traceback). The event stream is ``stream``'s.
 
 Must not import the backends or ComfyUI.
@@ -11,16 +10,16 @@ Must not import the backends or ComfyUI.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any
 
 from aiohttp import web
 
+from .access import Hosts, bearer, same_site
 from .assets import AssetStore
 from .jobs import Jobs
-from .keys import ASSETS, JOBS, TOKEN, base_url
+from .keys import ASSETS, JOBS, base_url
 from .stream import job_events
 from .wire import ApiError, iso
 
@@ -49,18 +48,6 @@ async def errors(request: web.Request, handler):
     except Exception:  # noqa: BLE001 - logged, answered in the envelope
         log.exception("embedded.apiv2: %s %s failed", request.method, request.path)
         return web.json_response(ApiError(500, "server_error", "The server failed on this request").body(), status=500)
-
-
-@web.middleware
-async def auth(request: web.Request, handler):
-    token = request.app[TOKEN]
-    if token and request.path.startswith(PREFIX) and request.path != f"{PREFIX}/health":
-        given = request.headers.get("Authorization", "")
-        if not given.startswith("Bearer "):
-            raise ApiError(401, "unauthorized", "This server needs 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(given[7:].encode(), token.encode()):
-            raise ApiError(403, "forbidden", "The token is not this server's")
-    return await handler(request)
 
 
 # --- jobs --------------------------------------------------------------------------------------------
@@ -186,9 +173,10 @@ async def health(request: web.Request) -> web.Response:
                   "state_error": jobs.state.error if jobs.state is not None else None})
 
 
-def build(jobs: Jobs, assets: AssetStore, token: str | None, max_upload_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[errors, auth], client_max_size=max_upload_bytes + (1 << 20))
-    app[JOBS], app[ASSETS], app[TOKEN] = jobs, assets, token or ""
+def build(jobs: Jobs, assets: AssetStore, token: str | None, max_upload_bytes: int, hosts: Hosts) -> web.Application:
+    middlewares = [errors, same_site(hosts)] + ([bearer(token)] if token else [])
+    app = web.Application(middlewares=middlewares, client_max_size=max_upload_bytes + (1 << 20))
+    app[JOBS], app[ASSETS] = jobs, assets
     app.add_routes([
         web.post(f"{PREFIX}/jobs", submit_job), web.get(f"{PREFIX}/jobs", list_jobs),
         web.get(f"{PREFIX}/jobs/{{job_id}}", get_job), web.post(f"{PREFIX}/jobs/{{job_id}}/cancel", cancel_job),

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where assets (uploads, outputs) and the state (jobs, idempotency keys, the asset "
                              "index; SQLite) are kept across restarts (SERVE_STATE_DIR; default: a temporary folder "
                              "removed at exit)")
+    parser.add_argument("--allowed-hosts", default=env("SERVE_ALLOWED_HOSTS", ""),
+                        help="comma-separated Host names this server answers to besides loopback and its own address "
+                             "('.example.com': a domain and its sub-domains; '*': any) (SERVE_ALLOWED_HOSTS)")
     parser.add_argument("--unsafe-no-token", action="store_true",
                         default=env("SERVE_UNSAFE_NO_TOKEN", "").strip().lower() in ("1", "true", "yes"),
                         help="listen on a non-loopback host without a token (anyone who reaches it can run jobs)")
@@ -101,6 +104,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     from ..api import Executor
     from ..config import Config
+    from .access import Hosts
     from .app import build
     from .assets import AssetStore
     from .bucket import Bucket
@@ -116,7 +120,8 @@ async def serve(args: argparse.Namespace) -> int:
     config = Config.from_env()
     executor = Executor(config).prepare()
     jobs = Jobs(executor, store, args.max_queue, kept, Bucket.from_config(config))
-    runner = web.AppRunner(build(jobs, store, args.token, max_upload), access_log=None)
+    runner = web.AppRunner(build(jobs, store, args.token, max_upload, Hosts.parse(args.host, args.allowed_hosts)),
+                           access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()

@@ -1,4 +1,4 @@
-"""What the routes share: the application's keys (the jobs, the asset store, the token) and the base
+"""What the routes share: the application's keys (the jobs, the asset store) and the base
 URL of a request. Must not import the backends or ComfyUI.
 """
 
@@ -9,7 +9,7 @@ from aiohttp import web
 from .assets import AssetStore
 from .jobs import Jobs
 
-JOBS, ASSETS, TOKEN = web.AppKey("jobs", Jobs), web.AppKey("assets", AssetStore), web.AppKey("token", str)
+JOBS, ASSETS = web.AppKey("jobs", Jobs), web.AppKey("assets", AssetStore)
 
 
 def base_url(request: web.Request) -> str:

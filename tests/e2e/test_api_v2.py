@@ -200,9 +200,16 @@ def test_beyond_the_queue_bound_a_submission_gets_429_with_retry_after(server, c
                       headers={"Idempotency-Key": "k-full"}).status_code == 201
 
 
-def test_the_token_is_required_but_for_health(server, monkeypatch):
-    assert server.raw("GET", "/jobs", token=None).json()["error"]["code"] == "unauthorized"
-    assert server.raw("GET", "/jobs", token="wrong").status_code == 403
+def test_the_token_is_required_but_for_health_and_a_missing_or_wrong_one_is_401(server, monkeypatch):
+    missing = server.raw("GET", "/jobs", token=None)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (401, "unauthorized")
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    for wrong in ("wrong", TOKEN + "x", "\u00e9t\u00e9"):
+        refused = server.raw("GET", "/jobs", token=wrong)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, "unauthorized"), wrong
+        assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
+    not_utf8 = server.raw("GET", "/jobs", token=None, headers={"Authorization": b"Bearer \xff\xfe" + TOKEN.encode()})
+    assert (not_utf8.status_code, not_utf8.json()["error"]["code"]) == (401, "unauthorized")
     assert server.raw("GET", "/health", token=None).json()["status"] == "healthy"
     monkeypatch.setenv("COMFY_BASE_URL", server.url)
     monkeypatch.delenv("COMFY_API_KEY", raising=False)
