@@ -152,9 +152,11 @@ class Executor:
                         on_event: EventCallback | None = None, models: Any = None, s3: S3Settings | None = None, **job_options: Any) -> Result:
         """Like ``run`` for async callers. Cancelling the awaiting task stops the downloads (and
         waits for them to stop), or interrupts the job and waits until it stops, or until
-        ``JOB_STOP_GRACE_S`` has passed and it is answered anyway."""
+        ``JOB_STOP_GRACE_S`` has passed and it is answered anyway. The first call boots the
+        backend in a thread: the caller's event loop goes on meanwhile."""
         check_workflow(workflow)
-        self.start()
+        if not self._started:
+            await asyncio.to_thread(self.start)
         job_options = _job_options(job_options)
         sources = _files(files)
         staging = self._staging(sources, models, job_options["job_id"])

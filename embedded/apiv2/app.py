@@ -21,7 +21,7 @@ from .assets import AssetStore
 from .jobs import Jobs
 from .keys import ASSETS, JOBS, base_url
 from .stream import job_events
-from .wire import ApiError, iso
+from .wire import ApiError, iso, without_paths
 
 log = logging.getLogger("embedded.apiv2")
 
@@ -166,11 +166,18 @@ async def delete_asset(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """200 only when a job can run now; else 503 with why (``booting``, ``boot_failed`` with the boot
+    error, ``stuck``, ``shutting_down``)."""
     jobs = request.app[JOBS]
-    booted = jobs.executor.boot_info is not None
-    return _json({"status": "healthy" if jobs.accepting else "shutting_down", "booted": booted,
-                  "jobs_waiting": jobs.waiting(), "jobs_unfinished": jobs.unfinished(),
-                  "state_error": jobs.state.error if jobs.state is not None else None})
+    readiness = jobs.readiness
+    if jobs.executor.stuck:
+        readiness.set_stuck()
+    status = readiness.status()
+    body = {"status": status, "booted": readiness.booted, "jobs_waiting": jobs.waiting(),
+            "jobs_unfinished": jobs.unfinished(), "state_error": jobs.state.error if jobs.state is not None else None}
+    if status == "boot_failed":
+        body["error"] = without_paths(readiness.boot_error or "")
+    return _json(body, status=200 if status == "healthy" else 503)
 
 
 def build(jobs: Jobs, assets: AssetStore, token: str | None, max_upload_bytes: int, hosts: Hosts) -> web.Application:

@@ -2,16 +2,20 @@
 
 Owns the options and their environment variables (``--host``/``SERVE_HOST``, default 127.0.0.1;
 ``--port``/``SERVE_PORT``, 8189, 0 for any free port; ``--token``/``SERVE_TOKEN``;
-``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state-dir``/``SERVE_STATE_DIR``, where assets and the
-SQLite state (jobs, keys, the asset index) are kept across restarts, default a temporary folder
-removed at exit; ``SERVE_MAX_UPLOAD_BYTES``, 1 GiB;
-``SERVE_MAX_STORAGE_BYTES``, 20 GiB; ``SERVE_ASSET_TTL_S``, 86400; ``SERVE_SHUTDOWN_GRACE_S``, 30),
-outputs to the ``BUCKET_*`` bucket when it is configured (``bucket``), the refusal of a host that is not loopback without a token (unless ``--unsafe-no-token``,
-``SERVE_UNSAFE_NO_TOKEN=true``), and
-the process's life: ComfyUI boots in the background while the server already answers (jobs wait
-for the boot), ``serving Comfy API v2 on <url>`` is printed once it listens, and SIGTERM or SIGINT
-stops it taking jobs, lets the unfinished ones end within the grace period (then cancels them),
-and exits.
+``--allowed-hosts``/``SERVE_ALLOWED_HOSTS``, the Host names it answers to besides loopback and its
+own address; ``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state-dir``/``SERVE_STATE_DIR``, where
+assets and the SQLite state (jobs, keys, the asset index) are kept across restarts, default a
+temporary folder removed at exit, refused at start when it cannot be written;
+``SERVE_MAX_UPLOAD_BYTES``, 1 GiB; ``SERVE_MAX_STORAGE_BYTES``, 20 GiB; ``SERVE_ASSET_TTL_S``,
+86400; ``SERVE_SHUTDOWN_GRACE_S``, 30), outputs to the ``BUCKET_*`` bucket when it is configured
+(``bucket``), the refusal of a host that is not loopback without a token (unless
+``--unsafe-no-token``, ``SERVE_UNSAFE_NO_TOKEN=true``), and the process's life: ComfyUI boots in a
+thread while the server already answers (``readiness``: jobs wait for the boot; a failed boot is
+kept and said by ``/health``), ``serving Comfy API v2 on <url>`` is printed once it listens, and
+SIGTERM or SIGINT stops it taking jobs, lets the unfinished ones end within the grace period (then
+cancels them), and exits 0. A runner stuck in a node deaf to interrupts retires the process: once
+its jobs are answered, clients get SERVE_SHUTDOWN_GRACE_S to read them, then it exits with
+``EXIT_STUCK`` (75) so that an orchestrator starts a new one.
 
 May import the public API, ``config`` and this package; never a backend.
 """
@@ -109,6 +113,7 @@ async def serve(args: argparse.Namespace) -> int:
     from .assets import AssetStore
     from .bucket import Bucket
     from .jobs import Jobs
+    from .readiness import EXIT_STUCK
     from .state import State
 
     temporary = args.state_dir is None
@@ -131,7 +136,8 @@ async def serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    boot = loop.run_in_executor(None, executor.start)  # jobs wait for it; a boot error fails them
+    boot = jobs.readiness.start_boot(executor.start)  # in a thread: jobs submitted meanwhile wait for it
+    grace = float(_env_int("SERVE_SHUTDOWN_GRACE_S", 30))
 
     async def sweep() -> None:
         while True:
@@ -140,16 +146,27 @@ async def serve(args: argparse.Namespace) -> int:
             store.sweep()
 
     sweeper = loop.create_task(sweep())
+    status = 0
     try:
-        await stop.wait()
-        await jobs.drain(float(_env_int("SERVE_SHUTDOWN_GRACE_S", 30)))
+        retire = loop.create_task(jobs.readiness.retire.wait())
+        stopping = loop.create_task(stop.wait())
+        await asyncio.wait([retire, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if retire.done():  # the runner is stuck: answer the jobs, let clients read them, then go
+            status = EXIT_STUCK
+            await jobs.settle()
+            await asyncio.wait([stopping], timeout=grace)
+        else:
+            await jobs.drain(grace)
+        retire.cancel()
+        stopping.cancel()
     finally:
         sweeper.cancel()
         await runner.cleanup()
         await asyncio.gather(boot, return_exceptions=True)
-        await asyncio.to_thread(executor.close)
+        if not jobs.readiness.stuck:  # a stuck runner's thread is left to the process's exit
+            await asyncio.to_thread(executor.close)
         if kept is not None:
             kept.close()
         if temporary:
             shutil.rmtree(state, ignore_errors=True)
-    return 0
+    return status

@@ -42,16 +42,17 @@ from typing import Any
 
 from ..api import Executor
 from ..job.errors import (EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, ValidationError,
-                          WorkflowFormatError)
+                          WorkerStuck, WorkflowFormatError)
 from ..job.events import (CachedEvent, Event, ExecutedEvent, ExecutingEvent, OutputEvent, ProgressEvent, StartEvent)
 from ..job.inputs import UI_FORMAT_HINT, check_workflow
 from ..job.types import Output
 from ..staging.downloads import Cancelled
 from .assets import AssetStore, blake3_of
 from .bucket import MAX_URL_S, Bucket
+from .readiness import BootFailed, Readiness
 from .record import JOB_TTL_S, JobRecord
 from .state import State
-from .wire import ApiError, OUTPUT_TYPES, not_found
+from .wire import OUTPUT_TYPES, ApiError, not_found, without_paths
 
 log = logging.getLogger("embedded.apiv2")
 
@@ -65,6 +66,8 @@ class Jobs:
                  bucket: Bucket | None = None):
         self.executor, self.assets, self.max_queue, self.state = executor, assets, max_queue, state
         self.bucket = bucket
+        #: each job's time limit (``JOB_TIMEOUT_S``; error code ``timeout``), as the worker's
+        self.timeout = executor.config.job_timeout if executor is not None else None
         #: job id -> the task storing its latest output (each waits for the one before; the job
         #: ends when they are done)
         self._storing: dict[str, asyncio.Task] = {}
@@ -75,7 +78,8 @@ class Jobs:
         self._keys: dict[str, tuple[str | None, float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._recent_run_s: list[float] = []
-        self.accepting = True
+        #: booting, booted or not, stuck, shutting down: whether a job can run (``/health``)
+        self.readiness = Readiness()
         if state is not None:
             self._restore(state)
 
@@ -151,9 +155,10 @@ class Jobs:
 
     # --- submission ------------------------------------------------------------------------------
     async def submit(self, body: Any, idempotency_key: str | None) -> JobRecord:
-        if not self.accepting:
-            raise ApiError(503, "shutting_down", "The server is shutting down and takes no new job",
-                           headers={"Retry-After": "5"})
+        self.readiness.check_accepting()
+        if self.executor.stuck:  # noticed here first (a job's node outlived its stop)
+            self.readiness.set_stuck()
+            self.readiness.check_accepting()
         self._forget_old_keys()
         if idempotency_key is not None:
             if idempotency_key in self._keys:
@@ -194,7 +199,7 @@ class Jobs:
         workflow, files, used = self._resolve_assets(workflow)
         job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
         loop = asyncio.get_running_loop()
-        if self.unfinished() == 0 and self.executor.boot_info is not None:
+        if self.unfinished() == 0 and self.readiness.booted:
             job.validated = loop.create_future()  # the runner is up and free: ComfyUI's validation answers now
         # else the job is validated when its turn comes (waiting for it would wait for the running
         # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow
@@ -299,8 +304,11 @@ class Jobs:
     async def _run_on_executor(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any],
                                on_event, stored: set) -> None:
         try:
+            await self.readiness.wait_booted()  # a job submitted during the boot waits for it here
+            if job.cancel_requested:
+                raise JobInterrupted("The job was cancelled before it started")
             result = await self.executor.run_async(job.workflow, files, on_event=on_event, job_id=job.id,
-                                                   stream_outputs=True, extra_data=extra_data)
+                                                   stream_outputs=True, extra_data=extra_data, timeout=self.timeout)
             await asyncio.sleep(0)  # the events the executor queued before its answer come first
             for output in result.outputs:  # any the stream did not bring (none, normally)
                 self._store_output(job, output, stored)
@@ -330,12 +338,20 @@ class Jobs:
         except InputError as exc:
             if not await self._refuse(job, files, exc):
                 self._finish(job, "failed", _error("invalid_input", exc))
+        except BootFailed as exc:
+            self._finish(job, "failed", {**_error("boot_failed", exc),
+                                         "message": f"ComfyUI failed to boot on this server: {without_paths(str(exc))}"})
+        except WorkerStuck as exc:
+            self._finish(job, "failed", _error("stuck", exc))
         except EmbeddedError as exc:
             self._finish(job, "failed", _error("execution_failed", exc))
         except Exception as exc:  # noqa: BLE001 - the job fails, the server goes on
             log.exception("embedded.apiv2: job %s failed in the server", job.id)
             self._finish(job, "failed", {"code": "server_error", "message": f"The server failed: {type(exc).__name__}",
                                          "node_id": None, "class_type": None, "traceback": None})
+        finally:
+            if self.executor.stuck:  # a node outlived its stop: no job can run here any more
+                self.readiness.set_stuck()
 
     def _on_event(self, job: JobRecord, ev: Event, stored: set) -> None:
         if job.terminal:
@@ -459,7 +475,7 @@ class Jobs:
     # --- shutdown --------------------------------------------------------------------------------
     async def drain(self, grace_s: float) -> None:
         """Take no new job; wait up to ``grace_s`` for the unfinished ones, then cancel what is left."""
-        self.accepting = False
+        self.readiness.shutting_down = True
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             _, left = await asyncio.wait(pending, timeout=grace_s)
@@ -467,6 +483,11 @@ class Jobs:
                 self.cancel(job.id)
             if left:
                 await asyncio.wait(left, timeout=grace_s)
+
+    async def settle(self) -> None:
+        """Wait until every job has ended (a stuck runner answers them; no new one is taken)."""
+        while any(not t.done() for t in self._tasks):
+            await asyncio.wait([t for t in self._tasks if not t.done()])
 
     def sweep(self) -> int:
         """Forget the jobs that ended more than JOB_TTL_S ago (their ``expires_at``); returns how many."""

@@ -10,6 +10,7 @@ absolute; statuses are spelled ``queued``, ``running``, ``canceling``, ``succeed
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,3 +42,12 @@ class ApiError(Exception):
 
 def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, "not_found", f"No {what} {ident!r}")
+
+
+_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"/:,;()]+/)*([^\s'\"/:,;()]+)")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with each absolute local path cut to its last part (``.../name``): an answer never
+    shows where the server keeps its files."""
+    return _PATH.sub(lambda m: ".../" + m.group(1), text)

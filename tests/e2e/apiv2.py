@@ -27,7 +27,7 @@ class ApiServer(Process):
 
     def raw(self, method: str, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:
         headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
-        return requests.request(method, self.api + path, headers=headers, timeout=60, **kwargs)
+        return requests.request(method, self.api + path, headers=headers, **{"timeout": 60, **kwargs})
 
 
 def sdk_workflow(client, name: str, inputs: dict | None = None):
