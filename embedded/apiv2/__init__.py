@@ -11,6 +11,8 @@ Owns these modules, one job each:
 - ``record``: one job as the server keeps it, and its JSON;
 - ``jobs``: the jobs (submission checks, idempotency keys, the queue bound, the run on the
   executor, events to the streams, cancels);
+- ``readiness``: whether a job can run now (the boot, its failure, a stuck runner, shutting down);
+- ``access``: who may talk to it (the bearer token; no page of another site, no foreign Host);
 - ``keys``: what the routes share (the application's keys, a request's base URL);
 - ``stream``: a job's event stream (SSE);
 - ``app``: the HTTP routes on aiohttp (auth, errors, ranges);
