@@ -193,6 +193,8 @@ class Jobs:
             check_workflow(workflow)
         except WorkflowFormatError as exc:
             raise ApiError(422, "invalid_workflow", str(exc), {"node_errors": {}}) from None
+        except ValidationError as exc:  # values ComfyUI could not even hash: too deep, integers past 64 bits
+            raise _invalid(exc, workflow) from None
         if self.waiting() >= self.max_queue:
             raise ApiError(429, "queue_full", f"{self.waiting()} jobs are waiting (the server's bound, --max-queue)",
                            headers={"Retry-After": str(self._retry_after())})
@@ -222,35 +224,15 @@ class Jobs:
                 self._save(job)
         return job
 
-    async def _refuse(self, job: JobRecord, files: dict[str, Any], exc: Exception) -> bool:
-        """Answer the submission waiting for ``job``'s validation with the 422 its refusal calls for
-        (the details from a preflight); returns False when no submission waits (the job fails)."""
+    def _refuse(self, job: JobRecord, refusal: ApiError) -> bool:
+        """Answer the submission waiting for ``job``'s validation with ``refusal`` (made from the
+        validation in hand: never a second one, which would wait behind the next job); returns
+        False when no submission waits (the job then fails)."""
         if job.validated is None or job.validated.done():
             return False
-        if isinstance(exc, InputError):
-            refusal = ApiError(422, "invalid_input", str(exc))
-        else:  # the preflight's details; its own node errors when the preflight finds nothing now
-            refusal = ApiError(422, "invalid_workflow", str(exc), {"node_errors": _reasons(exc.node_errors)})
-            try:
-                await self._preflight(job.workflow, files)
-            except ApiError as detailed:
-                refusal = detailed
-            except Exception as other:  # noqa: BLE001 - the refusal stands, with fewer details
-                log.warning("embedded.apiv2: the preflight of a refused job failed (%s)", type(other).__name__)
         self.assets.release(job.assets_used)
         job.validated.set_exception(refusal)
         return True
-
-    async def _preflight(self, workflow: dict[str, Any], files: dict[str, Any]) -> None:
-        try:
-            report = await asyncio.to_thread(self.executor.check, workflow, files)
-        except InputError as exc:
-            raise ApiError(422, "invalid_input", str(exc)) from None
-        if not report.ok:
-            raise ApiError(422, "invalid_workflow", "; ".join(report.errors) or "The workflow is not valid",
-                           {"node_errors": _node_errors(report, workflow), "missing_nodes": [n.class_type for n in report.missing_nodes],
-                            "missing_models": [{"node_id": m.node_id, "input": m.input, "value": m.value}
-                                               for m in report.missing_models]})
 
     def _resolve_assets(self, workflow: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         """The workflow with each ``core/ASSET`` reference replaced by the input name its file gets,
@@ -332,11 +314,12 @@ class Jobs:
                                          "class_type": exc.node_type,
                                          "traceback": "".join(exc.traceback) or None})
         except ValidationError as exc:
-            if not await self._refuse(job, files, exc):
-                self._finish(job, "failed", {**_error("invalid_workflow", exc),
-                                             "details": {"node_errors": _reasons(exc.node_errors)}})
+            refusal = _invalid(exc, job.workflow)
+            if not self._refuse(job, refusal):
+                self._finish(job, "failed", {**_error("invalid_workflow", exc), "message": refusal.message,
+                                             "details": refusal.details})
         except InputError as exc:
-            if not await self._refuse(job, files, exc):
+            if not self._refuse(job, ApiError(422, "invalid_input", str(exc))):
                 self._finish(job, "failed", _error("invalid_input", exc))
         except BootFailed as exc:
             self._finish(job, "failed", {**_error("boot_failed", exc),
@@ -538,7 +521,8 @@ def _reasons(node_errors: Any) -> dict[str, list[dict[str, Any]]]:
     """ComfyUI's reasons (``NodeError``s), per node, as ``{node_id: [{"field", "reason", "type", "class_type"}]}``."""
     errors: dict[str, list[dict[str, Any]]] = {}
     for e in node_errors or []:
-        errors.setdefault(e.node_id, []).append({"field": e.input_name, "reason": e.message, "type": e.type,
+        reason = f"{e.message}: {e.details}" if e.details and e.details not in e.message else e.message
+        errors.setdefault(e.node_id, []).append({"field": e.input_name, "reason": reason, "type": e.type,
                                                  "class_type": e.class_type})
     return errors
 
@@ -556,6 +540,19 @@ def _node_errors(report: Any, workflow: dict[str, Any]) -> dict[str, list[dict[s
 def _reason(exc: Exception) -> str:
     """Why an upload failed, in words that name no endpoint, bucket or key."""
     return getattr(exc, "message", None) or type(exc).__name__
+
+
+def _invalid(exc: ValidationError, workflow: dict[str, Any]) -> ApiError:
+    """The 422 ``invalid_workflow`` for a workflow ComfyUI refused: the nodes' reasons, and what the
+    backend's diagnosis adds (every unknown node type, every missing model) when it made one."""
+    report = getattr(exc, "diagnosis", None)
+    if report is None or report.ok:
+        return ApiError(422, "invalid_workflow", str(exc), {"node_errors": _reasons(exc.node_errors)})
+    return ApiError(422, "invalid_workflow", "; ".join(report.errors) or str(exc),
+                    {"node_errors": _node_errors(report, workflow),
+                     "missing_nodes": [n.class_type for n in report.missing_nodes],
+                     "missing_models": [{"node_id": m.node_id, "input": m.input, "value": m.value}
+                                        for m in report.missing_models]})
 
 
 def _output_type(output: Output) -> str:

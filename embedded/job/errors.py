@@ -102,6 +102,9 @@ class ValidationError(EmbeddedError):
         self.type = type
         self.node_errors = list(node_errors or [])
         self.extra = extra
+        #: what a preflight finds of this workflow (unknown node types, missing models: a backend's
+        #: ``Preflight``), when the backend found it as it refused the job; None otherwise
+        self.diagnosis = None
         summary = message
         if self.node_errors:
             summary += ": " + "; ".join(e.line() for e in self.node_errors)

@@ -247,11 +247,38 @@ class EmbeddedTestApiKey:
         return {"ui": {"text": [f"api_key={api_key}"]}}
 
 
+class EmbeddedTestGatedValidation:
+    """Its validation waits until the file ``gate`` exists (writing ``<gate>.waiting`` first, at
+    most 60 s), then refuses the node: a workflow whose refusal the test holds."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"gate": ("STRING", {"default": ""})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, gate):
+        with open(gate + ".waiting", "w"):
+            pass
+        until = time.monotonic() + 60
+        while not os.path.exists(gate) and time.monotonic() < until:
+            time.sleep(0.02)
+        return "the gate said no"
+
+    def run(self, gate):
+        return {"ui": {"text": ["never"]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "EmbeddedTestApiKey": EmbeddedTestApiKey,
     "EmbeddedTestAsyncWait": EmbeddedTestAsyncWait,
     "EmbeddedTestAsyncWriter": EmbeddedTestAsyncWriter,
     "EmbeddedTestBlock": EmbeddedTestBlock,
+    "EmbeddedTestGatedValidation": EmbeddedTestGatedValidation,
     "EmbeddedTestHoard": EmbeddedTestHoard,
     "EmbeddedTestHook": EmbeddedTestHook,
     "EmbeddedTestProgress": EmbeddedTestProgress,

@@ -25,6 +25,11 @@ class ApiServer(Process):
         match = re.search(r"serving Comfy API v2 on (http://\S+)/api/v2", self.log())
         return match.group(1) if match else None
 
+    def wait_healthy(self, timeout: float = 120) -> "ApiServer":
+        """Wait until ComfyUI has booted (``/health`` says a job can run now)."""
+        wait_until(lambda: self.raw("GET", "/health", token=None).status_code == 200, timeout, "the server's boot")
+        return self
+
     def raw(self, method: str, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:
         headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         return requests.request(method, self.api + path, headers=headers, **{"timeout": 60, **kwargs})

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from ..helpers import open_image, png_bytes, workflow
-from ..servers import worker_env
+from ..servers import wait_until, worker_env
 from .apiv2 import TOKEN, ApiServer, sdk_workflow, wait_status
 
 comfy_sdk = pytest.importorskip("comfy_sdk")
@@ -29,7 +29,7 @@ MAX_QUEUE = 2
 def server(tmp_path_factory, extra_paths):
     work = tmp_path_factory.mktemp("api-v2-work")
     srv = ApiServer(worker_env(work, extra_paths), work.parent / "api-v2.log", "--token", TOKEN,
-                    "--max-queue", str(MAX_QUEUE), "--state-dir", str(work / "state"))
+                    "--max-queue", str(MAX_QUEUE), "--state-dir", str(work / "state")).wait_healthy()
     yield srv
     srv.stop()
 
@@ -155,6 +155,46 @@ def test_a_workflow_submitted_while_another_runs_is_validated_in_its_turn_and_fa
     assert invalid.status == "failed" and invalid.error.code == "invalid_workflow"
     [reason] = server.raw("GET", f"/jobs/{invalid.id}").json()["error"]["details"]["node_errors"]["1"]
     assert reason["field"] == "width" and "smaller than min" in reason["reason"]
+
+
+def test_a_refused_submission_is_answered_from_its_own_validation_never_behind_the_next_job(server, client,
+                                                                                             tmp_path):
+    import threading
+
+    gate = tmp_path / "gate"
+    held = {"1": {"class_type": "EmbeddedTestGatedValidation", "inputs": {"gate": str(gate)}}}
+    answers: list = []
+    refused = threading.Thread(target=lambda: answers.append(server.raw("POST", "/jobs", json={"workflow": held})))
+    refused.start()
+    wait_until(lambda: (tmp_path / "gate.waiting").exists(), 60, "the held workflow's validation")
+    following = client.submit(sdk_workflow(client, "slow_node"))  # it waits for the runner: queued
+    gate.write_text("")
+    refused.join(60)
+    assert answers and answers[0].status_code == 422, answers[0].text if answers else None
+    assert answers[0].json()["error"]["code"] == "invalid_workflow"
+    [reason] = answers[0].json()["error"]["details"]["node_errors"]["1"]
+    assert "the gate said no" in reason["reason"]
+    assert client.jobs.get(following.id).status in ("queued", "running"), "answered before the next job ended"
+    following.cancel()
+    following.wait(timeout=60)
+
+
+def test_a_value_nested_too_deep_or_an_integer_past_64_bits_is_422_naming_its_node_and_gives_its_key_back(server):
+    deep: list = [0]
+    for _ in range(40):
+        deep = [deep]
+    for node, name, value in (("1", "color", 2 ** 70), ("1", "width", deep), ("2", "filename_prefix", deep)):
+        wf = workflow("solid_red_image")
+        wf[node]["inputs"][name] = value
+        refused = server.raw("POST", "/jobs", json={"workflow": wf}, headers={"Idempotency-Key": f"deep-{node}{name}"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_workflow"), name
+        [reason] = refused.json()["error"]["details"]["node_errors"][node]
+        assert reason["field"] == name and reason["class_type"] == wf[node]["class_type"]
+    again = server.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image")},
+                       headers={"Idempotency-Key": "deep-1color"})
+    assert again.status_code == 201, "the refused submission gave its key back"
+    assert "failed on this request" not in server.log() and "Traceback (most recent call last)" not in \
+        server.log().split("serving Comfy API v2")[-1].split("embedded_broken_pack")[-1]
 
 
 def test_what_the_client_refuses_locally_the_server_refuses_too(server):

@@ -214,16 +214,10 @@ class ComfyRunner(JobControl):
 
     async def _check(self, job: Job) -> preflight.Preflight:
         import folder_paths
-        import nodes
 
         async with self._job_lock:
             with _one_job_per_process:
-                await _import_used_packs(check_workflow(job.workflow))
-                known = nodes.NODE_CLASS_MAPPINGS.__contains__
-                missing = preflight.unknown_nodes(check_workflow(job.workflow), known, self.booted.failed_packs)
-                models = preflight.missing_models(job.workflow, known, _combo_options, preflight.model_folders(
-                    lambda: {kind: (folder_paths.get_filename_list(kind), folder_paths.get_folder_paths(kind))
-                             for kind in folder_paths.folder_names_and_paths}), _file_inputs)
+                missing, models = await self._unknown_nodes_and_missing_models(job.workflow)
                 if missing:  # ComfyUI's validation would stop at the first
                     return preflight.report(missing, models, None)
                 prompt_id = str(uuid.uuid4())
@@ -238,6 +232,30 @@ class ComfyRunner(JobControl):
                     _cleanup_step("point ComfyUI at the idle folders", _point_folders, folder_paths,
                                   {k: self.config.idle_dir / k for k in folders})
                     _cleanup_step("remove the job's folder", shutil.rmtree, job_dir, ignore_errors=True)
+
+    async def _unknown_nodes_and_missing_models(self, workflow: dict[str, Any]) -> tuple[list, list]:
+        """What a preflight finds beside ComfyUI's validation: every node type nobody defines, and
+        every model input whose file is not in its folders."""
+        import folder_paths
+        import nodes
+
+        await _import_used_packs(check_workflow(workflow))
+        known = nodes.NODE_CLASS_MAPPINGS.__contains__
+        missing = preflight.unknown_nodes(check_workflow(workflow), known, self.booted.failed_packs)
+        models = preflight.missing_models(workflow, known, _combo_options, preflight.model_folders(
+            lambda: {kind: (folder_paths.get_filename_list(kind), folder_paths.get_folder_paths(kind))
+                     for kind in folder_paths.folder_names_and_paths}), _file_inputs)
+        return missing, models
+
+    async def _diagnose(self, job: Job, error: ValidationError) -> None:
+        """Attach to a job's validation error the preflight's report of it (``error.diagnosis``),
+        found now, while this job still holds the runner: a caller that explains the refusal
+        never waits behind the next job."""
+        try:
+            missing, models = await self._unknown_nodes_and_missing_models(job.workflow)
+            error.diagnosis = preflight.report(missing, models, None if missing else error)
+        except Exception:  # noqa: BLE001 - the refusal stands without the details
+            log.warning("could not diagnose a refused workflow", exc_info=True)
 
     async def _validate(self, job: Job, prompt_id: str,
                         folders: dict[str, Path]) -> tuple[dict, list, list[str], dict[str, Any]]:
@@ -308,7 +326,11 @@ class ComfyRunner(JobControl):
         t = time.perf_counter()
         try:
             # --- validate ------------------------------------------------------------------------
-            prompt, good_outputs, warnings, extra_data = await self._validate(job, prompt_id, folders)
+            try:
+                prompt, good_outputs, warnings, extra_data = await self._validate(job, prompt_id, folders)
+            except ValidationError as refused:
+                await self._diagnose(job, refused)
+                raise
             timings.validate = time.perf_counter() - t
 
             # --- execute -------------------------------------------------------------------------
