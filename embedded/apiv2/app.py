@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+from email.message import Message
+from email.utils import encode_rfc2231
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +29,8 @@ log = logging.getLogger("embedded.apiv2")
 
 PREFIX = "/api/v2"
 MAX_LIST_LIMIT = 100
+#: the longest form field an upload may carry beside its file
+MAX_FIELD_BYTES = 4096
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -44,7 +48,9 @@ async def errors(request: web.Request, handler):
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status,
                                                                                           f"http_{exc.status}")
-        return web.json_response(ApiError(exc.status, code, exc.reason).body(), status=exc.status)
+        message = (f"The request body is larger than {request.client_max_size} bytes (SERVE_MAX_JSON_BYTES)"
+                   if exc.status == 413 else exc.reason)
+        return web.json_response(ApiError(exc.status, code, message).body(), status=exc.status)
     except Exception:  # noqa: BLE001 - logged, answered in the envelope
         log.exception("embedded.apiv2: %s %s failed", request.method, request.path)
         return web.json_response(ApiError(500, "server_error", "The server failed on this request").body(), status=500)
@@ -105,28 +111,49 @@ async def job_logs(request: web.Request) -> web.Response:
 
 # --- assets ------------------------------------------------------------------------------------------
 async def upload_asset(request: web.Request) -> web.Response:
+    """A multipart upload: the ``file`` part streamed in, the fields (``file_path``,
+    ``content_type``, ``expected_hash``) before or after it."""
     store = request.app[ASSETS]
     try:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError):
         raise ApiError(422, "invalid_request", "An upload is multipart/form-data with a 'file' part") from None
     fields: dict[str, str] = {}
-    asset = None
-    while (part := await reader.next()) is not None:
-        if part.name == "file":
-            async def chunks(part=part):
-                while chunk := await part.read_chunk(1 << 20):
-                    yield chunk
-            asset = await store.add_stream(chunks(), fields.get("file_path") or part.filename,
-                                           fields.get("content_type") or part.headers.get("Content-Type", ""),
-                                           fields.get("expected_hash"))
-        elif part.name in ("content_type", "file_path", "expected_hash"):
-            fields[part.name] = (await part.text()).strip()
-        else:
-            await part.release()
-    if asset is None:
-        raise ApiError(422, "invalid_request", "The upload has no 'file' part")
+    received, file_name, file_type = None, None, ""
+    try:
+        while (part := await reader.next()) is not None:
+            if part.name == "file" and received is None:
+                async def chunks(part=part):
+                    while chunk := await part.read_chunk(1 << 20):
+                        yield chunk
+                file_name, file_type = part.filename, part.headers.get("Content-Type", "")
+                received = await store.receive(chunks())
+            elif part.name in ("content_type", "file_path", "expected_hash"):
+                fields[part.name] = await _form_field(part)
+            else:
+                await part.release()
+        if received is None:
+            raise ApiError(422, "invalid_request", "The upload has no 'file' part")
+        asset = store.keep(received, fields.get("file_path") or file_name, fields.get("content_type") or file_type,
+                           fields.get("expected_hash"))
+    finally:
+        if received is not None:
+            received.discard()
     return _json(asset.to_json(base_url(request)), status=201 if asset.created_new else 200)
+
+
+async def _form_field(part) -> str:
+    """A small form field of an upload (a name, a type, a hash): at most MAX_FIELD_BYTES of UTF-8."""
+    data = b""
+    while chunk := await part.read_chunk(MAX_FIELD_BYTES + 1):
+        data += chunk
+        if len(data) > MAX_FIELD_BYTES:
+            raise ApiError(422, "invalid_request", f"The upload's field {part.name!r} is longer than "
+                                                   f"{MAX_FIELD_BYTES} bytes")
+    try:
+        return data.decode().strip()
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid_request", f"The upload's field {part.name!r} is not UTF-8") from None
 
 
 async def asset_by_hash(request: web.Request) -> web.Response:
@@ -154,10 +181,18 @@ async def asset_content(request: web.Request) -> web.StreamResponse:
     asset = store.get(request.match_info["asset_id"])
     if asset.remote_url:  # in the bucket: the client follows to the presigned URL
         return web.Response(status=302, headers={"Location": asset.remote_url})  # as signed, not re-encoded
-    name = (asset.file_path or asset.id).replace('"', "")
     # aiohttp's FileResponse answers Range (206 with Content-Range, 416 when unsatisfiable)
     return web.FileResponse(store.path(asset), headers={"Content-Type": asset.content_type,
-                                                        "Content-Disposition": f'inline; filename="{name}"'})
+                                                        "Content-Disposition": inline(asset.file_path or asset.id)})
+
+
+def inline(name: str) -> str:
+    """``Content-Disposition: inline`` naming ``name`` as RFC 6266 says, built by the standard
+    library's MIME code: a quoted ASCII ``filename`` for old clients, and ``filename*`` (RFC 2231
+    encoding, UTF-8, percent-escaped: no byte of it can end the header)."""
+    header = Message()
+    header.add_header("Content-Disposition", "inline", filename="".join(c if " " <= c <= "~" else "_" for c in name))
+    return f"{header['Content-Disposition']}; filename*={encode_rfc2231(name, 'utf-8')}"
 
 
 async def delete_asset(request: web.Request) -> web.Response:
@@ -180,9 +215,11 @@ async def health(request: web.Request) -> web.Response:
     return _json(body, status=200 if status == "healthy" else 503)
 
 
-def build(jobs: Jobs, assets: AssetStore, token: str | None, max_upload_bytes: int, hosts: Hosts) -> web.Application:
+def build(jobs: Jobs, assets: AssetStore, token: str | None, max_json_bytes: int, hosts: Hosts) -> web.Application:
+    """The application; ``max_json_bytes`` bounds every body read whole (JSON: 413 past it), while
+    an upload streams into the asset store, which bounds it."""
     middlewares = [errors, same_site(hosts)] + ([bearer(token)] if token else [])
-    app = web.Application(middlewares=middlewares, client_max_size=max_upload_bytes + (1 << 20))
+    app = web.Application(middlewares=middlewares, client_max_size=max_json_bytes)
     app[JOBS], app[ASSETS] = jobs, assets
     app.add_routes([
         web.post(f"{PREFIX}/jobs", submit_job), web.get(f"{PREFIX}/jobs", list_jobs),

@@ -124,7 +124,8 @@ class AssetStore:
     def from_hash(self, hash_: str, file_path: str | None, content_type: str | None = None) -> Asset:
         """A new asset naming a blob the store already has (404 ``blob_not_found`` otherwise)."""
         if not isinstance(hash_, str) or not self.has_blob(hash_):
-            raise ApiError(404, "blob_not_found", f"No content with hash {hash_!r} here: upload it")
+            raise ApiError(404, "blob_not_found", f"No content with hash {str(hash_)[:80]!r} here: upload it")
+        file_path, content_type = check_name(file_path), check_content_type(content_type)
         like = next((a for a in self._assets.values() if a.hash == hash_), None)
         return self._add(hash_, self.path_of_hash(hash_).stat().st_size,
                          content_type or (like.content_type if like else "application/octet-stream"),
@@ -162,10 +163,17 @@ class AssetStore:
 
     async def add_stream(self, chunks: AsyncIterator[bytes], file_path: str | None, content_type: str,
                          expected_hash: str | None) -> Asset:
-        """An upload: streamed into a temporary file while it is hashed and counted, kept only when
-        within the limits and matching ``expected_hash``."""
-        if expected_hash is not None and not HASH.match(expected_hash):
-            raise ApiError(422, "invalid_request", "expected_hash must be 'blake3:' and 64 lowercase hex digits")
+        """An upload whose fields are known before its bytes (``receive``, then ``keep``)."""
+        check_name(file_path), check_content_type(content_type), _check_hash(expected_hash)
+        received = await self.receive(chunks)
+        try:
+            return self.keep(received, file_path, content_type, expected_hash)
+        finally:
+            received.discard()
+
+    async def receive(self, chunks: AsyncIterator[bytes]) -> "Received":
+        """An upload's bytes, streamed into a temporary file while they are hashed and counted
+        (413 past ``max_upload_bytes``); ``keep`` it, or ``discard`` it."""
         hasher, size, tmp = blake3.blake3(), 0, None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".upload-")
@@ -173,26 +181,38 @@ class AssetStore:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > self.max_upload_bytes:
-                        raise ApiError(413, "payload_too_large",
-                                       f"An upload may hold at most {self.max_upload_bytes} bytes (SERVE_MAX_UPLOAD_BYTES)")
+                        raise ApiError(413, "payload_too_large", f"An upload may hold at most {self.max_upload_bytes} "
+                                                                 "bytes (SERVE_MAX_UPLOAD_BYTES)")
                     hasher.update(chunk)
                     out.write(chunk)
-            hash_ = "blake3:" + hasher.hexdigest()
-            if expected_hash is not None and expected_hash != hash_:
-                raise ApiError(409, "hash_mismatch", f"The content's hash is {hash_}, not the expected {expected_hash}",
-                               {"expected_hash": expected_hash, "actual_hash": hash_})
-            blob = self.path_of_hash(hash_)
-            new = not blob.is_file()
-            if new:
-                self._make_room(size)
-                os.replace(tmp, blob)
-                self._stored += size
-            return self._add(hash_, size, content_type, _clean_name(file_path), created_new=new)
-        except OSError as exc:
-            raise _disk_error(exc, "the upload") from None
-        finally:
+        except BaseException as exc:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _disk_error(exc, "the upload") from None
+            raise
+        return Received(Path(tmp), "blake3:" + hasher.hexdigest(), size)
+
+    def keep(self, received: "Received", file_path: str | None, content_type: str | None,
+             expected_hash: str | None) -> Asset:
+        """The asset of an upload ``receive`` took: its name and type checked, its hash the expected
+        one (409 ``hash_mismatch``), its blob moved into place unless the store has it."""
+        file_path, content_type = check_name(file_path), check_content_type(content_type)
+        _check_hash(expected_hash)
+        hash_, size = received.hash, received.size
+        if expected_hash is not None and expected_hash != hash_:
+            raise ApiError(409, "hash_mismatch", f"The content's hash is {hash_}, not the expected {expected_hash}",
+                           {"expected_hash": expected_hash, "actual_hash": hash_})
+        blob = self.path_of_hash(hash_)
+        new = not blob.is_file()
+        if new:
+            self._make_room(size)
+            try:
+                os.replace(received.path, blob)
+            except OSError as exc:
+                raise _disk_error(exc, "the upload") from None
+            self._stored += size
+        return self._add(hash_, size, content_type or "", _clean_name(file_path), created_new=new)
 
     def add_remote(self, hash_: str, size: int, file_path: str, content_type: str, url: str, url_expires_at: float,
                    **fields: Any) -> Asset:
@@ -258,12 +278,62 @@ class AssetStore:
                                                 "SERVE_MAX_STORAGE_BYTES): delete assets or wait for them to expire")
 
 
+#: a media type as ``Content-Type`` carries it: ``type/subtype`` and parameters, in printable ASCII
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[\w!#$&^.+-]+(\s*;\s*[\w!#$&^.+-]+=(\"[ -~]*\"|[\w!#$&^.+-]+))*$")
+MAX_NAME_BYTES = 255
+
+
+def check_name(value: Any, what: str = "file_path") -> str | None:
+    """A client's name for an asset: a string without control characters (they would end up in
+    headers and file names), at most MAX_NAME_BYTES; 422 ``invalid_request`` otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_request", f"{what} must be a string, not {type(value).__name__}")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise ApiError(422, "invalid_request", f"{what} may not hold control characters (line breaks, tabs...)")
+    if len(value.encode()) > 4 * MAX_NAME_BYTES:
+        raise ApiError(422, "invalid_request", f"{what} is too long")
+    return value
+
+
+def check_content_type(value: Any) -> str | None:
+    """A client's ``content_type``: a media type (``image/png``), or nothing; 422 otherwise."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_request", f"content_type must be a string, not {type(value).__name__}")
+    if len(value) > 255 or not _MEDIA_TYPE.match(value.strip()):
+        raise ApiError(422, "invalid_request", "content_type must be a media type such as 'image/png'")
+    return value.strip()
+
+
 def _clean_name(file_path: str | None) -> str | None:
     """A name safe as a job's input name: the last part of the client's path."""
     if not file_path:
         return None
     name = str(file_path).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = "".join(c if ord(c) >= 32 and not 127 <= ord(c) < 160 else "_" for c in name)
+    while len(name.encode()) > MAX_NAME_BYTES:
+        name = name[:-1]
     return name if name not in ("", ".", "..") else None
+
+
+@dataclass(frozen=True)
+class Received:
+    """An upload's bytes in a temporary file of the store, before they are kept."""
+
+    path: Path
+    hash: str
+    size: int
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _check_hash(expected_hash: Any) -> None:
+    if expected_hash is not None and not (isinstance(expected_hash, str) and HASH.match(expected_hash)):
+        raise ApiError(422, "invalid_request", "expected_hash must be 'blake3:' and 64 lowercase hex digits")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

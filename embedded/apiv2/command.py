@@ -6,8 +6,9 @@ Owns the options and their environment variables (``--host``/``SERVE_HOST``, def
 own address; ``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state-dir``/``SERVE_STATE_DIR``, where
 assets and the SQLite state (jobs, keys, the asset index) are kept across restarts, default a
 temporary folder removed at exit, refused at start when it cannot be written;
-``SERVE_MAX_UPLOAD_BYTES``, 1 GiB; ``SERVE_MAX_STORAGE_BYTES``, 20 GiB; ``SERVE_ASSET_TTL_S``,
-86400; ``SERVE_SHUTDOWN_GRACE_S``, 30), outputs to the ``BUCKET_*`` bucket when it is configured
+``SERVE_SHUTDOWN_GRACE_S``, 30; and the ``Limits``: ``SERVE_MAX_UPLOAD_BYTES``, at most
+``INPUT_MAX_BYTES`` (its default), ``SERVE_MAX_JSON_BYTES``, 16 MiB, ``SERVE_MAX_STORAGE_BYTES``,
+20 GiB, ``SERVE_ASSET_TTL_S``, 86400), outputs to the ``BUCKET_*`` bucket when it is configured
 (``bucket``), the refusal of a host that is not loopback without a token (unless
 ``--unsafe-no-token``, ``SERVE_UNSAFE_NO_TOKEN=true``), and the process's life: ComfyUI boots in a
 thread while the server already answers (``readiness``: jobs wait for the boot; a failed boot is
@@ -30,6 +31,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 SWEEP_EVERY_S = 60.0
@@ -53,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", default=env("SERVE_TOKEN") or None,
                         help="require 'Authorization: Bearer TOKEN' on /api/v2/* but health (SERVE_TOKEN)")
     parser.add_argument("--max-queue", type=int, default=_env_int("SERVE_MAX_QUEUE", 16),
-                        help="jobs that may wait beside the running one; more get 429 queue_full (SERVE_MAX_QUEUE)")
+                        help="jobs that may wait beside the running one (0: none wait, a job is taken only when the "
+                             "runner is free); more get 429 queue_full (SERVE_MAX_QUEUE)")
     parser.add_argument("--state-dir", type=Path, default=Path(env("SERVE_STATE_DIR")) if env("SERVE_STATE_DIR") else None,
                         help="where assets (uploads, outputs) and the state (jobs, idempotency keys, the asset "
                              "index; SQLite) are kept across restarts (SERVE_STATE_DIR; default: a temporary folder "
@@ -100,14 +103,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the state folder {args.state_dir} cannot be written ({problem}): give --state-dir "
               "(SERVE_STATE_DIR) a folder this process may write", file=sys.stderr)
         return 2
-    return asyncio.run(serve(args))
+    from ..config import Config
+    try:
+        config = Config.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    limits = Limits.from_env(config)
+    if limits.max_upload_bytes > config.input_max_bytes:
+        print(f"error: SERVE_MAX_UPLOAD_BYTES={limits.max_upload_bytes} is above INPUT_MAX_BYTES="
+              f"{config.input_max_bytes}, the largest input a job takes: every job using such an upload would be "
+              "refused; lower the first or raise the second", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(args, config, limits))
 
 
-async def serve(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Limits:
+    """The server's bounds on what it takes (each from its variable)."""
+
+    #: one upload (SERVE_MAX_UPLOAD_BYTES; default and at most: INPUT_MAX_BYTES, what a job takes)
+    max_upload_bytes: int
+    #: a JSON body (SERVE_MAX_JSON_BYTES, 16 MiB): past it, 413 payload_too_large
+    max_json_bytes: int
+    #: all assets together (SERVE_MAX_STORAGE_BYTES, 20 GiB)
+    max_storage_bytes: int
+    #: how long an asset is kept (SERVE_ASSET_TTL_S, a day)
+    asset_ttl_s: int
+
+    @classmethod
+    def from_env(cls, config) -> "Limits":
+        return cls(_env_int("SERVE_MAX_UPLOAD_BYTES", config.input_max_bytes),
+                   _env_int("SERVE_MAX_JSON_BYTES", 16 << 20), _env_int("SERVE_MAX_STORAGE_BYTES", 20 << 30),
+                   _env_int("SERVE_ASSET_TTL_S", 86400))
+
+
+async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
     from aiohttp import web
 
     from ..api import Executor
-    from ..config import Config
     from .access import Hosts
     from .app import build
     from .assets import AssetStore
@@ -118,15 +152,12 @@ async def serve(args: argparse.Namespace) -> int:
 
     temporary = args.state_dir is None
     state = Path(tempfile.mkdtemp(prefix="embedded-serve-")) if temporary else args.state_dir
-    max_upload = _env_int("SERVE_MAX_UPLOAD_BYTES", 1 << 30)
     kept = None if temporary else State(state / "state.sqlite3")
-    store = AssetStore(state / "assets", max_upload, _env_int("SERVE_MAX_STORAGE_BYTES", 20 << 30),
-                       _env_int("SERVE_ASSET_TTL_S", 86400), kept)
-    config = Config.from_env()
+    store = AssetStore(state / "assets", limits.max_upload_bytes, limits.max_storage_bytes, limits.asset_ttl_s, kept)
     executor = Executor(config).prepare()
     jobs = Jobs(executor, store, args.max_queue, kept, Bucket.from_config(config))
-    runner = web.AppRunner(build(jobs, store, args.token, max_upload, Hosts.parse(args.host, args.allowed_hosts)),
-                           access_log=None)
+    runner = web.AppRunner(build(jobs, store, args.token, limits.max_json_bytes,
+                                 Hosts.parse(args.host, args.allowed_hosts)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()

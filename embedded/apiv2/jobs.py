@@ -5,8 +5,8 @@ Owns ``JobRecord`` and ``Jobs``:
 - **Submission** (``submit``): the body (``workflow``, ``metadata`` of string labels, ``extra_data``
   with ``api_key_comfy_org``; nothing else), the workflow's form (a UI export: 422
   ``workflow_format_ui``), its ``core/ASSET`` references replaced by the asset's file name (422
-  ``missing_asset``), the queue bound (429 ``queue_full`` with ``Retry-After`` beyond ``max_queue``
-  waiting jobs), and, when ComfyUI has booted and no job is queued or running, ComfyUI's
+  ``missing_asset``), the queue bound (429 ``queue_full`` with ``Retry-After`` when the runner is
+  busy and ``max_queue`` jobs wait: 0 means none waits), and, when ComfyUI has booted and no job is queued or running, ComfyUI's
   validation: the job is handed to the executor at once and the submission is answered once it has
   started (a refusal is the submission's 422 ``invalid_workflow`` with ``details.node_errors`` from
   our preflight, or 422 ``invalid_input`` for our input checks, and no job is made).
@@ -57,6 +57,8 @@ from .wire import OUTPUT_TYPES, ApiError, not_found, without_paths
 log = logging.getLogger("embedded.apiv2")
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+#: jobs that run at once (one executor)
+RUNNERS = 1
 MAX_METADATA_PAIRS, MAX_LABEL_CHARS = 16, 256
 ASSET_TYPE = "core/ASSET"
 
@@ -195,8 +197,9 @@ class Jobs:
             raise ApiError(422, "invalid_workflow", str(exc), {"node_errors": {}}) from None
         except ValidationError as exc:  # values ComfyUI could not even hash: too deep, integers past 64 bits
             raise _invalid(exc, workflow) from None
-        if self.waiting() >= self.max_queue:
-            raise ApiError(429, "queue_full", f"{self.waiting()} jobs are waiting (the server's bound, --max-queue)",
+        if self.unfinished() >= RUNNERS + self.max_queue:  # the runner busy and max_queue jobs waiting
+            raise ApiError(429, "queue_full", f"{self.waiting()} job(s) wait beside the running one: the bound of "
+                                              f"this server (--max-queue {self.max_queue})",
                            headers={"Retry-After": str(self._retry_after())})
         workflow, files, used = self._resolve_assets(workflow)
         job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
