@@ -24,8 +24,11 @@ bench: vendor
 bench-api: vendor
 	BENCH_ONLY=api_v2 $(BIN)/python bench/run.py
 
+# bytecode written once here, as the image does: with PYTHONDONTWRITEBYTECODE set, every process
+# would otherwise compile ComfyUI's ~430 modules again at each boot
 vendor: install
 	$(BIN)/python -m embedded.tooling.vendor
+	$(BIN)/python -m compileall -q -j 0 vendor/ComfyUI embedded
 
 install: $(STAMP)
 
