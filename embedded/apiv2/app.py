@@ -22,7 +22,7 @@ from .access import Hosts, bearer, same_site
 from .assets import AssetStore
 from .jobs import Jobs
 from .keys import ASSETS, JOBS, base_url
-from .stream import job_events
+from .stream import STREAMS, Streams, job_events
 from .wire import ApiError, iso, without_paths
 
 log = logging.getLogger("embedded.apiv2")
@@ -215,12 +215,13 @@ async def health(request: web.Request) -> web.Response:
     return _json(body, status=200 if status == "healthy" else 503)
 
 
-def build(jobs: Jobs, assets: AssetStore, token: str | None, max_json_bytes: int, hosts: Hosts) -> web.Application:
+def build(jobs: Jobs, assets: AssetStore, token: str | None, max_json_bytes: int, hosts: Hosts,
+          max_streams: int = 100) -> web.Application:
     """The application; ``max_json_bytes`` bounds every body read whole (JSON: 413 past it), while
-    an upload streams into the asset store, which bounds it."""
+    an upload streams into the asset store, which bounds it; ``max_streams`` live event streams."""
     middlewares = [errors, same_site(hosts)] + ([bearer(token)] if token else [])
     app = web.Application(middlewares=middlewares, client_max_size=max_json_bytes)
-    app[JOBS], app[ASSETS] = jobs, assets
+    app[JOBS], app[ASSETS], app[STREAMS] = jobs, assets, Streams(max_streams)
     app.add_routes([
         web.post(f"{PREFIX}/jobs", submit_job), web.get(f"{PREFIX}/jobs", list_jobs),
         web.get(f"{PREFIX}/jobs/{{job_id}}", get_job), web.post(f"{PREFIX}/jobs/{{job_id}}/cancel", cancel_job),

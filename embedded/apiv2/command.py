@@ -8,7 +8,7 @@ assets and the SQLite state (jobs, keys, the asset index) are kept across restar
 temporary folder removed at exit, refused at start when it cannot be written;
 ``SERVE_SHUTDOWN_GRACE_S``, 30; and the ``Limits``: ``SERVE_MAX_UPLOAD_BYTES``, at most
 ``INPUT_MAX_BYTES`` (its default), ``SERVE_MAX_JSON_BYTES``, 16 MiB, ``SERVE_MAX_STORAGE_BYTES``,
-20 GiB, ``SERVE_ASSET_TTL_S``, 86400), outputs to the ``BUCKET_*`` bucket when it is configured
+20 GiB, ``SERVE_ASSET_TTL_S``, 86400, ``SERVE_MAX_STREAMS``, 100), outputs to the ``BUCKET_*`` bucket when it is configured
 (``bucket``), the refusal of a host that is not loopback without a token (unless
 ``--unsafe-no-token``, ``SERVE_UNSAFE_NO_TOKEN=true``), and the process's life: ComfyUI boots in a
 thread while the server already answers (``readiness``: jobs wait for the boot; a failed boot is
@@ -130,12 +130,14 @@ class Limits:
     max_storage_bytes: int
     #: how long an asset is kept (SERVE_ASSET_TTL_S, a day)
     asset_ttl_s: int
+    #: live event streams at once (SERVE_MAX_STREAMS, 100): past it, 429 too_many_streams
+    max_streams: int
 
     @classmethod
     def from_env(cls, config) -> "Limits":
         return cls(_env_int("SERVE_MAX_UPLOAD_BYTES", config.input_max_bytes),
                    _env_int("SERVE_MAX_JSON_BYTES", 16 << 20), _env_int("SERVE_MAX_STORAGE_BYTES", 20 << 30),
-                   _env_int("SERVE_ASSET_TTL_S", 86400))
+                   _env_int("SERVE_ASSET_TTL_S", 86400), _env_int("SERVE_MAX_STREAMS", 100))
 
 
 async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
@@ -157,7 +159,7 @@ async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
     executor = Executor(config).prepare()
     jobs = Jobs(executor, store, args.max_queue, kept, Bucket.from_config(config))
     runner = web.AppRunner(build(jobs, store, args.token, limits.max_json_bytes,
-                                 Hosts.parse(args.host, args.allowed_hosts)), access_log=None)
+                                 Hosts.parse(args.host, args.allowed_hosts), limits.max_streams), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()

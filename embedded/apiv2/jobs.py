@@ -43,7 +43,8 @@ from typing import Any
 from ..api import Executor
 from ..job.errors import (EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, ValidationError,
                           WorkerStuck, WorkflowFormatError)
-from ..job.events import (CachedEvent, Event, ExecutedEvent, ExecutingEvent, OutputEvent, ProgressEvent, StartEvent)
+from ..job.events import (CachedEvent, Event, ExecutedEvent, ExecutingEvent, OutputEvent, PreviewEvent, ProgressEvent,
+                          ProgressStateEvent, StartEvent)
 from ..job.inputs import UI_FORMAT_HINT, check_workflow
 from ..job.types import Output
 from ..staging.downloads import Cancelled
@@ -115,7 +116,7 @@ class Jobs:
             "id": job.id, "workflow": job.workflow, "metadata": job.metadata, "created_at": job.created_at,
             "status": job.status, "started_at": job.started_at, "completed_at": job.completed_at,
             "outputs": [a.id for a in job.outputs], "error": job.error, "assets_used": job.assets_used,
-            "cancel_requested": job.cancel_requested, "done": sorted(job.done)})
+            "cancel_requested": job.cancel_requested, "done": sorted(job.done), "outputs_reused": job.outputs_reused})
 
     def _save_key(self, key: str) -> None:
         if self.state is not None:
@@ -293,7 +294,8 @@ class Jobs:
             if job.cancel_requested:
                 raise JobInterrupted("The job was cancelled before it started")
             result = await self.executor.run_async(job.workflow, files, on_event=on_event, job_id=job.id,
-                                                   stream_outputs=True, extra_data=extra_data, timeout=self.timeout)
+                                                   stream_outputs=True, previews=True, extra_data=extra_data,
+                                                   timeout=self.timeout)
             await asyncio.sleep(0)  # the events the executor queued before its answer come first
             for output in result.outputs:  # any the stream did not bring (none, normally)
                 self._store_output(job, output, stored)
@@ -350,14 +352,22 @@ class Jobs:
             job.publish("status", {"status": job.status, "queue_position": None})
         elif isinstance(ev, CachedEvent):
             job.done.update(ev.nodes)
+            job.outputs_reused = job.outputs_reused or bool(ev.nodes)
         elif isinstance(ev, ExecutingEvent):
             job.current_node, job.step, job.steps = ev.node_id, None, None
         elif isinstance(ev, ProgressEvent):
             job.step, job.steps = int(ev.value), int(ev.max)
+        elif isinstance(ev, ProgressStateEvent):
+            job.see_progress_state(ev.nodes)
         elif isinstance(ev, ExecutedEvent):
             job.done.add(ev.node_id)
         elif isinstance(ev, OutputEvent):
             self._store_output(job, ev.output, stored)
+            return
+        elif isinstance(ev, PreviewEvent):  # at most PREVIEWS_PER_SECOND: the executor throttles them
+            job.preview = {"node_id": ev.node_id or "", "content_type": "image/jpeg",
+                           "data_base64": ev.image.split(",", 1)[-1]}
+            job.publish("preview", job.preview)
             return
         else:
             return

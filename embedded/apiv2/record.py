@@ -35,12 +35,18 @@ class JobRecord:
     stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
     #: a cancel stopped the upload of one of its outputs: it ends ``canceled``, whatever its run did
     upload_stopped: bool = False
-    #: progress
+    #: ComfyUI served some of its nodes from its cache (``execution_cached`` named nodes)
+    outputs_reused: bool = False
+    #: progress: the nodes of the workflow that finished (ran or cached), the running one and its
+    #: steps, and ComfyUI's per-node progress state (``progress_state``: running nodes' value/max)
     done: set[str] = field(default_factory=set)
     current_node: str | None = None
     step: int | None = None
     steps: int | None = None
+    running: dict[str, float] = field(default_factory=dict, repr=False)
     progress_version: int = 0
+    #: the latest preview (the spec's ``preview`` event), sent to a stream when it connects
+    preview: dict[str, Any] | None = field(default=None, repr=False)
     listeners: set[asyncio.Queue] = field(default_factory=set)
     #: while its submission waits for ComfyUI's validation: set when the job starts (or fails
     #: otherwise), or to the ``ApiError`` refusing it
@@ -55,9 +61,9 @@ class JobRecord:
             return None
         total = len(self.workflow)
         done = total if self.status == "succeeded" else min(len(self.done), total)
-        part = (self.step / self.steps) if self.steps and self.step is not None and self.status == "running" else 0.0
+        part = sum(self.running.values()) if self.status == "running" else 0.0
         node = self.workflow.get(self.current_node or "", {})
-        return {"value": min(1.0, (done + min(part, 1.0)) / total) if total else 1.0, "nodes_done": done,
+        return {"value": min(1.0, (done + part) / total) if total else 1.0, "nodes_done": done,
                 "nodes_total": total, "current_node": self.current_node if not self.terminal else None,
                 "current_node_class": node.get("class_type") if not self.terminal else None,
                 "step": self.step, "steps": self.steps, "message": None}
@@ -72,10 +78,26 @@ class JobRecord:
                 "expires_at": iso((self.completed_at or self.created_at) + JOB_TTL_S),
                 "queue_position": queue_position, "progress": self.progress(),
                 "outputs": [a.output_json(base_url) for a in self.outputs], "error": self.error,
+                "outputs_reused": self.outputs_reused,
                 "metrics": {"queue_ms": queue_ms, "execution_ms": execution_ms},
                 "urls": {"self": links, "events": f"{links}/events", "cancel": f"{links}/cancel",
                          "logs": f"{links}/logs"},
                 "metadata": dict(self.metadata)}
+
+    def see_progress_state(self, nodes: dict[str, Any]) -> None:
+        """ComfyUI's per-node progress table: its finished nodes count as done, a running node as
+        the share of its steps (``value``/``max``). Nodes a node expanded into are its own business."""
+        self.running = {}
+        for node_id, state in nodes.items():
+            if node_id not in self.workflow or not isinstance(state, dict):
+                continue
+            if state.get("state") == "finished":
+                self.done.add(node_id)
+            elif state.get("state") == "running":
+                try:
+                    self.running[node_id] = min(1.0, max(0.0, float(state["value"]) / float(state["max"])))
+                except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                    self.running[node_id] = 0.0
 
     def publish(self, event: str, data: dict[str, Any]) -> None:
         for queue in list(self.listeners):

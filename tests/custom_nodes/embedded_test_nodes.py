@@ -247,6 +247,31 @@ class EmbeddedTestApiKey:
         return {"ui": {"text": [f"api_key={api_key}"]}}
 
 
+class EmbeddedTestPreviewThenWait:
+    """Reports one step of four with a red preview (as a sampler does), then waits until the file
+    ``gate`` exists (checking the interrupt flag, at most 120 s), then passes its image on."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "gate": ("STRING", {"default": ""})}}
+
+    def run(self, image, gate):
+        from PIL import Image
+
+        bar = comfy.utils.ProgressBar(4)
+        bar.update_absolute(1, 4, ("JPEG", Image.new("RGB", (64, 48), (255, 0, 0)), 512))
+        until = time.monotonic() + 120
+        while not os.path.exists(gate) and time.monotonic() < until:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            time.sleep(0.02)
+        bar.update_absolute(4, 4)
+        return (image,)
+
+
 class EmbeddedTestGatedValidation:
     """Its validation waits until the file ``gate`` exists (writing ``<gate>.waiting`` first, at
     most 60 s), then refuses the node: a workflow whose refusal the test holds."""
@@ -281,6 +306,7 @@ NODE_CLASS_MAPPINGS = {
     "EmbeddedTestGatedValidation": EmbeddedTestGatedValidation,
     "EmbeddedTestHoard": EmbeddedTestHoard,
     "EmbeddedTestHook": EmbeddedTestHook,
+    "EmbeddedTestPreviewThenWait": EmbeddedTestPreviewThenWait,
     "EmbeddedTestProgress": EmbeddedTestProgress,
     "EmbeddedTestRaise": EmbeddedTestRaise,
     "EmbeddedTestSaveAndPass": EmbeddedTestSaveAndPass,

@@ -99,6 +99,33 @@ def test_events_say_running_then_progress_then_each_output_before_the_terminal_s
     assert job.result().status == "succeeded" and len(job.outputs) == 2
 
 
+def test_previews_reach_the_stream_the_latest_on_connect_and_progress_moves_inside_a_non_output_node(
+        server, client, tmp_path):
+    gate = tmp_path / "gate"
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}},
+             "2": {"class_type": "EmbeddedTestPreviewThenWait", "inputs": {"image": ["1", 0], "gate": str(gate)}},
+             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "previewed"}}}
+    job = client.submit(client.workflows.from_json(graph))
+    live = next(e for e in job.events() if isinstance(e, comfy_sdk.Preview))
+    assert (live.node_id, live.content_type) == ("2", "image/jpeg")
+    assert live.to_pil().format == "JPEG" and live.to_pil().getpixel((0, 0))[0] > 200, "the node's red preview"
+    progress = server.raw("GET", f"/jobs/{job.id}").json()["progress"]
+    assert (progress["nodes_done"], progress["current_node"]) == (1, "2"), "EmptyImage done, node 2 running"
+    assert 1 / 3 < progress["value"] < 2 / 3, "a quarter of node 2's steps counts"
+    on_connect = next(e for e in job.events() if isinstance(e, comfy_sdk.Preview))  # the gate is still shut
+    assert on_connect.data == live.data, "a stream that connects gets the latest preview at once"
+    gate.write_text("")
+    assert job.wait(timeout=60).status == "succeeded"
+
+
+def test_a_cache_hit_says_its_outputs_were_reused(server, client):
+    fresh = client.run(sdk_workflow(client, "solid_red_image", {("1", "color"): 0x0A0B0C}))
+    again = client.run(sdk_workflow(client, "solid_red_image", {("1", "color"): 0x0A0B0C}))
+    assert server.raw("GET", f"/jobs/{fresh.id}").json()["outputs_reused"] is False
+    assert server.raw("GET", f"/jobs/{again.id}").json()["outputs_reused"] is True
+    assert again.outputs[0].to_bytes() == fresh.outputs[0].to_bytes()
+
+
 def test_a_running_job_is_cancelled_and_a_second_cancel_answers_the_same(client):
     job = client.submit(sdk_workflow(client, "slow_node"))
     wait_status(client, job, "running")

@@ -1,9 +1,9 @@
-"""Limits that agree: a cap on JSON bodies (413), ``--max-queue 0`` meaning no job waits, an upload
-bound no higher than what a job takes (INPUT_MAX_BYTES), names and content types without control
+"""Limits that agree: a cap on JSON bodies (413), ``--max-queue 0`` meaning no job waits, a bound on live
+event streams (429), an upload bound no higher than what a job takes (INPUT_MAX_BYTES), names and content types without control
 characters or other types, and ``Content-Disposition`` as RFC 6266 says.
 
 One server for the module: SERVE_MAX_JSON_BYTES=64 KiB, --max-queue 0, INPUT_MAX_BYTES=200000 (so
-SERVE_MAX_UPLOAD_BYTES defaults to it).
+SERVE_MAX_UPLOAD_BYTES defaults to it), SERVE_MAX_STREAMS=2.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import pytest
 
 from ..helpers import png_bytes, workflow
-from ..servers import worker_env
+from ..servers import wait_until, worker_env
 from .apiv2 import ApiServer, wait_status
 
 comfy_sdk = pytest.importorskip("comfy_sdk")
@@ -30,7 +30,8 @@ MAX_JSON, MAX_INPUT = 64 * 1024, 200_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, extra_paths):
     work = tmp_path_factory.mktemp("api-v2-limits")
-    srv = ApiServer(worker_env(work, extra_paths, SERVE_MAX_JSON_BYTES=str(MAX_JSON), INPUT_MAX_BYTES=str(MAX_INPUT)),
+    srv = ApiServer(worker_env(work, extra_paths, SERVE_MAX_JSON_BYTES=str(MAX_JSON), INPUT_MAX_BYTES=str(MAX_INPUT),
+                                     SERVE_MAX_STREAMS="2"),
                     work.parent / "api-v2-limits.log", "--max-queue", "0").wait_healthy()
     yield srv
     srv.stop()
@@ -115,3 +116,23 @@ def test_content_disposition_names_the_file_as_rfc_6266_says(server):
     charset, _, encoded = re.search(r"filename\*=([^;]+)", header).group(1).split("'", 2)
     assert unquote(encoded, encoding=charset) == name, "filename* (RFC 5987), which clients prefer"
     assert "\r" not in header and "\n" not in header
+
+
+def test_past_the_bound_on_live_event_streams_a_stream_is_429_until_one_closes(server):
+    import requests
+
+    job = server.raw("POST", "/jobs", token=None, json={"workflow": workflow("slow_node")}).json()["id"]
+    url = f"{server.api}/jobs/{job}/events"
+    open_ = [requests.get(url, stream=True, timeout=30) for _ in range(2)]
+    try:
+        assert [r.status_code for r in open_] == [200, 200]
+        refused = requests.get(url, timeout=30)
+        assert error(refused) == (429, "too_many_streams") and int(refused.headers["Retry-After"]) >= 1
+        open_.pop().close()  # the server notices the client left
+        again = wait_until(lambda: (r := requests.get(url, stream=True, timeout=30)).status_code == 200 and r, 30,
+                           "a stream's place to free")
+        again.close()
+    finally:
+        for response in open_:
+            response.close()
+        server.raw("POST", f"/jobs/{job}/cancel", token=None)
