@@ -82,6 +82,11 @@ class EmbeddedServerProbe:
                 "same_queue_as_at_import": queue is _queue_at_import, "running": len(running),
                 "running_prompt_is_this_one": bool(running) and set(running[0][2]) == set(prompt or ()),
                 "number_is_int": isinstance(server.number, int), "builtin_seen_at_import": _BUILTIN_AT_IMPORT}
+        if running and label == "queue item":  # its shape, as packs read it (item 3: extra data, item 5: secrets)
+            item = running[0]
+            seen["item"] = {"length": len(item), "extra_data": sorted(item[3]), "sensitive": sorted(item[5]),
+                            "create_time_ms": isinstance(item[3].get("create_time"), int)
+                            and item[3]["create_time"] > 10 ** 12}
         server.send_sync("embedded-probe-feedback", {"node_id": unique_id, "value": label}, server.client_id)
         server.send_sync("embedded-probe-broadcast", {"node_id": unique_id})
         server.send_progress_text(f"probe {label}", unique_id)

@@ -40,6 +40,20 @@ def test_a_running_node_sees_the_server_as_in_comfyui(backends, mode):
                       "number_is_int": True, "builtin_seen_at_import": True}
 
 
+def test_the_running_queue_item_is_shaped_as_comfyuis_own_with_secrets_apart(backends):
+    """``currently_running``'s item: ``(number, prompt_id, prompt, extra_data, outputs, sensitive)``,
+    the Comfy.org key in item 5 only, ``create_time`` (milliseconds) in item 3, as ComfyUI's server."""
+    items = {}
+    for mode in MODES:
+        result = backends[mode].run(probe("queue item"), extra_data={"api_key_comfy_org": "test-key-not-secret",
+                                                                     "extra_pnginfo": {"workflow": {}}})
+        [out] = [o for o in result.outputs if o.node_id == "1"]
+        items[mode] = json.loads(out.text)["item"]
+    assert items["embedded"] == items["server"]
+    assert items["embedded"] == {"length": 6, "extra_data": ["client_id", "create_time", "extra_pnginfo"],
+                                 "sensitive": ["api_key_comfy_org"], "create_time_ms": True}
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_nodes_own_messages_reach_the_jobs_events_with_comfyuis_frames(backends, mode):
     _, events = seen(backends[mode], probe("sent"))

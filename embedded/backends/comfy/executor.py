@@ -360,11 +360,12 @@ class ComfyRunner(JobControl):
 
             shim.attach(sink)
             shim.last_prompt_id = prompt_id
-            extra_data = {**extra_data, "client_id": job.client_id}
+            item, extra_data = _queue_item(shim.number, prompt_id, prompt, {**extra_data, "client_id": job.client_id},
+                                           good_outputs)
             if running.stop_reason is not None:
                 raise translate.stopped(running.stop_reason, job.timeout)
             ran = True
-            shim.running((shim.number, prompt_id, prompt, extra_data, good_outputs, {}))
+            shim.running(item)
             try:
                 await self._executor.execute_async(prompt, prompt_id, extra_data, good_outputs)
             except RecursionError:
@@ -425,6 +426,21 @@ class ComfyRunner(JobControl):
             return None
         key = key_set.get_data_key(node_id)
         return key if key is not None and key in cache.cache else None
+
+
+def _queue_item(number: int, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any],
+                outputs: list) -> tuple[tuple, dict[str, Any]]:
+    """The job as ComfyUI's queue holds it (``POST /prompt``'s item, which packs read in
+    ``prompt_queue.currently_running``): ``(number, prompt_id, prompt, extra_data, outputs,
+    sensitive)``, the sensitive keys (the Comfy.org key) out of item 3 into item 5, and
+    ``create_time`` (milliseconds) in item 3; and the extra data the prompt runs with (both, as
+    ComfyUI's worker merges them back)."""
+    import execution
+
+    public = dict(extra_data)
+    sensitive = {key: public.pop(key) for key in execution.SENSITIVE_EXTRA_DATA_KEYS if key in public}
+    public["create_time"] = int(time.time() * 1000)
+    return (number, prompt_id, prompt, public, outputs, sensitive), {**public, **sensitive}
 
 
 def _remove_entry(cache: Any, node_id: str) -> None:
