@@ -184,10 +184,12 @@ def write(result: dict) -> None:
 def api_v2() -> dict:
     WORK.mkdir(parents=True, exist_ok=True)
     out = WORK / "api-v2.json"
+    load_before = [round(x, 2) for x in os.getloadavg()]
     subprocess.run([sys.executable, str(BENCH / "api_v2.py"), str(out)], cwd=REPO, check=True,
                    stderr=subprocess.DEVNULL)
     api = json.loads(out.read_text())
     api["generated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    api["load"] = {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}
     per_job = ", ".join(f"{name} {f['ratio']['ms_median']:.2f}x" for name, f in api["per_job"].items())
     print(f"bench: Comfy API v2: per job {per_job}, cold start {api['ratio']['cold_start']:.2f}x "
           "of comfy-api-proxy + ComfyUI", flush=True)
@@ -251,6 +253,9 @@ def markdown(result: dict) -> str:
                          f"{f['peer']['client_ms']['median']:.1f} | |")
             lines.append(f"| {name}: stalled jobs | of {f['ours']['n']} | {f['ours']['stalled']} | "
                          f"{f['peer']['stalled']} | |")
+        if a.get("load"):
+            lines += ["", "The machine's load (1, 5 and 15 minute averages) as this part began: "
+                      f"{', '.join(map(str, a['load']['before']))}; as it ended: {', '.join(map(str, a['load']['after']))}."]
         qd = a["queue"]
         lines += ["", f"Our server's queue: {qd['jobs']} jobs submitted at once, then read and downloaded: "
                   f"{qd['queued_jobs_per_s']:.2f} jobs/s, against {qd['sequential_jobs_per_s']:.2f} jobs/s one after "
