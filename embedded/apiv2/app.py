@@ -57,11 +57,18 @@ async def errors(request: web.Request, handler):
 
 
 # --- jobs --------------------------------------------------------------------------------------------
-async def submit_job(request: web.Request) -> web.Response:
+async def _json_body(request: web.Request) -> Any:
+    """The request's JSON (at most SERVE_MAX_JSON_BYTES: 413), or 422 ``invalid_request``."""
     try:
-        body = await request.json()
+        return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(422, "invalid_request", "The request body is not JSON") from None
+    except RecursionError:
+        raise ApiError(422, "invalid_request", "The request body is nested too deeply") from None
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    body = await _json_body(request)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 255 and key.isprintable() and key.isascii()):
         raise ApiError(422, "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters")
@@ -162,10 +169,7 @@ async def asset_by_hash(request: web.Request) -> web.Response:
 
 
 async def asset_from_hash(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(422, "invalid_request", "The request body is not JSON") from None
+    body = await _json_body(request)
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "The request body must be an object with a 'hash'")
     asset = request.app[ASSETS].from_hash(body.get("hash"), body.get("file_path"), body.get("content_type"))

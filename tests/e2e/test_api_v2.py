@@ -217,6 +217,9 @@ def test_a_value_nested_too_deep_or_an_integer_past_64_bits_is_422_naming_its_no
         assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_workflow"), name
         [reason] = refused.json()["error"]["details"]["node_errors"][node]
         assert reason["field"] == name and reason["class_type"] == wf[node]["class_type"]
+    far_too_deep = server.raw("POST", "/jobs", data=b'{"workflow": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                              headers={"Content-Type": "application/json", "Idempotency-Key": "deep-json"})
+    assert (far_too_deep.status_code, far_too_deep.json()["error"]["code"]) == (422, "invalid_request")
     again = server.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image")},
                        headers={"Idempotency-Key": "deep-1color"})
     assert again.status_code == 201, "the refused submission gave its key back"
