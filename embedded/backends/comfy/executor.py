@@ -6,8 +6,9 @@ interrupt and timeout, and reading the results back as ``Output`` objects.
 
 Per job: the workflow is deep-copied, gets a fresh prompt id, and runs with the job's own input,
 output and temp folders (``<work>/jobs/<prompt id>/``). Once its outputs are read the folder is
-moved to ``<work>/trash/`` (one rename) and the caller is answered; then, before the next job
-starts, the trash is deleted, tasks the job's nodes started and left running are cancelled (as
+moved to ``<work>/trash/`` (one rename) and the caller is answered; the trash is deleted by a
+thread of its own (``TrashCan``), off the runner's path; before the next job starts, tasks the
+job's nodes started and left running are cancelled (as
 ``asyncio.run``, under which ComfyUI's own worker runs each prompt, cancels them: nothing from an
 ended job runs on), and ``housekeeping`` does what ComfyUI's ``prompt_worker`` does after it has
 sent a prompt's end (cache type from the arguments, gc, ``/free``). A job that asks to unload models
@@ -75,6 +76,7 @@ class ComfyRunner(JobControl):
         self._checks: set[concurrent.futures.Future] = set()
         self._preview_method = None  # --preview-method as parsed at boot: a job without previews gets it
         self._kept = KeptOutputs()  # files of cached output nodes (see the module doc)
+        self._trash = TrashCan(self.config.trash_dir)
         self.booted: BootInfo | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -192,7 +194,7 @@ class ComfyRunner(JobControl):
                 raise
             finally:
                 try:
-                    _cleanup_step("delete the ended jobs' folders", _empty_trash, self.config.trash_dir)
+                    self._trash.empty_soon()
                     await _cancel_leftover_tasks(before, self.stop_grace)
                     if ticket.started:
                         self._between_jobs(ticket)
@@ -500,6 +502,32 @@ def _set_aside(job_dir: Path, trash: Path) -> None:
             job_dir.rename(trash / job_dir.name)
     except OSError:
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+class TrashCan:
+    """Deletes the folders of ended jobs (already out of ``jobs/``, in ``trash/``) in a thread of
+    its own: a deletion is many system calls, each of which gives up the GIL, and under load each
+    took it back late; on the runner's path that cost every job milliseconds. No job sees another's
+    folder meanwhile: each job has its own, and an ended one is already moved aside."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def empty_soon(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="comfy-trash", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _main(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            _cleanup_step("delete the ended jobs' folders", _empty_trash, self.folder)
 
 
 def _empty_trash(trash: Path) -> None:
