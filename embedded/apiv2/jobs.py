@@ -75,6 +75,9 @@ class Jobs:
         #: ends when they are done)
         self._storing: dict[str, asyncio.Task] = {}
         self._jobs: dict[str, JobRecord] = {}
+        #: the jobs that have not ended (what the queue, its bound and health count: never a scan of
+        #: every job kept for a day)
+        self._open: dict[str, JobRecord] = {}
         #: jobs handed to the executor whose submission waits for their validation (not listed yet)
         self._validating: dict[str, JobRecord] = {}
         #: idempotency key -> (the job it made, or None while its submission is under way; when)
@@ -135,7 +138,7 @@ class Jobs:
     def queue_position(self, job: JobRecord) -> int | None:
         if job.status != "queued":
             return None
-        waiting = [j for j in self._jobs.values() if j.status == "queued"]
+        waiting = [j for j in self._open.values() if j.status == "queued"]
         return sorted(waiting, key=lambda j: j.created_at).index(job) + 1
 
     def listing(self, metadata: dict[str, str], limit: int, cursor: str | None) -> tuple[list[JobRecord], str | None]:
@@ -151,10 +154,10 @@ class Jobs:
         return page, (page[-1].id if len(jobs) > limit else None)
 
     def waiting(self) -> int:
-        return sum(1 for j in self._jobs.values() if j.status == "queued") + len(self._validating)
+        return sum(1 for j in self._open.values() if j.status == "queued") + len(self._validating)
 
     def unfinished(self) -> int:
-        return sum(1 for j in self._jobs.values() if not j.terminal) + len(self._validating)
+        return len(self._open) + len(self._validating)
 
     # --- submission ------------------------------------------------------------------------------
     async def submit(self, body: Any, idempotency_key: str | None) -> JobRecord:
@@ -225,6 +228,8 @@ class Jobs:
             self._validating.pop(job.id, None)
             if not refused:  # accepted (or its fate unknown: this request was cancelled)
                 self._jobs[job.id] = job
+                if not job.terminal:
+                    self._open[job.id] = job
                 self._save(job)
         return job
 
@@ -446,6 +451,7 @@ class Jobs:
         if job.status != "canceling" and job.error is not None and status == "succeeded":
             status, error = "failed", job.error  # an output could not be kept
         job.status, job.completed_at = status, time.time()
+        self._open.pop(job.id, None)
         job.error = error if error is not None else (job.error if status == "failed" else None)
         job.current_node = None
         job.progress_version += 1
@@ -475,7 +481,7 @@ class Jobs:
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             _, left = await asyncio.wait(pending, timeout=grace_s)
-            for job in [j for j in self._jobs.values() if not j.terminal]:
+            for job in list(self._open.values()):
                 self.cancel(job.id)
             if left:
                 await asyncio.wait(left, timeout=grace_s)
