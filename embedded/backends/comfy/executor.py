@@ -274,8 +274,7 @@ class ComfyRunner(JobControl):
         check_file_inputs(prompt, _file_inputs)
         check_output_targets(prompt, targets, _is_output_node)
         try:
-            for folder in folders.values():
-                folder.mkdir(parents=True, exist_ok=True)
+            _make_folders(folders)
             prepare_input_folder(folders["input"], self.config.static_inputs, job.images)
             write_inputs(job.images, folders["input"])
         except OSError as exc:
@@ -487,6 +486,18 @@ async def _import_used_packs(workflow: dict[str, Any]) -> None:
     lazy = _boot.lazy_packs()
     if lazy is not None:
         await lazy.ensure(node.get("class_type") for node in workflow.values() if isinstance(node, dict))
+
+
+def _make_folders(folders: dict[str, Path]) -> None:
+    """A job's input, output and temp folders, under its own folder: one system call each, in the
+    common case (each one costs, and more so while the event loop's thread wants the GIL)."""
+    try:
+        folders["input"].parent.mkdir()
+        for folder in folders.values():
+            folder.mkdir()
+    except (FileExistsError, FileNotFoundError):  # a second validation of this prompt; the jobs folder gone
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
 
 
 def _set_aside(job_dir: Path, trash: Path) -> None:
