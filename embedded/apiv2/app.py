@@ -19,11 +19,11 @@ from typing import Any
 from aiohttp import web
 
 from .access import Hosts, bearer, same_site
-from .assets import AssetStore
+from .assets import INLINE_BYTES, AssetStore
 from .jobs import Jobs
 from .keys import ASSETS, JOBS, base_url
 from .stream import STREAMS, Streams, job_events
-from .wire import ApiError, iso, without_paths
+from .wire import ApiError, iso, not_found, without_paths
 
 log = logging.getLogger("embedded.apiv2")
 
@@ -185,9 +185,15 @@ async def asset_content(request: web.Request) -> web.StreamResponse:
     asset = store.get(request.match_info["asset_id"])
     if asset.remote_url:  # in the bucket: the client follows to the presigned URL
         return web.Response(status=302, headers={"Location": asset.remote_url})  # as signed, not re-encoded
+    headers = {"Content-Type": asset.content_type, "Content-Disposition": inline(asset.file_path or asset.id),
+               "Accept-Ranges": "bytes"}
+    if "Range" not in request.headers and asset.size_bytes <= INLINE_BYTES:  # read here: no hop to a thread
+        try:
+            return web.Response(body=store.path(asset).read_bytes(), headers=headers)
+        except OSError:
+            raise not_found("asset content", asset.id) from None
     # aiohttp's FileResponse answers Range (206 with Content-Range, 416 when unsatisfiable)
-    return web.FileResponse(store.path(asset), headers={"Content-Type": asset.content_type,
-                                                        "Content-Disposition": inline(asset.file_path or asset.id)})
+    return web.FileResponse(store.path(asset), headers=headers)
 
 
 def inline(name: str) -> str:

@@ -12,8 +12,8 @@ creation; an asset a queued or running job uses is neither swept nor deleted: 40
 ``asset_in_use``), an asset's JSON, and, with a ``State``, the index written through and read back
 at start. Nothing half-written stays: a blob is written to a temporary file in ``blobs/`` and
 renamed into place, the temporary file removed whatever happens (and those a killed process left
-are removed at start). A job's output is hashed and written in a thread (``add_output``): the
-event loop never waits for the disk.
+are removed at start). A job's output larger than INLINE_BYTES is hashed and written in a thread
+(``add_output``): the event loop never waits long for the disk.
 
 Must not import the executor, the backends or ComfyUI.
 """
@@ -41,6 +41,8 @@ from .wire import ApiError, iso, not_found
 HASH = re.compile(r"^blake3:[0-9a-f]{64}$")
 #: temporary files in ``blobs/``: an upload streaming in, an output being written
 TEMPORARY = (".upload-", ".write-")
+#: an output this small is hashed and written on the event loop (well under a millisecond)
+INLINE_BYTES = 256 * 1024
 #: what the system says when the disk has no room
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -133,13 +135,16 @@ class AssetStore:
 
     async def add_output(self, data: bytes, file_path: str, content_type: str, **fields: Any) -> Asset:
         """An asset of ``data`` (a job's output): hashed, and its blob written unless the store has
-        it, in a thread. Raises ``ApiError`` (``storage_full``, ``server_error``)."""
-        hash_, known = await asyncio.to_thread(self._hash_and_look, data)
+        it, in a thread when it is large (a small one costs less than the hop to a thread). Raises
+        ``ApiError`` (``storage_full``, ``server_error``)."""
+        small = len(data) <= INLINE_BYTES
+        hash_, known = self._hash_and_look(data) if small else await asyncio.to_thread(self._hash_and_look, data)
         if not known:
             self._make_room(len(data))
             self._reserved += len(data)
             try:
-                written = await asyncio.to_thread(self._write_blob, hash_, data)
+                written = (self._write_blob(hash_, data) if small
+                           else await asyncio.to_thread(self._write_blob, hash_, data))
             finally:
                 self._reserved -= len(data)
             self._stored += len(data) if written else 0

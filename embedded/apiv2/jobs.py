@@ -1,41 +1,47 @@
 """The jobs of the API: what a submission must be, how it runs on our executor, and what it tells
 its event streams.
 
-Owns ``JobRecord`` and ``Jobs``:
-- **Submission** (``submit``): the body (``workflow``, ``metadata`` of string labels, ``extra_data``
-  with ``api_key_comfy_org``; nothing else), the workflow's form (a UI export: 422
-  ``workflow_format_ui``), its ``core/ASSET`` references replaced by the asset's file name (422
-  ``missing_asset``), the queue bound (429 ``queue_full`` with ``Retry-After`` when the runner is
-  busy and ``max_queue`` jobs wait: 0 means none waits), and, when ComfyUI has booted and no job is queued or running, ComfyUI's
-  validation: the job is handed to the executor at once and the submission is answered once it has
-  started (a refusal is the submission's 422 ``invalid_workflow`` with ``details.node_errors`` from
-  our preflight, or 422 ``invalid_input`` for our input checks, and no job is made).
-  While jobs run, ComfyUI's validation (which runs on the runner's thread) waits for its turn: a
-  workflow it refuses then fails as a job, with the same code and details in ``job.error``.
+Owns ``Jobs`` (a job's own record is ``record.JobRecord``):
+- **Submission** (``submit``): whether a job can be taken at all (``readiness``: booting is fine; a
+  failed boot, a stuck runner or a shutdown is 503), the body (``workflow``, ``metadata`` of string
+  labels, ``extra_data`` with ``api_key_comfy_org``; nothing else), the workflow's form (a UI
+  export: 422 ``workflow_format_ui``; values ComfyUI cannot hash: 422 ``invalid_workflow``), its
+  ``core/ASSET`` references replaced by the asset's file name (422 ``missing_asset``), the queue
+  bound (429 ``queue_full`` with ``Retry-After`` when the runner is busy and ``max_queue`` jobs
+  wait: 0 means none waits), and, when ComfyUI has booted and no job is queued or running,
+  ComfyUI's validation: the job is handed to the executor at once and the submission is answered
+  once it has started (a refusal is the submission's 422 ``invalid_workflow`` with the nodes'
+  reasons and the runner's diagnosis, or 422 ``invalid_input`` for our input checks, and no job is
+  made). While jobs run, ComfyUI's validation (which runs on the runner's thread) waits for its
+  turn: a workflow it refuses then fails as a job, with the same code and details in ``job.error``.
 - **Idempotency keys**, single use for ``IDEMPOTENCY_TTL_S``: a key seen again is 422
   ``idempotency_key_reuse``; a submission that definitely failed releases its key (the client
   retries a 429 with the same key), one whose fate is unknown (the server failed mid-way) keeps it.
-- **The run**: every accepted job is handed to the executor at once (``Executor.run_async``; it
-  runs one job at a time and queues the rest, so the next job's files are ready when the running
-  one ends), with each output streamed as its node finishes and stored as an asset (or, with a
-  ``Bucket``, uploaded there in a thread, the job ending once its uploads have; one that fails is
-  kept here instead); the job's inputs stay in use (not deletable) until it ends.
+- **The run**: every accepted job waits for the boot, then is handed to the executor
+  (``Executor.run_async``, with ``JOB_TIMEOUT_S``; it runs one job at a time and queues the rest,
+  so the next job's files are ready when the running one ends), with each output streamed as its
+  node finishes and stored as an asset in a task of its own, in order (or, with a ``Bucket``,
+  uploaded there; one that fails is kept here instead); the job ends once they are stored, and an
+  output that cannot be stored fails it. The job's inputs stay in use (not deletable) until it
+  ends. A job that leaves the runner stuck makes the server retire (``readiness``).
 - **Events**: ``status`` at each transition, ``progress`` snapshots (``nodes_done``/``nodes_total``,
-  ``current_node``, ``step``/``steps``), ``output`` as each output is stored, always before the
-  terminal ``status``.
-- **Cancels** (``cancel``, idempotent): ``canceling`` until the executor has stopped the job,
-  then ``canceled``; a node that does not stop within ``JOB_STOP_GRACE_S`` is answered as our stop
-  rules say (``canceled``, with the error saying the node still runs).
+  ``current_node``, ``step``/``steps``), ``preview`` as the executor makes them, ``output`` as
+  each output is stored, always before the terminal ``status``.
+- **Cancels** (``cancel``, idempotent): ``canceling`` until the executor has stopped the job (and
+  its uploads), then ``canceled``; a node that does not stop within ``JOB_STOP_GRACE_S`` is
+  answered as our stop rules say (``canceled``, with the error saying the node still runs).
 
 With a ``State`` (``--state-dir``) jobs and keys are written through and restored at start
 (``_restore``: a job that was queued or running then is ``failed``, ``server_restarted``); without
-one they live in memory. Must not import the backends or ComfyUI.
+one they live in memory; a state that cannot be written never fails a job. Must not import the
+backends or ComfyUI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from typing import Any
@@ -282,9 +288,22 @@ class Jobs:
     async def _run(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         stored: set[tuple[str, str, str, str]] = set()
+        arrived: list[Event] = []  # a job's events come by the dozen: the loop is woken once per batch
+        arrived_lock = threading.Lock()
+
+        def take() -> None:
+            with arrived_lock:
+                batch = arrived[:]
+                arrived.clear()
+            for ev in batch:
+                self._on_event(job, ev, stored)
 
         def on_event(ev: Event) -> None:  # from the executor's thread
-            loop.call_soon_threadsafe(self._on_event, job, ev, stored)
+            with arrived_lock:
+                arrived.append(ev)
+                first = len(arrived) == 1
+            if first:
+                loop.call_soon_threadsafe(take)
 
         try:
             await self._run_on_executor(job, files, extra_data, on_event, stored)
