@@ -1,4 +1,5 @@
-"""ComfyUI's own node packs imported on first use (and torch._dynamo left until needed) behave as
+"""ComfyUI's own node packs imported on first use (and torch._dynamo, scipy.stats and scipy.integrate
+left until needed) behave as
 when everything is imported at boot:
 the same node set, the same preflight and validation errors, the same outputs, on every workflow
 of the tests and examples (``tests/probes/node_loading_probe.py`` runs each way in its own
@@ -38,6 +39,12 @@ def test_torch_dynamo_waits_until_something_needs_it_and_then_works(probes):
     assert probes["lazy"]["dynamo_after_boot"] is False and probes["eager"]["dynamo_after_boot"] is True
     assert probes["lazy"]["dynamo_works"] == probes["eager"]["dynamo_works"] == [[1, 1, 2, 2], True, [2.0, 2.0],
                                                                                   "module", True]
+
+
+def test_scipy_stats_and_integrate_wait_for_their_first_use_which_four_threads_share(probes):
+    assert probes["lazy"]["scipy_after_boot"] == ["_LazyModule", "_LazyModule"]
+    assert probes["eager"]["scipy_after_boot"] == ["module", "module"]
+    assert probes["lazy"]["scipy_works"] == probes["eager"]["scipy_works"] == [[0.5, 0.5], True, ["module", "module"]]
 
 
 def test_lazy_loading_gives_the_same_node_set(probes):

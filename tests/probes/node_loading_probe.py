@@ -54,6 +54,24 @@ def dynamo_works() -> list:
             type(sys.modules["torch._dynamo.utils"]).__name__, hasattr(sys.modules["torch._dynamo.utils"], "counters")]
 
 
+def scipy_works() -> list:
+    """scipy.stats and scipy.integrate, first used from four threads at once: each runs once, and
+    every thread gets the real thing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def use(i: int):
+        import comfy.k_diffusion.sampling as sampling  # took ``from scipy import integrate`` at boot
+        import comfy.samplers as samplers  # took ``import scipy.stats`` at boot
+
+        return [round(float(samplers.scipy.stats.beta.ppf(0.5, 0.6, 0.6)), 6),
+                round(sampling.integrate.quad(lambda x: x, 0, 1)[0], 6)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(use, range(4)))
+    return [results[0], all(r == results[0] for r in results),
+            [type(sys.modules[name]).__name__ for name in ("scipy.stats", "scipy.integrate")]]
+
+
 def modules() -> dict[str, str]:
     import nodes
 
@@ -81,6 +99,8 @@ def main() -> None:
 
         report["lazy"] = boot.lazy_packs() is not None
         report["dynamo_after_boot"] = "torch._dynamo" in sys.modules
+        report["scipy_after_boot"] = [type(sys.modules.get(name)).__name__ for name in ("scipy.stats", "scipy.integrate")]
+        report["scipy_works"] = scipy_works()
         report["nodes"] = node_set()
         for recipe in ("tiny-sd3", "tiny-sd15", "tiny-sd3-split"):  # random weights (ComfyUI booted first)
             modelgen.install(recipe, config.models, modelgen.default_cache_dir(), seed=0, log=lambda *a: None)

@@ -3,7 +3,8 @@
 Owns the start-up order that works on the pinned tree (see the rules in ``embedded/backends/comfy``):
 ``sys.path`` -> arguments parsed by ComfyUI's parser from our list -> logging -> ``utils.extra_config``
 before ``nodes`` -> folders (the tree's own ``extra_model_paths.yaml`` first, as main.py) -> custom
-nodes' prestartup scripts -> ComfyUI's core (``torch._dynamo`` deferred, see ``deferred``) with our
+nodes' prestartup scripts -> ComfyUI's core (``torch._dynamo``, ``scipy.stats``/``integrate``
+deferred, see ``deferred``) with our
 ``PromptServer.instance`` -> node modules, in the order of
 ComfyUI's ``init_extra_nodes`` (built-in; then ComfyUI's own packs, extras and API nodes, either
 imported now, when there is no index of them or ``EAGER_NODES`` asks, or left to ``LazyPacks``;
@@ -185,9 +186,9 @@ def _boot_steps(config: Config, loop, tree: Path, phases: "_Phases"):
         args = [*args, "--cpu"]
     phases.end("torch (and the CUDA check)")
 
-    # 5. ComfyUI's core, with torch._dynamo left for later (``deferred``, unless EAGER_NODES), and
-    # our PromptServer.instance set before any node module is imported.
-    with deferred.dynamo_deferred(not config.eager_nodes):
+    # 5. ComfyUI's core, with torch._dynamo and scipy.stats/integrate left for later (``deferred``,
+    # unless EAGER_NODES), and our PromptServer.instance set before any node module is imported.
+    with deferred.core_deferred(not config.eager_nodes):
         import server
         from .shim import ServerShim
         stand_in = ServerShim(loop)
