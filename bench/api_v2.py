@@ -9,7 +9,7 @@ the vendored tree), both started here on loopback:
   builds it at build time);
 - **per job**: a workflow (a new colour each time, so no cache hit) submitted, its events followed
   to the end, the job read and its output downloaded, BENCH_API_JOBS jobs after a warm-up
-  (median, p90, p99), for two workflows: the model-free 512 px one (the job's own execution is
+  (median, p90, p99), both sides running, one job on each in turn, for two workflows: the model-free 512 px one (the job's own execution is
   most of it on a CPU) and a 64 px image saved (the servers' own work is most of it). Each job's
   client time (the CPU time this process spent in the client: building requests, parsing the
   answers) is measured too, and the servers' share is the wall time minus it; and how many jobs
@@ -87,7 +87,10 @@ class Started:
 def ours(run: Started, work: Path) -> str:
     port = free_port()
     env = {**os.environ, "COMFY_WORK_DIR": str(work), "COMFY_LOG_LEVEL": "ERROR", "COMFY_DISABLE_METADATA": "true"}
-    run.start([sys.executable, "-m", "embedded", "serve", "--port", str(port)], REPO, env, work.parent / "ours.log")
+    # --max-queue: the queue scenario submits BATCH jobs at once (past the bound, 429s and the
+    # client's retries would be measured instead)
+    run.start([sys.executable, "-m", "embedded", "serve", "--port", str(port), "--max-queue", str(BATCH)], REPO, env,
+              work.parent / "ours.log")
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/api/v2/health")
     return url
@@ -151,33 +154,47 @@ def cold(side) -> float:
         run.stop()
 
 
-def per_job(side) -> dict:
+def per_job() -> dict:
+    """Per job on both sides started together, one job on each in turn (the order alternating), so
+    that a noisy minute of this machine weighs on both alike."""
     from comfy_sdk import Comfy
-    work = WORK / f"api-{side.__name__}-jobs"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    run = Started()
+    runs, clients = {}, {}
     try:
-        os.environ["COMFY_BASE_URL"] = side(run, work)
-        with Comfy() as client:
-            figures = {}
-            for offset, (name, make) in enumerate(WORKFLOWS.items()):
-                base = 1000 * offset
-                for i in range(3):
+        for name, side in (("ours", ours), ("peer", peer)):
+            work = WORK / f"api-{name}-jobs"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            runs[name] = Started()
+            os.environ["COMFY_BASE_URL"] = side(runs[name], work)
+            clients[name] = Comfy().__enter__()
+        figures: dict = {name: {} for name in clients}
+        for offset, (workflow, make) in enumerate(WORKFLOWS.items()):
+            base = 1000 * offset
+            for i in range(3):
+                for client in clients.values():
                     run_and_download(client, base + i, make)  # warm-up
-                times, client_ms = [], []
-                for i in range(JOBS):
+            times = {name: [] for name in clients}
+            client_ms = {name: [] for name in clients}
+            for i in range(JOBS):
+                for name in (("ours", "peer") if i % 2 == 0 else ("peer", "ours")):
                     started, cpu = time.perf_counter(), time.process_time()
-                    run_and_download(client, base + 3 + i, make)
-                    times.append(1000 * (time.perf_counter() - started))
-                    client_ms.append(1000 * (time.process_time() - cpu))
-                figures[name] = {"ms": quantiles(times), "client_ms": quantiles(client_ms),
-                                 "server_ms": quantiles([t - c for t, c in zip(times, client_ms)]),
-                                 "stalled": sum(t > 1000 * STALL_S for t in times), "n": len(times)}
-            figures["queue"] = throughput(client) if side is ours else None
+                    run_and_download(clients[name], base + 3 + i, make)
+                    times[name].append(1000 * (time.perf_counter() - started))
+                    client_ms[name].append(1000 * (time.process_time() - cpu))
+            for name in clients:
+                figures[name][workflow] = {
+                    "ms": quantiles(times[name]), "client_ms": quantiles(client_ms[name]),
+                    "server_ms": quantiles([t - c for t, c in zip(times[name], client_ms[name])]),
+                    "stalled": sum(t > 1000 * STALL_S for t in times[name]), "n": len(times[name])}
+        runs.pop("peer").stop()  # the queue is ours alone
+        figures["ours"]["queue"] = throughput(clients["ours"])
+        figures["peer"]["queue"] = None
         return figures
     finally:
-        run.stop()
+        for client in clients.values():
+            client.__exit__(None, None, None)
+        for run in runs.values():
+            run.stop()
 
 
 def quantiles(values: list[float]) -> dict:
@@ -210,7 +227,7 @@ def main(out: Path) -> None:
     for _ in range(COLD_RUNS):
         for name, side in (("ours", ours), ("peer", peer)):  # interleaved, so that a noisy minute hits both
             colds[name].append(cold(side))
-    jobs = {"ours": per_job(ours), "peer": per_job(peer)}
+    jobs = per_job()
     result = {"cold_start_s": {k: round(statistics.median(v), 3) for k, v in colds.items()},
               "jobs": JOBS, "per_job": {}, "queue": jobs["ours"]["queue"],
               "ratio": {"cold_start": round(statistics.median(colds["ours"]) / statistics.median(colds["peer"]), 3)}}
