@@ -9,15 +9,17 @@ Owns two middlewares, on every route but ``/api/v2/health`` (an orchestrator pro
   read the answers. So: a ``Host`` that is not one this server answers to (a loopback name or
   address, the address it is bound to, any address when bound to all of them, or a name in
   ``SERVE_ALLOWED_HOSTS``) is 403 ``host_not_allowed``; a request a browser marks
-  ``Sec-Fetch-Site: cross-site``, or whose ``Origin`` is not the ``Host`` (ports compared when
-  both give one, as ComfyUI) and not an allowed name either, is 403 ``cross_site_refused``.
+  ``Sec-Fetch-Site: cross-site``, or whose ``Origin`` is not the ``Host`` (its port compared when
+  the ``Host`` gives one, the scheme's default when the ``Origin`` gives none) and not a listed
+  name either, is 403 ``cross_site_refused``.
   Clients that are not browsers send no ``Origin``: they are not affected.
 - ``bearer``: with a token, ``Authorization: Bearer <token>``; a missing, malformed or wrong one
   (also one that is not UTF-8) is 401 ``unauthorized`` with ``WWW-Authenticate`` (RFC 6750:
   ``error="invalid_token"`` for a wrong one). 403 stays for what a valid token may not do.
 
 ``SERVE_ALLOWED_HOSTS``: comma-separated names (``api.example.com``), ``.example.com`` for a
-domain and its sub-domains, or ``*`` for any (behind a proxy that checks ``Host`` itself).
+domain and its sub-domains, or ``*`` for any ``Host`` (behind a proxy that checks it itself; a
+page's ``Origin`` is never let in by ``*``, only by a listed name).
 Must not import the backends or ComfyUI.
 """
 
@@ -51,9 +53,9 @@ class Hosts:
         entries = tuple(e.strip().lower().rstrip(".") for e in (text or "").split(",") if e.strip())
         return cls(bound.strip().lower(), entries)
 
-    def listed(self, name: str) -> bool:
-        """Whether ``SERVE_ALLOWED_HOSTS`` names ``name``."""
-        return any(e == "*" or name == e or (e.startswith(".") and (name.endswith(e) or name == e[1:]))
+    def listed(self, name: str, wildcard: bool = True) -> bool:
+        """Whether ``SERVE_ALLOWED_HOSTS`` names ``name`` (with ``wildcard``, ``*`` names any)."""
+        return any((e == "*" and wildcard) or name == e or (e.startswith(".") and (name.endswith(e) or name == e[1:]))
                    for e in self.allowed)
 
     def answers_to(self, name: str) -> bool:
@@ -105,6 +107,9 @@ def same_site(hosts: Hosts):
 
 
 def _same_origin(origin: str, host: str, port: int | None, hosts: Hosts) -> bool:
+    """Whether a page of ``origin`` is this server's own: the ``Host``'s name (and its port, when
+    the ``Host`` gives one: behind a proxy the scheme is not known here), or a name
+    ``SERVE_ALLOWED_HOSTS`` lists by name (its ``*`` is for ``Host`` only: it lets no page in)."""
     parts = urlsplit(origin.strip())
     if parts.scheme not in ("http", "https"):
         return False  # "null" (a sandboxed frame, a file), or nothing a browser sends
@@ -112,11 +117,11 @@ def _same_origin(origin: str, host: str, port: int | None, hosts: Hosts) -> bool
         origin_host, origin_port = _split(parts.netloc)
     except ValueError:
         return False
-    if hosts.listed(origin_host):
+    if hosts.listed(origin_host, wildcard=False):
         return True
     if origin_host != host:
         return False
-    return origin_port is None or port is None or origin_port == port
+    return port is None or (origin_port or {"http": 80, "https": 443}[parts.scheme]) == port
 
 
 def bearer(token: str):

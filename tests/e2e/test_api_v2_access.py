@@ -40,7 +40,7 @@ def post_text(server, **headers):
 
 def test_a_post_whose_origin_is_another_site_is_refused_and_makes_no_job(server):
     before = job_ids(server)
-    for origin in ("http://evil.example", "http://localhost:1", "null"):
+    for origin in ("http://evil.example", "http://localhost:1", "null", "http://localhost", "https://127.0.0.1"):
         refused = post_text(server, Origin=origin)
         assert (refused.status_code, refused.json()["error"]["code"]) == (403, "cross_site_refused"), origin
     marked = post_text(server, **{"Sec-Fetch-Site": "cross-site"})
