@@ -243,7 +243,7 @@ class Jobs:
         """Answer the submission waiting for ``job``'s validation with ``refusal`` (made from the
         validation in hand: never a second one, which would wait behind the next job); returns
         False when no submission waits (the job then fails)."""
-        if job.validated is None or job.validated.done():
+        if job.validated is None or job.validated.done() or job.id in self._jobs:  # (in _jobs: its request left)
             return False
         self.assets.release(job.assets_used)
         job.validated.set_exception(refusal)
@@ -296,7 +296,10 @@ class Jobs:
                 batch = arrived[:]
                 arrived.clear()
             for ev in batch:
-                self._on_event(job, ev, stored)
+                try:
+                    self._on_event(job, ev, stored)
+                except Exception:  # noqa: BLE001 - the next events still count
+                    log.exception("embedded.apiv2: an event of job %s could not be handled", job.id)
 
         def on_event(ev: Event) -> None:  # from the executor's thread
             with arrived_lock:
@@ -313,57 +316,84 @@ class Jobs:
 
     async def _run_on_executor(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any],
                                on_event, stored: set) -> None:
+        """Run the job and end it: whatever happened, its outputs are stored (or fail it) before its
+        terminal status, which is published exactly once (a refused submission makes no job)."""
+        ended: tuple[str, dict[str, Any] | None] | None = None
         try:
-            await self.readiness.wait_booted()  # a job submitted during the boot waits for it here
-            if job.cancel_requested:
-                raise JobInterrupted("The job was cancelled before it started")
+            ended = await self._outcome(job, files, extra_data, on_event, stored)
+        except Exception as exc:  # noqa: BLE001 - the job fails, the server goes on
+            log.exception("embedded.apiv2: job %s failed in the server", job.id)
+            ended = ("failed", {"code": "server_error", "message": f"The server failed: {type(exc).__name__}",
+                                "node_id": None, "class_type": None, "traceback": None})
+        finally:
+            if ended is not None and not job.terminal:
+                try:
+                    await self._stored(job)
+                except Exception:  # noqa: BLE001 - what could not be stored is said by the job's error
+                    log.exception("embedded.apiv2: storing the outputs of job %s failed", job.id)
+                status, error = ended
+                self._finish(job, "canceled" if status == "succeeded" and job.upload_stopped else status, error)
+            if self.executor.stuck:  # a node outlived its stop: no job can run here any more
+                self.readiness.set_stuck()
+
+    async def _outcome(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any], on_event,
+                       stored: set) -> tuple[str, dict[str, Any] | None] | None:
+        """How the job ended: ``(status, error)``, or None when its submission was refused instead."""
+        try:
+            await self._booted_unless_cancelled(job)  # a job submitted during the boot waits for it here
             result = await self.executor.run_async(job.workflow, files, on_event=on_event, job_id=job.id,
                                                    stream_outputs=True, previews=True, extra_data=extra_data,
                                                    timeout=self.timeout)
             await asyncio.sleep(0)  # the events the executor queued before its answer come first
             for output in result.outputs:  # any the stream did not bring (none, normally)
                 self._store_output(job, output, stored)
-            await self._stored(job)
-            self._finish(job, "canceled" if job.upload_stopped else "succeeded")
+            return "succeeded", None
         except JobInterrupted as exc:
-            await self._stored(job)
             if job.cancel_requested:
-                error = ({"code": "node_still_running", "message": str(exc), "node_id": exc.node_id,
-                          "class_type": getattr(exc, "node_type", None), "traceback": None}
-                         if exc.refresh_worker else None)
-                self._finish(job, "canceled", error)
-            else:
-                code = "timeout" if isinstance(exc, JobTimeout) else "interrupted"
-                self._finish(job, "failed", _error(code, exc))
+                return "canceled", ({"code": "node_still_running", "message": str(exc), "node_id": exc.node_id,
+                                     "class_type": getattr(exc, "node_type", None), "traceback": None}
+                                    if exc.refresh_worker else None)
+            return "failed", _error("timeout" if isinstance(exc, JobTimeout) else "interrupted", exc)
         except ExecutionError as exc:
             for output in exc.outputs:
                 self._store_output(job, output, stored)
-            await self._stored(job)
-            self._finish(job, "failed", {"code": "node_execution_error", "message": str(exc), "node_id": exc.node_id,
-                                         "class_type": exc.node_type,
-                                         "traceback": "".join(exc.traceback) or None})
+            return "failed", {"code": "node_execution_error", "message": str(exc), "node_id": exc.node_id,
+                              "class_type": exc.node_type, "traceback": "".join(exc.traceback) or None}
         except ValidationError as exc:
             refusal = _invalid(exc, job.workflow)
-            if not self._refuse(job, refusal):
-                self._finish(job, "failed", {**_error("invalid_workflow", exc), "message": refusal.message,
-                                             "details": refusal.details})
+            if self._refuse(job, refusal):
+                return None
+            return "failed", {**_error("invalid_workflow", exc), "message": refusal.message,
+                              "details": refusal.details}
         except InputError as exc:
-            if not self._refuse(job, ApiError(422, "invalid_input", str(exc))):
-                self._finish(job, "failed", _error("invalid_input", exc))
+            if self._refuse(job, ApiError(422, "invalid_input", str(exc))):
+                return None
+            return "failed", _error("invalid_input", exc)
         except BootFailed as exc:
-            self._finish(job, "failed", {**_error("boot_failed", exc),
-                                         "message": f"ComfyUI failed to boot on this server: {without_paths(str(exc))}"})
+            return "failed", {**_error("boot_failed", exc),
+                              "message": f"ComfyUI failed to boot on this server: {without_paths(str(exc))}"}
         except WorkerStuck as exc:
-            self._finish(job, "failed", _error("stuck", exc))
+            return "failed", _error("stuck", exc)
         except EmbeddedError as exc:
-            self._finish(job, "failed", _error("execution_failed", exc))
-        except Exception as exc:  # noqa: BLE001 - the job fails, the server goes on
-            log.exception("embedded.apiv2: job %s failed in the server", job.id)
-            self._finish(job, "failed", {"code": "server_error", "message": f"The server failed: {type(exc).__name__}",
-                                         "node_id": None, "class_type": None, "traceback": None})
-        finally:
-            if self.executor.stuck:  # a node outlived its stop: no job can run here any more
-                self.readiness.set_stuck()
+            return "failed", _error("execution_failed", exc)
+
+    async def _booted_unless_cancelled(self, job: JobRecord) -> None:
+        """Wait for the boot (raises ``BootFailed``); a cancel meanwhile ends the wait at once
+        (``JobInterrupted``): the executor cannot be asked before it has booted."""
+        if not self.readiness.booted:
+            booting = asyncio.ensure_future(self.readiness.wait_booted())
+            cancelled = asyncio.ensure_future(job.cancelled.wait())
+            try:
+                await asyncio.wait({booting, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                cancelled.cancel()
+                booted = booting.done()
+                if not booted:
+                    booting.cancel()
+            if booted:
+                booting.result()  # raises BootFailed
+        if job.cancel_requested:
+            raise JobInterrupted("The job was cancelled before it started")
 
     def _on_event(self, job: JobRecord, ev: Event, stored: set) -> None:
         if job.terminal:
@@ -391,7 +421,8 @@ class Jobs:
         elif isinstance(ev, PreviewEvent):  # at most PREVIEWS_PER_SECOND: the executor throttles them
             job.preview = {"node_id": ev.node_id or "", "content_type": "image/jpeg",
                            "data_base64": ev.image.split(",", 1)[-1]}
-            job.publish("preview", job.preview)
+            job.preview_version += 1
+            job.publish("preview", None)  # a wake-up: a stream sends the latest preview, never a backlog
             return
         else:
             return
@@ -467,12 +498,12 @@ class Jobs:
                          "traceback": None}
 
     def _finish(self, job: JobRecord, status: str, error: dict[str, Any] | None = None) -> None:
-        if job.status != "canceling" and job.error is not None and status == "succeeded":
+        if job.error is not None and status == "succeeded":
             status, error = "failed", job.error  # an output could not be kept
         job.status, job.completed_at = status, time.time()
         self._open.pop(job.id, None)
         job.error = error if error is not None else (job.error if status == "failed" else None)
-        job.current_node = None
+        job.current_node, job.preview = None, None  # a preview is for a job that runs
         job.progress_version += 1
         if job.started_at:
             self._recent_run_s = (self._recent_run_s + [job.completed_at - job.started_at])[-20:]
@@ -487,6 +518,7 @@ class Jobs:
             return job
         job.cancel_requested = True
         job.stop.set()  # its uploads stop too
+        job.cancelled.set()  # and its wait for the boot
         job.status = "canceling"
         self._save(job)
         job.publish("status", {"status": job.status, "queue_position": None})

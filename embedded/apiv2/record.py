@@ -33,6 +33,8 @@ class JobRecord:
     cancel_requested: bool = False
     #: set by a cancel: stops what the server does for the job in threads (its uploads)
     stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    #: set by a cancel, for what waits on the event loop (the boot)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
     #: a cancel stopped the upload of one of its outputs: it ends ``canceled``, whatever its run did
     upload_stopped: bool = False
     #: ComfyUI served some of its nodes from its cache (``execution_cached`` named nodes)
@@ -45,8 +47,10 @@ class JobRecord:
     steps: int | None = None
     running: dict[str, float] = field(default_factory=dict, repr=False)
     progress_version: int = 0
-    #: the latest preview (the spec's ``preview`` event), sent to a stream when it connects
+    #: the latest preview (the spec's ``preview`` event), sent to a stream when it connects, and
+    #: how many it had (a stream sends the latest one, never a backlog)
     preview: dict[str, Any] | None = field(default=None, repr=False)
+    preview_version: int = 0
     listeners: set[asyncio.Queue] = field(default_factory=set)
     #: while its submission waits for ComfyUI's validation: set when the job starts (or fails
     #: otherwise), or to the ``ApiError`` refusing it

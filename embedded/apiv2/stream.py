@@ -22,6 +22,8 @@ from .wire import TERMINAL, ApiError
 
 KEEPALIVE_S = 15.0
 PROGRESS_EVERY_S = 0.5
+#: a client that takes nothing of a write for this long is taken to be gone
+WRITE_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -64,14 +66,19 @@ async def _stream(request: web.Request, jobs, job) -> web.StreamResponse:
         sent_outputs: set[str] = set()
 
         async def send(event: str, data: dict[str, Any]) -> None:
-            nonlocal last_write
             if event == "output":
                 if data["id"] in sent_outputs:
                     return
                 sent_outputs.add(data["id"])
                 if data["url"].startswith("/"):  # served here (not a bucket's presigned URL)
                     data = {**data, "url": base + data["url"]}
-            await response.write(f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
+            await write(f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
+
+        async def write(chunk: bytes) -> None:
+            """A client that reads nothing for WRITE_TIMEOUT_S is gone: its place is freed."""
+            nonlocal last_write
+            async with asyncio.timeout(WRITE_TIMEOUT_S):  # a context, not a task: cheap per write
+                await response.write(chunk)
             last_write = time.monotonic()
 
         terminal = job.terminal
@@ -84,6 +91,7 @@ async def _stream(request: web.Request, jobs, job) -> web.StreamResponse:
         if job.progress() is not None:
             await send("progress", job.progress())
             sent_version = job.progress_version
+        sent_preview = job.preview_version
         if job.preview is not None:  # the latest, as soon as a client connects
             await send("preview", job.preview)
         while True:
@@ -94,18 +102,23 @@ async def _stream(request: web.Request, jobs, job) -> web.StreamResponse:
             if event == "status" and data["status"] in TERMINAL:
                 await send(event, data)
                 break
-            if event is not None:
+            if event is None and job.terminal:  # never left open, whatever was published
+                await send("status", {"status": job.status, "queue_position": None})
+                break
+            if event not in (None, "preview"):
                 await send(event, data)
+            if job.preview_version != sent_preview and job.preview is not None:  # the latest, never a backlog
+                await send("preview", job.preview)
+                sent_preview = job.preview_version
             if job.progress_version != sent_version and job.progress() is not None:
                 await send("progress", job.progress())
                 sent_version = job.progress_version
             if request.transport is None or request.transport.is_closing():
                 break  # the client left (aiohttp does not cancel a handler whose client went)
             if time.monotonic() - last_write >= KEEPALIVE_S:
-                await response.write(b": keepalive\n\n")
-                last_write = time.monotonic()
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the client left
+                await write(b": keepalive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError, asyncio.TimeoutError):
+        pass  # the client left, or reads nothing
     finally:
         job.listeners.discard(queue)
     return response

@@ -55,6 +55,9 @@ def test_while_comfyui_boots_the_server_answers_health_says_booting_and_a_job_wa
     assert accepted.status_code == 201 and accepted.json()["status"] == "queued"
     code, said = health(srv)  # the loop still answers once a job waits for the boot
     assert (code, said["status"], said["jobs_waiting"]) == (503, "booting", 1)
+    cancelled = submit(srv).json()["id"]
+    srv.raw("POST", f"/jobs/{cancelled}/cancel", token=None, timeout=PROMPTLY_S)
+    assert ended(srv, cancelled)["status"] == "canceled", "a cancel ends a job waiting for the boot at once"
     gate.write_text("open")
     assert ended(srv, accepted.json()["id"])["status"] == "succeeded"
     assert health(srv)[0] == 200 and health(srv)[1]["status"] == "healthy"
