@@ -10,7 +10,6 @@ Must not import the backends or ComfyUI.
 
 from __future__ import annotations
 
-import json
 import logging
 from email.message import Message
 from email.utils import encode_rfc2231
@@ -61,10 +60,10 @@ async def _json_body(request: web.Request) -> Any:
     """The request's JSON (at most SERVE_MAX_JSON_BYTES: 413), or 422 ``invalid_request``."""
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(422, "invalid_request", "The request body is not JSON") from None
     except RecursionError:
         raise ApiError(422, "invalid_request", "The request body is nested too deeply") from None
+    except (ValueError, LookupError):  # not JSON, not UTF-8, a number too long, an unknown charset
+        raise ApiError(422, "invalid_request", "The request body is not JSON this server can read") from None
 
 
 async def submit_job(request: web.Request) -> web.Response:
@@ -128,10 +127,10 @@ async def upload_asset(request: web.Request) -> web.Response:
     fields: dict[str, str] = {}
     received, file_name, file_type = None, None, ""
     try:
-        while (part := await reader.next()) is not None:
+        while (part := await _next_part(reader)) is not None:
             if part.name == "file" and received is None:
                 async def chunks(part=part):
-                    while chunk := await part.read_chunk(1 << 20):
+                    while chunk := await _read_chunk(part, 1 << 20):
                         yield chunk
                 file_name, file_type = part.filename, part.headers.get("Content-Type", "")
                 received = await store.receive(chunks())
@@ -149,10 +148,24 @@ async def upload_asset(request: web.Request) -> web.Response:
     return _json(asset.to_json(base_url(request)), status=201 if asset.created_new else 200)
 
 
+async def _next_part(reader):
+    try:
+        return await reader.next()
+    except (ValueError, AssertionError, KeyError):  # a boundary missing, a part cut short
+        raise ApiError(422, "invalid_request", "The upload is not well-formed multipart/form-data") from None
+
+
+async def _read_chunk(part, size: int) -> bytes:
+    try:
+        return await part.read_chunk(size)
+    except (ValueError, AssertionError):
+        raise ApiError(422, "invalid_request", "The upload is not well-formed multipart/form-data") from None
+
+
 async def _form_field(part) -> str:
     """A small form field of an upload (a name, a type, a hash): at most MAX_FIELD_BYTES of UTF-8."""
     data = b""
-    while chunk := await part.read_chunk(MAX_FIELD_BYTES + 1):
+    while chunk := await _read_chunk(part, MAX_FIELD_BYTES + 1):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
             raise ApiError(422, "invalid_request", f"The upload's field {part.name!r} is longer than "

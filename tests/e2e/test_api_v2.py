@@ -220,6 +220,11 @@ def test_a_value_nested_too_deep_or_an_integer_past_64_bits_is_422_naming_its_no
     far_too_deep = server.raw("POST", "/jobs", data=b'{"workflow": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                               headers={"Content-Type": "application/json", "Idempotency-Key": "deep-json"})
     assert (far_too_deep.status_code, far_too_deep.json()["error"]["code"]) == (422, "invalid_request")
+    too_long = server.raw("POST", "/jobs", data=b'{"workflow": {"1": {"inputs": {"a": ' + b"1" * 5000 + b"}}}}",
+                          headers={"Content-Type": "application/json"})  # past Python's 4300 digits
+    odd_charset = server.raw("POST", "/jobs", data=b"{}", headers={"Content-Type": "application/json; charset=bogus"})
+    for refused in (too_long, odd_charset):
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_request")
     again = server.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image")},
                        headers={"Idempotency-Key": "deep-1color"})
     assert again.status_code == 201, "the refused submission gave its key back"

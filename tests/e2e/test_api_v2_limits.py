@@ -92,6 +92,15 @@ def test_control_characters_or_a_bad_media_type_in_an_upload_are_refused(server,
     assert error(server.raw("POST", "/assets", token=None, files=parts)) == (422, "invalid_request")
 
 
+def test_a_malformed_multipart_body_is_422(server):
+    cut_short = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\r\nabc"
+    for body, content_type in ((cut_short, "multipart/form-data; boundary=b"),
+                               (b"no parts at all", "multipart/form-data; boundary=b"),
+                               (b"x", "multipart/form-data")):
+        refused = server.raw("POST", "/assets", token=None, data=body, headers={"Content-Type": content_type})
+        assert error(refused) == (422, "invalid_request"), body
+
+
 def test_from_hash_refuses_fields_that_are_not_strings(server):
     made = server.raw("POST", "/assets", token=None, files={"file": ("one.png", png_bytes(), "image/png")}).json()
     for body in ({"hash": made["hash"], "content_type": 5}, {"hash": made["hash"], "file_path": ["x"]},
