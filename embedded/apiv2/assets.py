@@ -100,14 +100,21 @@ class AssetStore:
         for left in self.blobs.iterdir():  # what a killed process was writing
             if left.name.startswith(TEMPORARY):
                 left.unlink(missing_ok=True)
-        #: bytes of all blobs, counted once here and kept up to date as blobs come and go
-        self._stored = sum(p.stat().st_size for p in self.blobs.iterdir() if not p.name.startswith("."))
-        #: bytes of outputs being written (counted against the limit until they are in place)
-        self._reserved = 0
         for record in state.assets() if state else ():  # the index of the last run: those whose content is here
             asset = Asset(**record)
             if asset.remote_url or self.path(asset).is_file():
                 self._assets[asset.id] = asset
+        if state is not None:  # a blob no asset names (its index row was never written) is no one's
+            named = {a.hash.split(":", 1)[1] for a in self._assets.values()}
+            for blob in self.blobs.iterdir():
+                if not blob.name.startswith(".") and blob.name not in named:
+                    blob.unlink(missing_ok=True)
+        #: bytes of all blobs, counted once here and kept up to date as blobs come and go
+        self._stored = sum(p.stat().st_size for p in self.blobs.iterdir() if not p.name.startswith("."))
+        #: bytes of outputs being written (counted against the limit until they are in place)
+        self._reserved = 0
+        #: hashes an output is being stored under: their blobs are neither deleted nor written twice
+        self._pending: Counter[str] = Counter()
 
     # --- reading ---------------------------------------------------------------------------------
     def get(self, asset_id: str) -> Asset:
@@ -138,22 +145,23 @@ class AssetStore:
         it, in a thread when it is large (a small one costs less than the hop to a thread). Raises
         ``ApiError`` (``storage_full``, ``server_error``)."""
         small = len(data) <= INLINE_BYTES
-        hash_, known = self._hash_and_look(data) if small else await asyncio.to_thread(self._hash_and_look, data)
-        if not known:
-            self._make_room(len(data))
-            self._reserved += len(data)
-            try:
-                written = (self._write_blob(hash_, data) if small
-                           else await asyncio.to_thread(self._write_blob, hash_, data))
-            finally:
-                self._reserved -= len(data)
-            self._stored += len(data) if written else 0
-        return self._add(hash_, len(data), content_type, _clean_name(file_path), created_new=not known, **fields)
-
-    def _hash_and_look(self, data: bytes) -> tuple[str, bool]:
-        """``data``'s hash, and whether the store has its blob."""
-        hash_ = blake3_of(data)
-        return hash_, self.path_of_hash(hash_).is_file()
+        hash_ = blake3_of(data) if small else await asyncio.to_thread(blake3_of, data)
+        self._pending[hash_] += 1
+        try:
+            known = self.path_of_hash(hash_).is_file()  # on the loop: no deletion comes between this and _add
+            if not known:
+                self._make_room(len(data))
+                self._reserved += len(data)
+                try:
+                    written = (self._write_blob(hash_, data) if small
+                               else await asyncio.to_thread(self._write_blob, hash_, data))
+                finally:
+                    self._reserved -= len(data)
+                self._stored += len(data) if written else 0
+            return self._add(hash_, len(data), content_type, _clean_name(file_path), created_new=not known, **fields)
+        finally:
+            self._pending[hash_] -= 1
+            self._pending += Counter()  # drop zeros
 
     def _write_blob(self, hash_: str, data: bytes) -> bool:
         """Write ``data``'s blob; False when another write put it there meanwhile."""
@@ -209,7 +217,7 @@ class AssetStore:
             raise ApiError(409, "hash_mismatch", f"The content's hash is {hash_}, not the expected {expected_hash}",
                            {"expected_hash": expected_hash, "actual_hash": hash_})
         blob = self.path_of_hash(hash_)
-        new = not blob.is_file()
+        new = not blob.is_file() and hash_ not in self._pending  # (pending: an output is writing these bytes)
         if new:
             self._make_room(size)
             try:
@@ -268,7 +276,8 @@ class AssetStore:
         if self.state:
             self.state.delete_asset(asset.id)
         blob = self.path(asset)
-        if not any(a.hash == asset.hash for a in self._assets.values()) and blob.is_file():
+        if not any(a.hash == asset.hash for a in self._assets.values()) and asset.hash not in self._pending \
+                and blob.is_file():
             self._stored -= blob.stat().st_size
             blob.unlink()
 

@@ -19,8 +19,8 @@ import sys
 
 import pytest
 
-from ..helpers import png_bytes, workflow
-from ..servers import SlowSink, wait_until, worker_env
+from ..helpers import png_bytes
+from ..servers import SlowSink, worker_env
 from .apiv2 import ApiServer, sdk_workflow
 
 comfy_sdk = pytest.importorskip("comfy_sdk")
