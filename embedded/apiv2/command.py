@@ -195,8 +195,8 @@ async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
     finally:
         sweeper.cancel()
         await runner.cleanup()
-        await asyncio.gather(boot, return_exceptions=True)
-        if not jobs.readiness.stuck:  # a stuck runner's thread is left to the process's exit
+        await asyncio.wait([boot], timeout=grace)  # a boot that hangs is left to the process's exit
+        if boot.done() and not jobs.readiness.stuck:  # a boot still under way, a stuck runner: left to the exit
             await asyncio.to_thread(executor.close)
         if kept is not None:
             kept.close()

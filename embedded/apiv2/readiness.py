@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Callable
 
 from .wire import ApiError
@@ -36,11 +37,29 @@ class Readiness:
 
     # --- the boot --------------------------------------------------------------------------------
     def start_boot(self, boot: Callable[[], object]) -> asyncio.Future:
-        """Run ``boot`` (blocking) in a thread; returns the future of its end."""
+        """Run ``boot`` (blocking) in a daemon thread of its own (a boot that hangs never holds the
+        process's exit, as a thread of the loop's executor would); returns the future of its end."""
         loop = asyncio.get_running_loop()
         self._booted = loop.create_future()
-        running = loop.run_in_executor(None, boot)
+        running: asyncio.Future = loop.create_future()
         running.add_done_callback(self._boot_done)
+
+        def settle(error: BaseException | None) -> None:
+            if not running.done():
+                running.set_exception(error) if error is not None else running.set_result(None)
+
+        def main() -> None:
+            error = None
+            try:
+                boot()
+            except BaseException as exc:  # noqa: BLE001 - said by health, and to the waiting jobs
+                error = exc
+            try:
+                loop.call_soon_threadsafe(settle, error)
+            except RuntimeError:  # the server has stopped meanwhile
+                pass
+
+        threading.Thread(target=main, name="embedded-boot", daemon=True).start()
         return running
 
     def _boot_done(self, running: asyncio.Future) -> None:
