@@ -47,6 +47,15 @@ def test_scipy_stats_and_integrate_wait_for_their_first_use_which_four_threads_s
     assert probes["lazy"]["scipy_works"] == probes["eager"]["scipy_works"] == [[0.5, 0.5], True, ["module", "module"]]
 
 
+def test_the_runner_runs_the_deferred_imports_once_idle_after_a_job_never_during_it(tmp_path):
+    from ..helpers import probe, probe_reports
+
+    env = {k: v for k, v in os.environ.items() if k not in ("EAGER_NODES", "COMFY_ARGS")}
+    report = probe_reports({"run": probe("deferred_probe", str(tmp_path), env=env)}, timeout=300)["run"]
+    assert report == {"after_boot": ["scipy.stats", "scipy.integrate"],
+                      "after_a_job": ["scipy.stats", "scipy.integrate"], "once_idle": [], "works": 0.5}
+
+
 def test_lazy_loading_gives_the_same_node_set(probes):
     assert probes["lazy"]["nodes"] == probes["eager"]["nodes"] == probes["eager"]["nodes_after"]
     assert probes["lazy"]["nodes_after"] == probes["eager"]["nodes"]

@@ -17,7 +17,10 @@ Owns:
   them only inside the beta scheduler and the LMS sampler): imported during the window, they are
   modules whose code runs on their first use (any attribute but what the import system reads),
   once, under a lock, as ``importlib.util.LazyLoader`` does (whose Python 3.11 version lets a
-  second thread see a half-run module); from then on they are plain modules.
+  second thread see a half-run module); from then on they are plain modules. A submodule imported
+  first runs its lazy parent first (``_SubmoduleFinder``). Once the runner has been idle for a
+  moment after its first job, it runs them (``run_deferred``): the cold start is spared, and no
+  job later meets a first use.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import logging
 import sys
 import threading
@@ -135,6 +139,37 @@ class _LazyFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+class _Loaded(importlib.abc.Loader):
+    """Hands the import system a module that is already there."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module):
+        pass
+
+
+class _SubmoduleFinder(importlib.abc.MetaPathFinder):
+    """A submodule of a lazy module imported before anything else of it (``import scipy.stats.qmc``):
+    the lazy module's code runs first, as a package's always does before its submodules, and the
+    submodule is the one that code imported, never a second copy. Stays on ``sys.meta_path`` (it
+    does nothing once every lazy module has run)."""
+
+    def find_spec(self, fullname, path, target=None):
+        for name in LAZY_MODULES:
+            if fullname.startswith(name + ".") and type(sys.modules.get(name)) is _LazyModule:
+                getattr(sys.modules[name], "__dict__")  # runs it
+                module = sys.modules.get(fullname)
+                return None if module is None else importlib.util.spec_from_loader(fullname, _Loaded(module))
+        return None
+
+
+_submodules = _SubmoduleFinder()
+
+
 @contextlib.contextmanager
 def lazy_modules(enabled: bool = True, names: tuple[str, ...] = LAZY_MODULES) -> Iterator[None]:
     """While the block runs, importing one of ``names`` (not imported yet) defers its code."""
@@ -144,7 +179,21 @@ def lazy_modules(enabled: bool = True, names: tuple[str, ...] = LAZY_MODULES) ->
         return
     finder = _LazyFinder(names)
     sys.meta_path.insert(0, finder)
+    if _submodules not in sys.meta_path:
+        sys.meta_path.insert(0, _submodules)
     try:
         yield
     finally:
         sys.meta_path.remove(finder)
+
+
+def still_deferred() -> list[str]:
+    """The lazy modules whose code has not run yet."""
+    return [name for name in LAZY_MODULES if type(sys.modules.get(name)) is _LazyModule]
+
+
+def run_deferred() -> None:
+    """Run the lazy modules' code now (the runner does it once it is idle after its first job: a
+    sampler that needs them never pays for it, and other threads meet plain modules)."""
+    for name in still_deferred():
+        getattr(sys.modules[name], "__dict__")

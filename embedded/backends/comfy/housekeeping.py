@@ -5,7 +5,8 @@ Owns: the cache type chosen from the runner's arguments (``--cache-lru N``, ``--
 ComfyUI's ``POST /free``: unload every model; also drop every cached result), and the throttled
 clean-up after jobs: ``gc.collect()``, ``soft_empty_cache()`` and the restore of functions custom
 nodes may have hooked, at most every 10 s, and when that is not due yet, as soon as the runner has
-been idle long enough (``prompt_worker`` waits on its queue with that timeout).
+been idle long enough (``prompt_worker`` waits on its queue with that timeout); and, once idle
+after a job, the imports the boot deferred (``deferred.run_deferred``).
 
 Runs on the runner thread only (its event loop schedules the idle clean-up).
 """
@@ -23,6 +24,8 @@ log = logging.getLogger("embedded.backends.comfy")
 
 #: seconds between two collections, as prompt_worker's ``gc_collect_interval``
 GC_INTERVAL = 10.0
+#: seconds of idleness after a job before the imports the boot deferred are run
+DEFERRED_AFTER_S = 2.0
 
 
 def runner_cache_settings(cli_args: Any, extra_args: tuple[str, ...], cache_types: Any) -> tuple[Any, dict[str, float]]:
@@ -61,10 +64,12 @@ class Housekeeping:
         self.need_gc = False
         self.last_gc = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._deferred_timer: asyncio.TimerHandle | None = None
 
     def after_job(self, unload_models: bool = False, free_memory: bool = False) -> None:
         import comfy.model_management
 
+        self._run_deferred_when_idle()
         self.need_gc = True
         if unload_models or free_memory:
             comfy.model_management.unload_all_models()
@@ -92,6 +97,31 @@ class Housekeeping:
             return  # a running job collects when it ends
         try:
             self.collect_when_due()
+        finally:
+            self.process_lock.release()
+
+    def _run_deferred_when_idle(self) -> None:
+        """The imports the boot deferred (``deferred``), run once this runner has been idle for
+        DEFERRED_AFTER_S, never during a job."""
+        from . import deferred
+
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        if deferred.still_deferred():
+            self._deferred_timer = self.loop.call_later(DEFERRED_AFTER_S, self._on_deferred_timer)
+
+    def _on_deferred_timer(self) -> None:
+        from . import deferred
+
+        self._deferred_timer = None
+        if not self.idle() or not self.process_lock.acquire(blocking=False):
+            return  # the job running now schedules it again when it ends
+        try:
+            deferred.run_deferred()
+            log.debug("between jobs: ran the imports the boot deferred")
+        except Exception:  # noqa: BLE001 - a first use would meet the same error and report it
+            log.warning("between jobs: a deferred import failed", exc_info=True)
         finally:
             self.process_lock.release()
 
