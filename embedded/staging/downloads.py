@@ -16,6 +16,7 @@ Must not import ComfyUI or the backends.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -184,15 +185,18 @@ class S3Settings:
         """A presigned URL (made locally: no request; the client that signs is made once per
         settings, boto3's clients being thread-safe)."""
         with _signers_lock:
-            signer = _signers.get(self)
-            if signer is None:
-                signer = _signers[self] = self.client()
+            signer = _signers.pop(self, None) or self.client()
+            _signers[self] = signer  # the most recently used last
+            while len(_signers) > MAX_SIGNERS:  # a job's own buckets come and go: the oldest goes
+                _signers.popitem(last=False)
         return signer.generate_presigned_url(method, Params={"Bucket": bucket, "Key": key, **params},
                                              ExpiresIn=seconds)
 
 
-#: the boto3 client that presigns for each ``S3Settings`` (making one takes tens of milliseconds)
-_signers: dict[S3Settings, Any] = {}
+#: the boto3 client that presigns for each ``S3Settings`` (making one takes tens of milliseconds),
+#: the MAX_SIGNERS used last
+_signers: collections.OrderedDict[S3Settings, Any] = collections.OrderedDict()
+MAX_SIGNERS = 16
 _signers_lock = threading.Lock()
 
 
