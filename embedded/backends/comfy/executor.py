@@ -501,8 +501,8 @@ def _make_folders(folders: dict[str, Path]) -> None:
 
 
 def _set_aside(job_dir: Path, trash: Path) -> None:
-    """Move an ended job's folder out of the jobs folder into ``trash`` (deleted by ``_empty_trash``
-    before the next job starts), or delete it where it is when it cannot be moved."""
+    """Move an ended job's folder out of the jobs folder into ``trash`` (deleted by the
+    ``TrashCan``'s thread), or delete it where it is when it cannot be moved."""
     try:
         try:
             job_dir.rename(trash / job_dir.name)
