@@ -228,8 +228,6 @@ async def health(request: web.Request) -> web.Response:
     error, ``stuck``, ``shutting_down``)."""
     jobs = request.app[JOBS]
     readiness = jobs.readiness
-    if jobs.executor.stuck:
-        readiness.set_stuck()
     status = readiness.status()
     body = {"status": status, "booted": readiness.booted, "jobs_waiting": jobs.waiting(),
             "jobs_unfinished": jobs.unfinished(), "state_error": jobs.state.error if jobs.state is not None else None}

@@ -91,7 +91,7 @@ class Jobs:
         self._tasks: set[asyncio.Task] = set()
         self._recent_run_s: list[float] = []
         #: booting, booted or not, stuck, shutting down: whether a job can run (``/health``)
-        self.readiness = Readiness()
+        self.readiness = Readiness(lambda: executor is not None and executor.stuck)
         if state is not None:
             self._restore(state)
 
@@ -168,9 +168,6 @@ class Jobs:
     # --- submission ------------------------------------------------------------------------------
     async def submit(self, body: Any, idempotency_key: str | None) -> JobRecord:
         self.readiness.check_accepting()
-        if self.executor.stuck:  # noticed here first (a job's node outlived its stop)
-            self.readiness.set_stuck()
-            self.readiness.check_accepting()
         self._forget_old_keys()
         if idempotency_key is not None:
             if idempotency_key in self._keys:
@@ -333,8 +330,7 @@ class Jobs:
                     log.exception("embedded.apiv2: storing the outputs of job %s failed", job.id)
                 status, error = ended
                 self._finish(job, "canceled" if status == "succeeded" and job.upload_stopped else status, error)
-            if self.executor.stuck:  # a node outlived its stop: no job can run here any more
-                self.readiness.set_stuck()
+            self.readiness.notice_stuck()  # a node outlived its stop: no job can run here any more
 
     async def _outcome(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any], on_event,
                        stored: set) -> tuple[str, dict[str, Any] | None] | None:
@@ -488,10 +484,9 @@ class Jobs:
         if isinstance(exc, ApiError):
             code, why = ("storage_full" if exc.code == "storage_full" else "server_error"), exc.message
         else:
-            log.error("embedded.apiv2: output %s of job %s could not be stored", output.filename, job.id,
-                      exc_info=(type(exc), exc, exc.__traceback__))
             code, why = "server_error", f"the server failed ({type(exc).__name__})"
-        log.error("embedded.apiv2: output %s of job %s could not be stored: %s", output.filename, job.id, why)
+        log.error("embedded.apiv2: output %s of job %s could not be stored: %s", output.filename, job.id, why,
+                  exc_info=None if isinstance(exc, ApiError) else (type(exc), exc, exc.__traceback__))
         if job.error is None:
             job.error = {"code": code, "message": f"Output {output.filename} of node {output.node_id} could not be "
                                                   f"stored: {why}", "node_id": output.node_id, "class_type": None,

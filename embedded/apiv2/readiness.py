@@ -27,9 +27,11 @@ EXIT_STUCK = 75
 
 
 class Readiness:
-    def __init__(self) -> None:
+    def __init__(self, runner_stuck: Callable[[], bool] = lambda: False) -> None:
         self._booted: asyncio.Future | None = None
         self.boot_error: str | None = None
+        #: whether the executor's runner is held by a node that outlived its stop (``Executor.stuck``)
+        self._runner_stuck = runner_stuck
         self.stuck = False
         self.shutting_down = False
         #: set when the runner got stuck: the process retires once its jobs are answered
@@ -91,7 +93,13 @@ class Readiness:
                       EXIT_STUCK)
             self.retire.set()
 
+    def notice_stuck(self) -> None:
+        """Retire once the runner is stuck (asked after each job, and by every status)."""
+        if not self.stuck and self._runner_stuck():
+            self.set_stuck()
+
     def status(self) -> str:
+        self.notice_stuck()
         if self.shutting_down:
             return "shutting_down"
         if self.stuck:
