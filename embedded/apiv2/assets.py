@@ -174,19 +174,10 @@ class AssetStore:
             raise _disk_error(exc, "the output") from None
         return True
 
-    async def add_stream(self, chunks: AsyncIterator[bytes], file_path: str | None, content_type: str,
-                         expected_hash: str | None) -> Asset:
-        """An upload whose fields are known before its bytes (``receive``, then ``keep``)."""
-        check_name(file_path), check_content_type(content_type), _check_hash(expected_hash)
-        received = await self.receive(chunks)
-        try:
-            return self.keep(received, file_path, content_type, expected_hash)
-        finally:
-            received.discard()
-
     async def receive(self, chunks: AsyncIterator[bytes]) -> "Received":
         """An upload's bytes, streamed into a temporary file while they are hashed and counted
-        (413 past ``max_upload_bytes``); ``keep`` it, or ``discard`` it."""
+        (413 past ``max_upload_bytes``); ``keep`` it, then ``discard`` it (its fields may come
+        after its bytes: they are checked by ``keep``)."""
         hasher, size, tmp = blake3.blake3(), 0, None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".upload-")

@@ -22,7 +22,14 @@ async def _chunks(*parts: bytes):
 
 
 def upload(s: AssetStore, data: bytes, name="f.bin", expected=None):
-    return asyncio.run(s.add_stream(_chunks(data[:10], data[10:]), name, "application/octet-stream", expected))
+    """As the upload route does: the bytes received, then kept with the fields (the temporary file gone)."""
+    async def received_and_kept():
+        received = await s.receive(_chunks(data[:10], data[10:]))
+        try:
+            return s.keep(received, name, "application/octet-stream", expected)
+        finally:
+            received.discard()
+    return asyncio.run(received_and_kept())
 
 
 def test_the_same_content_is_one_blob_under_two_assets(tmp_path):
