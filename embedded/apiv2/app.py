@@ -127,10 +127,10 @@ async def upload_asset(request: web.Request) -> web.Response:
     fields: dict[str, str] = {}
     received, file_name, file_type = None, None, ""
     try:
-        while (part := await _next_part(reader)) is not None:
+        while (part := await _well_formed(reader.next())) is not None:
             if part.name == "file" and received is None:
                 async def chunks(part=part):
-                    while chunk := await _read_chunk(part, 1 << 20):
+                    while chunk := await _well_formed(part.read_chunk(1 << 20)):
                         yield chunk
                 file_name, file_type = part.filename, part.headers.get("Content-Type", "")
                 received = await store.receive(chunks())
@@ -148,24 +148,19 @@ async def upload_asset(request: web.Request) -> web.Response:
     return _json(asset.to_json(base_url(request)), status=201 if asset.created_new else 200)
 
 
-async def _next_part(reader):
+async def _well_formed(step):
+    """A step of reading a multipart upload (its next part, a chunk of one): 422 when the body is
+    not well-formed (a boundary missing, a part cut short)."""
     try:
-        return await reader.next()
-    except (ValueError, AssertionError, KeyError):  # a boundary missing, a part cut short
-        raise ApiError(422, "invalid_request", "The upload is not well-formed multipart/form-data") from None
-
-
-async def _read_chunk(part, size: int) -> bytes:
-    try:
-        return await part.read_chunk(size)
-    except (ValueError, AssertionError):
+        return await step
+    except (ValueError, AssertionError, KeyError):
         raise ApiError(422, "invalid_request", "The upload is not well-formed multipart/form-data") from None
 
 
 async def _form_field(part) -> str:
     """A small form field of an upload (a name, a type, a hash): at most MAX_FIELD_BYTES of UTF-8."""
     data = b""
-    while chunk := await _read_chunk(part, MAX_FIELD_BYTES + 1):
+    while chunk := await _well_formed(part.read_chunk(MAX_FIELD_BYTES + 1)):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
             raise ApiError(422, "invalid_request", f"The upload's field {part.name!r} is longer than "
