@@ -25,7 +25,8 @@ face; never an implementation under ``backends/``, and nothing of the runtime im
 from .api import Executor, default_executor, execute
 from .config import Config
 from .job.errors import (BootError, EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, NodeError,
-                         ServerCrashed, ServerError, ValidationError, WorkerStuck, WorkflowFormatError)
+                         ServerCrashed, ServerError, ValidationError, WorkerLost, WorkerStuck,
+                         WorkflowFormatError)
 from .job.events import (CachedEvent, DownloadEvent, ErrorEvent, Event, ExecutedEvent, ExecutingEvent, InterruptedEvent,
                          MessageEvent, OutputEvent, PreviewEvent, ProgressEvent, ProgressStateEvent, ProgressTextEvent,
                          ResultEvent, StartEvent, SuccessEvent)
@@ -40,4 +41,4 @@ __all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output",
            "PreviewEvent", "MessageEvent", "ResultEvent",
            "DownloadEvent", "ModelRef", "S3Settings", "FetchError", "FetchRefused",
            "EmbeddedError", "BootError", "WorkflowFormatError", "InputError", "ValidationError", "NodeError",
-           "ExecutionError", "JobInterrupted", "JobTimeout", "WorkerStuck", "ServerError", "ServerCrashed"]
+           "ExecutionError", "JobInterrupted", "JobTimeout", "WorkerStuck", "WorkerLost", "ServerError", "ServerCrashed"]

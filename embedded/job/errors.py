@@ -26,6 +26,18 @@ class EmbeddedError(Exception):
         """Extra lines that explain the error (one per node error, say); may be empty."""
         return []
 
+    def __reduce__(self):
+        """Pickled as its attributes, not its constructor's arguments (which differ by subclass):
+        a device's process sends its job's error to the caller's process this way."""
+        return _rebuilt, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuilt(cls: type, args: tuple, state: dict) -> EmbeddedError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class BootError(EmbeddedError):
     """ComfyUI could not be started (missing tree, import failure, bad configuration)."""
@@ -187,6 +199,19 @@ class JobTimeout(JobInterrupted):
         self.message += " while its files were being fetched"
         self.args = (self.message,)
         return self
+
+
+class WorkerLost(EmbeddedError):
+    """The process that ran the job on one of several devices (``COMFY_DEVICES``) died under it: killed,
+    out of memory, or a node that ended the process. Only that job fails; the device's process is
+    replaced and takes the next jobs."""
+
+    kind = "worker_lost"
+
+    def __init__(self, message: str, device: str):
+        #: the device whose process was lost: ``cuda:1``, ``cpu:0``
+        self.device = device
+        super().__init__(message)
 
 
 class WorkerStuck(EmbeddedError):
