@@ -91,6 +91,23 @@ def _positive(value: str | None, default: float | None, name: str) -> float | No
     return number
 
 
+def parse_devices(value: str | None) -> tuple[str, ...] | None:
+    """COMFY_DEVICES: ``all``, CUDA indices (``0,1,3``) or ``cpu`` entries (``cpu,cpu``); None when unset."""
+    if value is None or value.strip() == "":
+        return None
+    entries = tuple(e.strip().lower() for e in value.split(","))
+    if entries == ("all",):
+        return entries
+    for entry in entries:
+        if entry != "cpu" and not entry.isdigit():
+            raise ValueError(f"COMFY_DEVICES={value!r}: expected 'all', CUDA device indices such as '0,1,3', "
+                             f"or 'cpu' entries such as 'cpu,cpu'")
+    cuda = [e for e in entries if e != "cpu"]
+    if len(set(cuda)) != len(cuda):
+        raise ValueError(f"COMFY_DEVICES={value!r}: a CUDA device is listed twice")
+    return entries
+
+
 def _mode(value: str | None) -> str:
     mode = (value or "embedded").strip().lower()
     if mode not in ("embedded", "server"):
@@ -132,10 +149,18 @@ class Config:
     #: import every ComfyUI node pack at boot instead of on first use (EAGER_NODES)
     eager_nodes: bool = False
 
+    #: the folder of this executor's job folders (default <work_dir>/jobs); not a variable: the pool
+    #: gives each device's process its own, removed when that process ends
+    jobs_folder: Path | None = None
+
     # --- backends -------------------------------------------------------------------------------
     #: "embedded" (ComfyUI in this process) or "server" (ComfyUI's main.py as a subprocess, driven
     #: over HTTP and a websocket, as worker-comfyui does) (EXECUTION_MODE)
     execution_mode: str = "embedded"
+    #: the devices to run jobs on, one executor each (COMFY_DEVICES): ``("all",)`` for every visible
+    #: CUDA device, CUDA indices (``("0", "1")``), ``cpu`` entries (``("cpu", "cpu")``); None: one
+    #: executor in this process, as ComfyUI runs. More than one device: one child process per device
+    devices: tuple[str, ...] | None = None
     #: server mode: reconnect attempts when the websocket drops mid-job (WEBSOCKET_RECONNECT_ATTEMPTS)
     websocket_reconnect_attempts: int = 5
     #: server mode: seconds between reconnect attempts (WEBSOCKET_RECONNECT_DELAY_S)
@@ -233,6 +258,7 @@ class Config:
             extra_args=tuple(shlex.split(env.get("COMFY_ARGS") or "")),
             eager_nodes=_flag(env.get("EAGER_NODES")),
             execution_mode=_mode(env.get("EXECUTION_MODE")),
+            devices=parse_devices(env.get("COMFY_DEVICES")),
             websocket_reconnect_attempts=_count(env.get("WEBSOCKET_RECONNECT_ATTEMPTS"), 5,
                                                 "WEBSOCKET_RECONNECT_ATTEMPTS"),
             websocket_reconnect_delay_s=_seconds(env.get("WEBSOCKET_RECONNECT_DELAY_S"), "WEBSOCKET_RECONNECT_DELAY_S",
@@ -293,7 +319,7 @@ class Config:
 
     @property
     def jobs_dir(self) -> Path:
-        return self.work_dir / "jobs"
+        return self.jobs_folder or self.work_dir / "jobs"
 
     @property
     def trash_dir(self) -> Path:

@@ -138,3 +138,6 @@ class BootInfo:
     failed_packs: tuple[FailedPack, ...] = ()
     #: where the boot's time went: (phase, seconds), in order
     phases: tuple[tuple[str, float], ...] = ()
+    #: the devices jobs run on, one executor each (``COMFY_DEVICES``: ``cuda:0``, ``cpu:1``...); empty:
+    #: one executor in this process
+    devices: tuple[str, ...] = ()
