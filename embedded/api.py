@@ -15,14 +15,15 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import dataclasses
 import queue
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Mapping
+from typing import Any, AsyncIterator, Iterator, Mapping, Sequence
 
 from . import backends
 from .backends import Backend, Preflight, with_fetches
-from .config import Config
+from .config import Config, parse_devices
 from .job.errors import InputError, JobInterrupted
 from .job.events import Event, EventCallback, ResultEvent
 from .staging.downloads import Cancelled, Fetcher, S3Settings
@@ -40,11 +41,20 @@ FileSource = Any
 class Executor:
     """A persistent in-process ComfyUI executor: ``start()``, ``run()`` any number of jobs, ``close()``.
 
-    One job runs at a time; others wait their turn. Usable as a context manager.
+    One job runs at a time on each device; others wait their turn. Without ``devices`` (and
+    ``COMFY_DEVICES``) there is one device: ComfyUI runs in this process. With several (``"all"``, CUDA
+    indices such as ``[0, 1]`` or ``"0,1"``, or ``"cpu,cpu"``), each runs in a child process of its own
+    and up to ``capacity`` jobs run at once (``submit``, ``run_async``, ``run`` from several threads).
+    Usable as a context manager.
     """
 
-    def __init__(self, config: Config | None = None, backend: Backend | None = None):
-        self.config = config or Config.from_env()
+    def __init__(self, config: Config | None = None, backend: Backend | None = None, *,
+                 devices: str | Sequence[int | str] | None = None):
+        config = config or Config.from_env()
+        if devices is not None:
+            spec = devices if isinstance(devices, str) else ",".join(str(d) for d in devices)
+            config = dataclasses.replace(config, devices=parse_devices(spec))
+        self.config = config
         self._runner: Backend | None = backend
         self._started = False
         self._lock = threading.Lock()
@@ -71,6 +81,14 @@ class Executor:
                 runner.start()
                 self._runner, self._started = runner, True
         return self
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs run at once: one per device (``COMFY_DEVICES``)."""
+        with self._lock:
+            if self._runner is None:
+                self._runner = backends.create(self.config)
+            return self._runner.capacity
 
     @property
     def mode(self) -> str:

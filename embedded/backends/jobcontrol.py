@@ -120,6 +120,9 @@ class Running:
 
 
 class JobControl:
+    #: one job at a time
+    capacity = 1
+
     def __init__(self, stop_grace: float):
         self.stop_grace = stop_grace
         self._state_lock = threading.Lock()

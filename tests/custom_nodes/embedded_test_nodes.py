@@ -298,6 +298,72 @@ class EmbeddedTestGatedValidation:
         return {"ui": {"text": ["never"]}}
 
 
+class EmbeddedTestWhere:
+    """An output node that says which process ran it and what it saw: ``pid``, the job's input
+    folder's files, ``CUDA_VISIBLE_DEVICES`` and whether ComfyUI runs on the CPU.
+
+    With a ``folder``, it first writes its pid to ``folder/tag``, then waits (checking the interrupt
+    flag) until a file named by each of ``wait_for`` (comma-separated) is there too: jobs that meet
+    this way ran at once, whatever the machine's speed (it gives up after 120 s); then it sleeps
+    ``seconds``, checking the interrupt flag."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"tag": ("STRING", {"default": ""}),
+                             "folder": ("STRING", {"default": ""}),
+                             "wait_for": ("STRING", {"default": ""}),
+                             "seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0})}}
+
+    def run(self, tag, folder, wait_for, seconds):
+        import json
+        import os
+        from pathlib import Path
+
+        import folder_paths
+
+        if folder:
+            (Path(folder) / f"{tag}.tmp").write_text(str(os.getpid()))
+            os.replace(Path(folder) / f"{tag}.tmp", Path(folder) / tag)
+            others = [Path(folder) / name for name in wait_for.split(",") if name]
+            give_up = time.monotonic() + 120
+            while not all(p.exists() for p in others):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"{tag}: {wait_for} never came")
+                time.sleep(0.02)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            time.sleep(0.02)
+        inputs = sorted(os.listdir(folder_paths.get_input_directory()))
+        seen = {"pid": os.getpid(), "tag": tag, "inputs": inputs, "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "cpu": comfy.model_management.cpu_state == comfy.model_management.CPUState.CPU}
+        return {"ui": {"text": [json.dumps(seen)]}}
+
+
+class EmbeddedTestExit:
+    """Ends its process at once (``os._exit``), as a crashing native library would."""
+
+    CATEGORY = "embedded_tests"
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"code": ("INT", {"default": 3, "min": 0, "max": 255})}}
+
+    def run(self, code):
+        import os
+
+        os._exit(code)
+
+
 NODE_CLASS_MAPPINGS = {
     "EmbeddedTestApiKey": EmbeddedTestApiKey,
     "EmbeddedTestAsyncWait": EmbeddedTestAsyncWait,
@@ -311,6 +377,8 @@ NODE_CLASS_MAPPINGS = {
     "EmbeddedTestRaise": EmbeddedTestRaise,
     "EmbeddedTestSaveAndPass": EmbeddedTestSaveAndPass,
     "EmbeddedTestSleep": EmbeddedTestSleep,
+    "EmbeddedTestWhere": EmbeddedTestWhere,
+    "EmbeddedTestExit": EmbeddedTestExit,
     "EmbeddedTestText": EmbeddedTestText,
     "EmbeddedTestTone": EmbeddedTestTone,
 }
