@@ -128,12 +128,24 @@ class FakeJobApi:
                         return self._json(200, api.jobs.get(timeout=0.5))
                     except queue.Empty:
                         return self._json(204)
+                if path.startswith("/job-take-batch/"):  # the SDK takes several at once (concurrency > 1)
+                    wanted = int(urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)["batch_size"][0])
+                    try:
+                        taken = [api.jobs.get(timeout=0.5)]
+                    except queue.Empty:
+                        return self._json(204)
+                    while len(taken) < wanted:
+                        try:
+                            taken.append(api.jobs.get_nowait())
+                        except queue.Empty:
+                            break
+                    return self._json(200, taken)
                 if path.startswith("/job-stop/"):
                     try:
                         return self._json(200, {"jobsToStop": [api.stops.get(timeout=0.5)]})
                     except queue.Empty:
                         return self._json(204)
-                return self._json(204)  # job-take-batch and anything else: nothing to do
+                return self._json(204)  # anything else: nothing to do
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)

@@ -7,8 +7,8 @@ reported on every job instead of a crash loop), the async handler
 (parse the input, run the job in the executor's thread so that a RunPod cancel interrupts ComfyUI
 and waits for it to stop, report progress, deliver the outputs, shape the response), when to ask
 RunPod for a fresh worker (``refresh_worker``: ``REFRESH_WORKER``, a stopped job whose node never
-returned, memory grown past ``MAX_RSS_GROWTH_PCT``), taking no job while a node holds the process
-(the SDK's concurrency is 0 then), and the entry point (``SERVE_API_LOCALLY``, the SDK's own
+returned, memory grown past ``MAX_RSS_GROWTH_PCT``), how many jobs it takes at once (the SDK's
+concurrency: one per device of ``COMFY_DEVICES``, 0 while a node holds the process), and the entry point (``SERVE_API_LOCALLY``, the SDK's own
 ``--rp_*`` flags, ``test_input.json``, ``--require-gpu`` from the image's start script).
 
 Talks to ComfyUI only through the public API (``Executor``).
@@ -62,6 +62,13 @@ class Worker:
         #: set once the backend started (or failed to); jobs wait for it, not for the warm-up
         self._started = threading.Event()
         self._started.set()
+        #: jobs it takes at once: one per device (``COMFY_DEVICES``), known once the executor is prepared
+        self.capacity = 1
+        #: jobs being handled now (on the SDK's event loop)
+        self._in_flight = 0
+        #: with several devices, a job ended that asked for a fresh worker (``REFRESH_WORKER``, memory):
+        #: no new job is taken, and the last one in flight asks RunPod to replace the worker
+        self._draining = False
 
     def start_boot(self) -> None:
         """``boot`` in a background thread; jobs wait for it (``handle``). What must happen on
@@ -69,6 +76,7 @@ class Worker:
         reads when it starts) happens before this returns."""
         try:
             self.executor.prepare()
+            self.capacity = self.executor.capacity
         except Exception as exc:  # BootError: every job reports it
             self._failed(exc)
             return
@@ -122,11 +130,14 @@ class Worker:
         if workflow is None:
             return
         path = self.config.warmup_workflow
-        try:
-            result = self.executor.run(workflow, timeout=self.config.job_timeout)
-            log.info("worker: warm-up workflow %s ran in %.2f s", path, result.timings.total)
-        except Exception as exc:  # noqa: BLE001 - an EmbeddedError, or a bug: the worker serves jobs anyway
-            log.warning("worker: warm-up workflow %s failed (not fatal): %s", path, exc)
+        # once per device: with several, the jobs go one to each idle device's process
+        runs = [self.executor.submit(workflow, timeout=self.config.job_timeout) for _ in range(self.capacity)]
+        for run in runs:
+            try:
+                result = run.result()
+                log.info("worker: warm-up workflow %s ran in %.2f s", path, result.timings.total)
+            except Exception as exc:  # noqa: BLE001 - an EmbeddedError, or a bug: the worker serves jobs anyway
+                log.warning("worker: warm-up workflow %s failed (not fatal): %s", path, exc)
 
     async def handle(self, job: dict[str, Any], forward: Callable[[Any], None] | None = None,
                      delivery: type[Delivery] = Delivery) -> dict[str, Any]:
@@ -143,18 +154,29 @@ class Worker:
                                                   f"{self.config.server_start_timeout_s:g} s "
                                                   f"(COMFY_SERVER_START_TIMEOUT_S)"))
                 return {**body, "refresh_worker": True}
-        result = await self._handle(job, forward, delivery)
+        self._in_flight += 1
+        try:
+            result = await self._handle(job, forward, delivery)
+        finally:
+            self._in_flight -= 1
         if not self.retiring and self.memory.exceeded():
             self.retiring = True
-        if self.config.refresh_worker or self.executor.stuck or self.retiring:
+        refresh = self.config.refresh_worker or self.retiring
+        if self.capacity > 1 and refresh:  # the jobs still running on the other devices end first
+            self._draining = True
+            refresh = self._in_flight == 0
+        if refresh or self.executor.stuck:
             result["refresh_worker"] = True
         return result
 
     def concurrency(self, current: int) -> int:
-        """The SDK's ``concurrency_modifier``: no job while a stopped job's node holds the process,
-        nor once the worker asked to be replaced for its memory (a streaming worker cannot send
-        ``refresh_worker``: the SDK reads it from plain handlers only)."""
-        return 0 if self.executor.stuck or self.retiring else 1
+        """The SDK's ``concurrency_modifier``: one job per device; none while a stopped job's node
+        holds the process, nor once the worker asked to be replaced for its memory (a streaming worker
+        cannot send ``refresh_worker``: the SDK reads it from plain handlers only), nor, with several
+        devices, once a job ended that asks for a fresh worker (``REFRESH_WORKER``)."""
+        if self.executor.stuck or self.retiring or self._draining:
+            return 0
+        return self.capacity
 
     async def stream(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The generator handler (``STREAM_OUTPUTS=true``): ``{"type": "progress", ...}`` items,
