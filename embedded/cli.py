@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import DownloadEvent, EmbeddedError, Executor, ModelRef
+from .config import parse_devices
 from .job.events import ExecutingEvent, NodesDone, ProgressEvent
 from .staging.guard import is_url
 
@@ -103,6 +104,7 @@ def _read_arguments(args: argparse.Namespace) -> tuple[object, dict[str, str | P
         raise ValueError(f"cannot read {args.workflow}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{args.workflow} is not JSON: {exc}") from None
+    parse_devices(args.devices)  # a ValueError that says what is expected
     return workflow, _parse_images(args.image), _parse_models(args.model)
 
 
@@ -113,7 +115,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    with Executor() as executor:
+    with Executor(devices=args.devices) as executor:
         report = executor.check(workflow, files=files, models=models, outputs=args.output or None)
     print(json.dumps(report.to_dict(), indent=1))
     return 0 if report.ok else EXIT_FAILED
@@ -127,12 +129,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     out_dir = Path(args.out)
     show = not args.quiet and sys.stderr.isatty() or args.progress
-    with Executor() as executor:
+    with Executor(devices=args.devices) as executor:
         started = time.perf_counter()
         boot = executor.boot_info
         if not args.quiet:
-            print(f"ComfyUI ready in {boot.seconds:.1f} s ({boot.node_classes} node classes, "
-                  f"{'CPU' if boot.cpu else 'GPU'})", file=sys.stderr)
+            on = ", ".join(boot.devices) if boot.devices else ("CPU" if boot.cpu else "GPU")
+            print(f"ComfyUI ready in {boot.seconds:.1f} s ({boot.node_classes} node classes, {on})", file=sys.stderr)
         total = len(workflow) if isinstance(workflow, dict) else 0
         bar = ProgressBar(total, show)
         try:
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="out", metavar="DIR", help="folder for the outputs (default: out)")
     run.add_argument("--timeout", type=float, default=None, metavar="S", help="stop the job after S seconds")
     run.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    run.add_argument("--devices", default=None, metavar="all|0,1|cpu",
+                     help="the device(s) to run on (COMFY_DEVICES; default: one, in this process); a job uses one")
     run.add_argument("-q", "--quiet", action="store_true", help="print only the paths written")
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate a workflow without running it (preflight), as JSON")
@@ -177,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a model the job would fetch (repeatable; listed, not fetched)")
     check.add_argument("--output", action="append", default=[], metavar="ID",
                        help="check only this output node (and what it needs), as run --output would run it")
+    check.add_argument("--devices", default=None, metavar="all|0,1|cpu", help="as run --devices (COMFY_DEVICES)")
     check.add_argument("-q", "--quiet", action="store_true", help="less logging")
     check.set_defaults(func=cmd_check)
     # listed here; main() hands their arguments to their own command lines

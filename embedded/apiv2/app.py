@@ -220,12 +220,16 @@ async def delete_asset(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """200 only when a job can run now; else 503 with why (``booting``, ``boot_failed`` with the boot
-    error, ``stuck``, ``shutting_down``)."""
+    error, ``stuck``, ``shutting_down``). ``jobs_at_once`` is one per device; ``devices`` names them
+    when there are several (``COMFY_DEVICES``)."""
     jobs = request.app[JOBS]
     readiness = jobs.readiness
     status = readiness.status()
+    info = jobs.executor.boot_info if jobs.executor is not None and readiness.booted else None
     body = {"status": status, "booted": readiness.booted, "jobs_waiting": jobs.waiting(),
-            "jobs_unfinished": jobs.unfinished(), "state_error": jobs.state.error if jobs.state is not None else None}
+            "jobs_unfinished": jobs.unfinished(), "jobs_at_once": jobs.runners,
+            "devices": list(info.devices) if info is not None else [],
+            "state_error": jobs.state.error if jobs.state is not None else None}
     if status == "boot_failed":
         body["error"] = without_paths(readiness.boot_error or "")
     return _json(body, status=200 if status == "healthy" else 503)

@@ -6,6 +6,7 @@ Owns the options and their environment variables (``--host``/``SERVE_HOST``, def
 own address; ``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state-dir``/``SERVE_STATE_DIR``, where
 assets and the SQLite state (jobs, keys, the asset index) are kept across restarts, default a
 temporary folder removed at exit, refused at start when it cannot be written;
+``--devices``/``COMFY_DEVICES``, the devices jobs run on at once, one ComfyUI process each;
 ``SERVE_SHUTDOWN_GRACE_S``, 30; and the ``Limits``: ``SERVE_MAX_UPLOAD_BYTES``, at most
 ``INPUT_MAX_BYTES`` (its default), ``SERVE_MAX_JSON_BYTES``, 16 MiB, ``SERVE_MAX_STORAGE_BYTES``,
 20 GiB, ``SERVE_ASSET_TTL_S``, 86400, ``SERVE_MAX_STREAMS``, 100), outputs to the ``BUCKET_*`` bucket when it is configured
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -64,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allowed-hosts", default=env("SERVE_ALLOWED_HOSTS", ""),
                         help="comma-separated Host names this server answers to besides loopback and its own address "
                              "('.example.com': a domain and its sub-domains; '*': any) (SERVE_ALLOWED_HOSTS)")
+    parser.add_argument("--devices", default=None, metavar="all|0,1|cpu,cpu",
+                        help="run jobs on these devices at once, one ComfyUI process each (COMFY_DEVICES; default: "
+                             "one, in this process)")
     parser.add_argument("--unsafe-no-token", action="store_true",
                         default=env("SERVE_UNSAFE_NO_TOKEN", "").strip().lower() in ("1", "true", "yes"),
                         help="listen on a non-loopback host without a token (anyone who reaches it can run jobs)")
@@ -103,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the state folder {args.state_dir} cannot be written ({problem}): give --state-dir "
               "(SERVE_STATE_DIR) a folder this process may write", file=sys.stderr)
         return 2
-    from ..config import Config
+    from ..config import Config, parse_devices
     try:
         config = Config.from_env()
+        if args.devices is not None:
+            config = dataclasses.replace(config, devices=parse_devices(args.devices))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -144,6 +151,7 @@ async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
     from aiohttp import web
 
     from ..api import Executor
+    from ..job.errors import BootError
     from .access import Hosts
     from .app import build
     from .assets import AssetStore
@@ -156,7 +164,11 @@ async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
     state = Path(tempfile.mkdtemp(prefix="embedded-serve-")) if temporary else args.state_dir
     kept = None if temporary else State(state / "state.sqlite3")
     store = AssetStore(state / "assets", limits.max_upload_bytes, limits.max_storage_bytes, limits.asset_ttl_s, kept)
-    executor = Executor(config).prepare()
+    try:
+        executor = Executor(config).prepare()
+    except BootError as exc:  # devices that cannot be had: said before anything listens
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     jobs = Jobs(executor, store, args.max_queue, kept, Bucket.from_config(config))
     runner = web.AppRunner(build(jobs, store, args.token, limits.max_json_bytes,
                                  Hosts.parse(args.host, args.allowed_hosts), limits.max_streams), access_log=None)

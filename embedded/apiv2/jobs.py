@@ -48,7 +48,7 @@ from typing import Any
 
 from ..api import Executor
 from ..job.errors import (EmbeddedError, ExecutionError, InputError, JobInterrupted, JobTimeout, ValidationError,
-                          WorkerStuck, WorkflowFormatError)
+                          WorkerLost, WorkerStuck, WorkflowFormatError)
 from ..job.events import (CachedEvent, Event, ExecutedEvent, ExecutingEvent, OutputEvent, PreviewEvent, ProgressEvent,
                           ProgressStateEvent, StartEvent)
 from ..job.inputs import UI_FORMAT_HINT, check_workflow
@@ -64,8 +64,6 @@ from .wire import OUTPUT_TYPES, ApiError, not_found, without_paths
 log = logging.getLogger("embedded.apiv2")
 
 IDEMPOTENCY_TTL_S = 24 * 3600
-#: jobs that run at once (one executor)
-RUNNERS = 1
 MAX_METADATA_PAIRS, MAX_LABEL_CHARS = 16, 256
 ASSET_TYPE = "core/ASSET"
 
@@ -74,6 +72,8 @@ class Jobs:
     def __init__(self, executor: Executor, assets: AssetStore, max_queue: int, state: State | None = None,
                  bucket: Bucket | None = None):
         self.executor, self.assets, self.max_queue, self.state = executor, assets, max_queue, state
+        #: jobs that run at once: one per device of the executor (``COMFY_DEVICES``)
+        self.runners = executor.capacity if executor is not None else 1
         self.bucket = bucket
         #: each job's time limit (``JOB_TIMEOUT_S``; error code ``timeout``), as the worker's
         self.timeout = executor.config.job_timeout if executor is not None else None
@@ -204,15 +204,15 @@ class Jobs:
             raise ApiError(422, "invalid_workflow", str(exc), {"node_errors": {}}) from None
         except ValidationError as exc:  # values ComfyUI could not even hash: too deep, integers past 64 bits
             raise _invalid(exc, workflow) from None
-        if self.unfinished() >= RUNNERS + self.max_queue:  # the runner busy and max_queue jobs waiting
-            raise ApiError(429, "queue_full", f"{self.waiting()} job(s) wait beside the running one: the bound of "
-                                              f"this server (--max-queue {self.max_queue})",
+        if self.unfinished() >= self.runners + self.max_queue:  # every device busy and max_queue jobs waiting
+            raise ApiError(429, "queue_full", f"{self.waiting()} job(s) wait beside the {self.runners} running: the "
+                                              f"bound of this server (--max-queue {self.max_queue})",
                            headers={"Retry-After": str(self._retry_after())})
         workflow, files, used = self._resolve_assets(workflow)
         job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
         loop = asyncio.get_running_loop()
-        if self.unfinished() == 0 and self.readiness.booted:
-            job.validated = loop.create_future()  # the runner is up and free: ComfyUI's validation answers now
+        if self.unfinished() < self.runners and self.readiness.booted:
+            job.validated = loop.create_future()  # a device is up and free: ComfyUI's validation answers now
         # else the job is validated when its turn comes (waiting for it would wait for the running
         # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow
         self.assets.use(used)
@@ -370,6 +370,8 @@ class Jobs:
                               "message": f"ComfyUI failed to boot on this server: {without_paths(str(exc))}"}
         except WorkerStuck as exc:
             return "failed", _error("stuck", exc)
+        except WorkerLost as exc:  # its device's process died under it; the others' jobs go on
+            return "failed", _error("worker_lost", exc)
         except EmbeddedError as exc:
             return "failed", _error("execution_failed", exc)
 
