@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from embedded import Executor, JobInterrupted, JobTimeout, WorkerLost
+from embedded import ExecutionError, Executor, JobInterrupted, JobTimeout, ValidationError, WorkerLost
 from embedded.job.events import ExecutingEvent, StartEvent
 
-from ..helpers import png_bytes
+from ..helpers import png_bytes, workflow
 from ..servers import wait_until
 
 
@@ -200,3 +200,12 @@ def test_a_node_deaf_to_interrupts_is_given_up_and_its_process_replaced(pool, me
 def test_a_preflight_runs_on_a_device(pool):
     report = pool.check({"1": {"class_type": "NoSuchNode", "inputs": {}}})
     assert not report.ok and report.missing_nodes
+
+
+def test_a_node_error_and_a_refusal_come_back_whole_from_a_device(pool):
+    with pytest.raises(ExecutionError) as failed:
+        pool.run(workflow("node_raises"))
+    assert failed.value.node_id and failed.value.exception_type and failed.value.traceback
+    with pytest.raises(ValidationError) as refused:
+        pool.run(workflow("invalid_unknown_class"))
+    assert refused.value.diagnosis is not None and refused.value.diagnosis.missing_nodes
