@@ -60,6 +60,11 @@ def _stand_in(message: object, exc: Exception) -> bytes | None:
     return None
 
 
+def preload() -> None:
+    """Import what every device's process imports before it boots (the fork server calls it once)."""
+    from ..comfy import ComfyRunner  # noqa: F401
+
+
 def main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)

@@ -43,6 +43,7 @@ from ..jobcontrol import Running, Ticket
 from ..preflight import Preflight
 from . import wire
 from .devices import Device, child_env
+from .forkserver import ForkServer, Forked
 
 log = logging.getLogger("embedded.pool")
 
@@ -57,7 +58,7 @@ _PIPE_SLACK_S = 0.5
 class Child:
     """One device's process, the pipe to it, and the job it runs."""
 
-    def __init__(self, device: Device, proc: subprocess.Popen, conn, jobs_folder: Path):
+    def __init__(self, device: Device, proc: subprocess.Popen | Forked, conn, jobs_folder: Path):
         self.device = device
         #: its job folders (``Config.jobs_folder``), removed once it has ended
         self.jobs_folder = jobs_folder
@@ -101,6 +102,7 @@ class DevicePool:
         self._started = False
         self._closed = False
         self._refs = itertools.count()
+        self._forks: ForkServer | None = None
         #: why no child can run a job (every device's process failed to start again), or None
         self._dead: BaseException | None = None
 
@@ -125,6 +127,10 @@ class DevicePool:
                 return self
             self._started = True
         began = time.perf_counter()
+        try:  # torch imported once, the devices' processes forked from there (see ``forkserver``)
+            self._forks = ForkServer(self._env())
+        except OSError as exc:
+            log.warning("pool: no fork server (%s); each device's process starts on its own", exc)
         children = [self._spawn(device) for device in self.devices]
         errors: list[BaseException] = []
         for child in children:
@@ -147,6 +153,13 @@ class DevicePool:
         log.info("pool: %d executor(s) ready in %.1f s (%s)", len(up), self.booted.seconds, ", ".join(self.booted.devices))
         return self
 
+    @staticmethod
+    def _env() -> dict[str, str]:
+        """This process's environment, with this package first on the path of the processes it starts."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(_PACKAGE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        return env
+
     def _jobs_folder(self, device: Device) -> Path:
         """The folder of ``device``'s job folders: its own, so that what a process that died left
         there is removed with it (the pid keeps pools that share a work folder apart)."""
@@ -155,11 +168,17 @@ class DevicePool:
     def _spawn(self, device: Device) -> Child:
         """Start ``device``'s child; its reader thread takes its messages from now on."""
         ours, theirs = multiprocessing.Pipe(duplex=True)
-        env = child_env(device, os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(_PACKAGE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        env = child_env(device, self._env())
+        proc: subprocess.Popen | Forked | None = None
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "embedded.backends.pool.child", str(theirs.fileno())],
-                                    pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+            if self._forks is not None and self._forks.alive:
+                try:
+                    proc = self._forks.fork(env, theirs.fileno())
+                except OSError as exc:
+                    log.warning("pool: %s; %s's process starts on its own", exc, device.label)
+            if proc is None:
+                proc = subprocess.Popen([sys.executable, "-m", "embedded.backends.pool.child", str(theirs.fileno())],
+                                        pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
         finally:
             theirs.close()
         child = Child(device, proc, ours, self._jobs_folder(device))
@@ -199,6 +218,8 @@ class DevicePool:
             with contextlib.suppress(OSError):
                 child.conn.close()
             _remove(child.jobs_folder.parent)
+        if self._forks is not None:
+            self._forks.close()
 
     # --- jobs -----------------------------------------------------------------------------------
     def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
