@@ -19,8 +19,10 @@ reported apart), reporting memory growth and leaked files, threads and asyncio t
 goal (growth at most 2 %, no leaks). BENCH_SOAK_JOBS=0 leaves the soak out. Last, Comfy API v2
 (``api_v2.py``): our server against comfy-api-proxy in front of ComfyUI's server, through the
 official client (cold start, per job for two workflows with the client's own time apart, and our
-queue's jobs per second); BENCH_API_JOBS=0 leaves it out. ``BENCH_ONLY=api_v2`` runs that part
-alone and puts it into the results already there (its own date is in the table).
+queue's jobs per second); BENCH_API_JOBS=0 leaves it out. Then several devices (``devices.py``):
+``cpu,cpu`` (or ``COMFY_DEVICES``) against one executor, in jobs per second, per-job overhead and
+cold start; BENCH_DEVICE_JOBS=0 leaves it out. ``BENCH_ONLY=api_v2`` or ``BENCH_ONLY=devices`` runs
+that part alone and puts it into the results already there (its own date is in the table).
 """
 
 import json
@@ -45,6 +47,8 @@ SOAK_RUNS = int(os.environ.get("BENCH_SOAK_RUNS", "3"))
 SOAK_AGREE_PP = 1.0
 #: the Comfy API v2 scenario (api_v2.py): jobs per side; 0 leaves it out
 API_JOBS = int(os.environ.get("BENCH_API_JOBS", "50"))
+#: the several-devices scenario (devices.py): sleeping jobs per side; 0 leaves it out
+DEVICE_JOBS = int(os.environ.get("BENCH_DEVICE_JOBS", "8"))
 MODES = ("embedded", "server")
 #: the soak's goal: memory growth after warm-up at most this, and nothing leaked
 SOAK_GOAL_PCT = 2.0
@@ -137,6 +141,7 @@ def main() -> int:
         print(f"bench: {mode} jobs done", flush=True)
     soak = {mode: soak_runs(mode) for mode in (MODES if SOAK_JOBS else ())}  # embedded first: it writes the models
     api = api_v2() if API_JOBS else None
+    several = devices() if DEVICE_JOBS else None
     emb, srv = figures["embedded"], figures["server"]
     scenarios = {
         "cold_start": scenario("s", statistics.median(cold["embedded"]), statistics.median(cold["server"]),
@@ -165,7 +170,7 @@ def main() -> int:
               "txt2img_model": emb["txt2img_model"],
               "jobs_per_scenario": emb["model_free_512"]["wall_ms"]["n"], "boot_s": {m: figures[m]["boot_s"] for m in MODES},
               "bench_seconds": round(time.perf_counter() - started, 1), "scenarios": scenarios,
-              "soak": soak, "api_v2": api}
+              "soak": soak, "api_v2": api, "devices": several}
     write(result)
     return 0
 
@@ -196,10 +201,25 @@ def api_v2() -> dict:
     return api
 
 
-def only_api_v2() -> int:
-    """The Comfy API v2 part again, into the results already there."""
+def devices() -> dict:
+    WORK.mkdir(parents=True, exist_ok=True)
+    out = WORK / "devices.json"
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    subprocess.run([sys.executable, str(BENCH / "devices.py"), str(out)], cwd=REPO, check=True,
+                   stderr=subprocess.DEVNULL)
+    several = json.loads(out.read_text())
+    several["generated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    several["load"] = {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}
+    print(f"bench: {several['devices']}: {several['jobs_per_s']['ratio']:.2f}x the jobs per second of one executor, "
+          f"{several['overhead_ms_median']:+.2f} ms per job, cold start {several['cold_start_s']['ratio']:.2f}x",
+          flush=True)
+    return several
+
+
+def only(part: str) -> int:
+    """One part again (``api_v2``, ``devices``), into the results already there."""
     result = json.loads((out_dir() / "latest.json").read_text())
-    result["api_v2"] = api_v2()
+    result[part] = {"api_v2": api_v2, "devices": devices}[part]()
     write(result)
     return 0
 
@@ -260,6 +280,26 @@ def markdown(result: dict) -> str:
         lines += ["", f"Our server's queue: {qd['jobs']} jobs submitted at once, then read and downloaded: "
                   f"{qd['queued_jobs_per_s']:.2f} jobs/s, against {qd['sequential_jobs_per_s']:.2f} jobs/s one after "
                   f"another ({qd['ratio']:.2f}x)."]
+    if result.get("devices"):
+        d = result["devices"]
+        lines += ["", f"Several devices (run {d['generated']}): `COMFY_DEVICES={d['devices']}` ({d['capacity']} processes) "
+                  "against one executor in the process (no `COMFY_DEVICES`). Throughput: "
+                  f"{d['jobs']} jobs of a node sleeping {d['sleep_s']:g} s (the stand-in for GPU time) submitted at "
+                  f"once, median of 2 runs a side; per job: {d['overhead_jobs']} small jobs (an 8 px image saved) one "
+                  f"after another, the two taking turns; cold start: a fresh process to its first result, median of "
+                  f"{d['cold_runs']}. Goals: at least 1.8x the jobs per second, at most +2 ms per job, at most 1.2x "
+                  "the cold start.", "",
+                  "| scenario | unit | several devices | one executor | ratio or difference |", "|---|---|---|---|---|",
+                  f"| throughput | jobs/s | {d['jobs_per_s']['pool']:.2f} | {d['jobs_per_s']['single']:.2f} | "
+                  f"{d['jobs_per_s']['ratio']:.2f}x |"]
+        for q in ("median", "p95", "p99"):
+            lines.append(f"| per job ({q}) | ms | {d['per_job_ms']['pool'][q]:.2f} | {d['per_job_ms']['single'][q]:.2f} | "
+                         f"{d['per_job_ms']['pool'][q] - d['per_job_ms']['single'][q]:+.2f} ms |")
+        lines.append(f"| cold start | s | {d['cold_start_s']['pool']:.2f} | {d['cold_start_s']['single']:.2f} | "
+                     f"{d['cold_start_s']['ratio']:.2f}x |")
+        if d.get("load"):
+            lines += ["", "The machine's load (1, 5 and 15 minute averages) as this part began: "
+                      f"{', '.join(map(str, d['load']['before']))}; as it ended: {', '.join(map(str, d['load']['after']))}."]
     if result.get("soak"):
         lines += ["", f"Soak (goal: memory growth after warm-up at most {SOAK_GOAL_PCT:g} %, nothing leaked). Memory is "
                   "the process tree's anonymous resident memory after a collection, a reading every 11 jobs; growth "
@@ -285,4 +325,4 @@ def markdown(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(only_api_v2() if os.environ.get("BENCH_ONLY") == "api_v2" else main())
+    sys.exit(only(os.environ["BENCH_ONLY"]) if os.environ.get("BENCH_ONLY") else main())
