@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: demo test bench bench-api vendor install clean
+.PHONY: demo test bench bench-api bench-devices vendor install clean
 
 demo: vendor
 	COMFY_LOG_LEVEL=$${COMFY_LOG_LEVEL:-WARNING} $(BIN)/python -m embedded run examples/image_ops.json \
@@ -23,6 +23,16 @@ bench: vendor
 # the Comfy API v2 part alone, into the results already there
 bench-api: vendor
 	BENCH_ONLY=api_v2 $(BIN)/python bench/run.py
+
+# several devices (COMFY_DEVICES=cpu,cpu here) against one executor alone, into the results already there
+bench-devices: vendor
+	BENCH_ONLY=devices $(BIN)/python bench/run.py
+
+# what bench/gpu.sh needs on the lent GPU machine (no network there), into .gpu-carry/: then call
+# the device tool's run with command `bash bench/gpu.sh $OUT/bench`, carry [".gpu-carry/pack"]
+.PHONY: gpu-pack
+gpu-pack: vendor
+	$(BIN)/python bench/gpu_pack.py
 
 # bytecode written once here, as the image does: with PYTHONDONTWRITEBYTECODE set, every process
 # would otherwise compile ComfyUI's ~430 modules again at each boot
