@@ -25,12 +25,14 @@ SECRET_KEY = re.compile(r"(?i)(api_?key|auth_?token|secret|password|credential|s
 REDACTED = "<redacted>"
 
 
-def setup(level: str) -> None:
+def setup(level: str, prefix: str = "") -> None:
+    """The root logger at ``level``, with a stderr handler when the process has none (each line after
+    ``prefix``: a device's process names its device)."""
     root = logging.getLogger()
     root.setLevel(level)
     if not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(message)s"))
         root.addHandler(handler)
     for name, lowest in CAPPED.items():
         logging.getLogger(name).setLevel(max(lowest, logging.getLogger(name).level))

@@ -74,7 +74,7 @@ def main(fd: int) -> None:
     except (EOFError, OSError):
         os._exit(0)
     config = boot.config
-    logs.setup(config.log_level)
+    logs.setup(config.log_level, prefix=f"[{boot.label}] " if boot.label else "")
     from ..comfy import ComfyRunner  # after the pin: ComfyUI (and torch) load here
 
     runner = ComfyRunner(config)

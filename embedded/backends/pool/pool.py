@@ -185,7 +185,7 @@ class DevicePool:
         config = dataclasses.replace(self.config, devices=None, job_stop_grace_s=_CHILD_GRACE_S,
                                      force_cpu=True if device.kind == "cpu" else self.config.force_cpu,
                                      jobs_folder=child.jobs_folder)
-        child.send(wire.Boot(config))
+        child.send(wire.Boot(config, device.label))
         with self._lock:
             self._children.append(child)
         threading.Thread(target=self._read, args=(child,), name=f"pool-{device.label}", daemon=True).start()
@@ -342,14 +342,20 @@ class DevicePool:
 
     # --- preflight ------------------------------------------------------------------------------
     def check(self, job: Job) -> Preflight:
-        """A preflight on an idle child (else any started one)."""
-        with self._lock:
-            ready = [c for c in self._children if c.state in ("idle", "busy")]
-            if not ready:
-                raise self._dead or BootError("No device's executor is running")
-            child = next((c for c in ready if c.state == "idle"), ready[0])
-            ref = next(self._refs)
-            answer = child.checks[ref] = concurrent.futures.Future()
+        """A preflight on an idle child (else any started one; else the first to finish its boot)."""
+        while True:
+            with self._lock:
+                ready = [c for c in self._children if c.state in ("idle", "busy")]
+                booting = [c.booted for c in self._children if c.state == "booting" and not c.booted.done()]
+                if ready:
+                    child = next((c for c in ready if c.state == "idle"), ready[0])
+                    ref = next(self._refs)
+                    answer = child.checks[ref] = concurrent.futures.Future()
+                    break
+                if self._closed or self._dead is not None or not booting:
+                    raise self._dead or BootError("No device's executor is running")
+            concurrent.futures.wait(booting, timeout=self.config.server_start_timeout_s,
+                                    return_when=concurrent.futures.FIRST_COMPLETED)
         child.send(wire.Check(ref, job))
         return answer.result()
 
@@ -428,7 +434,8 @@ class DevicePool:
             for timer in running.timers:
                 timer.cancel()
             if not running.ticket.abandoned:
-                running.ticket.answer(error=lost)
+                running.ticket.answer(error=JobInterrupted("The executor was closed while the job ran")
+                                      if self._closed else lost)
         for answer in checks:
             answer.set_exception(lost)
         if not expected and was_up:

@@ -16,8 +16,10 @@ from ...job.types import BootInfo, Job
 # --- to the child ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Boot:
-    """The first message: the child's configuration (its device already pinned by its environment)."""
+    """The first message: the child's configuration (its device already pinned by its environment)
+    and its device's label (``cuda:1``), which starts its log lines."""
     config: Config
+    label: str = ""
 
 
 @dataclass(frozen=True)
