@@ -91,6 +91,12 @@ class Executor:
             return self._runner.capacity
 
     @property
+    def ready(self) -> int:
+        """How many of ``capacity`` can run a job now (0 before the start; a device whose process is
+        being replaced does not count)."""
+        return self._runner.ready if self._runner and self._started else 0
+
+    @property
     def mode(self) -> str:
         return self.config.execution_mode
 

@@ -211,7 +211,7 @@ class Jobs:
         workflow, files, used = self._resolve_assets(workflow)
         job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
         loop = asyncio.get_running_loop()
-        if self.unfinished() < self.runners and self.readiness.booted:
+        if self.readiness.booted and self.unfinished() < self.executor.ready:
             job.validated = loop.create_future()  # a device is up and free: ComfyUI's validation answers now
         # else the job is validated when its turn comes (waiting for it would wait for the running
         # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow

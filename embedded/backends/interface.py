@@ -25,6 +25,8 @@ class Backend(Protocol):
     stuck: bool
     #: how many jobs it runs at once (one per device)
     capacity: int
+    #: how many of those can run now (devices booted, not being replaced)
+    ready: int
 
     def prepare(self) -> "Backend":
         """The part of ``start`` that must run on the caller's thread (the embedded backend parses

@@ -226,12 +226,13 @@ class JobControl:
                 pass
             raise
 
-    def interrupt(self, job_id: str | None = None) -> bool:
+    def interrupt(self, job_id: str | None = None, reason: str = "interrupt") -> bool:
         """Stop the running job (or, with ``job_id``, that job, running or queued).
 
         Returns whether a job was targeted. A running job ends with ``JobInterrupted`` at its next
         interrupt check (between nodes, at every progress step) or, for a node that never checks,
-        when the stop grace period is over; a queued one is answered at once.
+        when the stop grace period is over; a queued one is answered at once. ``reason`` "timeout"
+        (the device pool times a job itself) ends it with its ``JobTimeout`` instead.
         """
         with self._state_lock:
             running = self._running
@@ -239,15 +240,20 @@ class JobControl:
                 running = None
             queued = [t for t in self._queued if job_id is not None and t.job.job_id == job_id]
         for ticket in queued:
-            self._cancel(ticket)
+            self._cancel(ticket, reason)
         if running is not None:
-            self._request_stop(running, "interrupt")
+            self._request_stop(running, reason)
         return running is not None or bool(queued)
 
     @property
     def stuck(self) -> bool:
         """Whether a stopped job's node is still running in this process (no job can run)."""
         return self._stuck is not None
+
+    @property
+    def ready(self) -> int:
+        """How many jobs can start now beside the queue: this one runner, unless it is stuck."""
+        return 0 if self.stuck else 1
 
     # --- internals -------------------------------------------------------------------------------
     def _submit(self, job: Job, on_event: EventCallback | None) -> Ticket:
@@ -282,7 +288,7 @@ class JobControl:
         else:
             JobControl._answer(ticket, inner.result())
 
-    def _cancel(self, ticket: Ticket) -> None:
+    def _cancel(self, ticket: Ticket, reason: str = "interrupt") -> None:
         """Stop ``ticket``'s job: answer it now if it is still queued, else interrupt it."""
         with self._state_lock:
             queued = ticket in self._queued
@@ -290,9 +296,10 @@ class JobControl:
                 self._queued.remove(ticket)
             running = self._running if self._running is not None and self._running.ticket is ticket else None
         if queued:
-            ticket.answer(error=JobInterrupted("The job was cancelled before it started"))
+            ticket.answer(error=translate.stopped(reason, ticket.job.timeout) if reason == "timeout"
+                          else JobInterrupted("The job was cancelled before it started"))
         elif running is not None:
-            self._request_stop(running, "interrupt")
+            self._request_stop(running, reason)
 
     def _request_stop(self, running: Running, reason: str) -> None:
         with self._state_lock:

@@ -69,6 +69,9 @@ class Worker:
         #: with several devices, a job ended that asked for a fresh worker (``REFRESH_WORKER``, memory):
         #: no new job is taken, and the last one in flight asks RunPod to replace the worker
         self._draining = False
+        #: what is given to ``runpod.serverless.start`` (the SDK reads its ``refresh_worker`` after each
+        #: job of a generator handler: with several devices it is set once the last job in flight ends)
+        self.sdk_config: dict[str, Any] = {}
 
     def start_boot(self) -> None:
         """``boot`` in a background thread; jobs wait for it (``handle``). What must happen on
@@ -157,17 +160,33 @@ class Worker:
         self._in_flight += 1
         try:
             result = await self._handle(job, forward, delivery)
-        finally:
+        except asyncio.CancelledError:
             self._in_flight -= 1
+            if self._draining and self._others_in_flight() == 0:  # no job is left to ask for the fresh
+                self._draining = self.retiring = False           # worker: take jobs again, the next asks
+            raise
+        self._in_flight -= 1
         if not self.retiring and self.memory.exceeded():
             self.retiring = True
         refresh = self.config.refresh_worker or self.retiring
         if self.capacity > 1 and refresh:  # the jobs still running on the other devices end first
             self._draining = True
-            refresh = self._in_flight == 0
+            refresh = self._others_in_flight() == 0
         if refresh or self.executor.stuck:
             result["refresh_worker"] = True
         return result
+
+    def _others_in_flight(self) -> int:
+        """This worker's jobs besides the one ending: handled now, or taken by the SDK and not handed
+        over yet (its job-take may have been under way as the others ended)."""
+        count = self._in_flight
+        try:
+            from runpod.serverless.modules.worker_state import JobsProgress
+
+            count = max(count, JobsProgress().get_job_count() - 1)  # the SDK counts the ending job too
+        except Exception:  # noqa: BLE001 - an SDK without it: our own count
+            pass
+        return count
 
     def concurrency(self, current: int) -> int:
         """The SDK's ``concurrency_modifier``: one job per device; none while a stopped job's node
@@ -195,6 +214,8 @@ class Worker:
 
         async for item in pump(lambda forward: self.handle(job, forward=forward, delivery=Remembered)):
             if isinstance(item, Finished):
+                if item.value.get("refresh_worker") and self.capacity > 1:
+                    self.sdk_config["refresh_worker"] = True  # the SDK reads it as this generator ends
                 yield {"type": "result", **item.value}
             elif isinstance(item, OutputEvent):
                 if item.output.type == "temp":
@@ -306,10 +327,13 @@ def main() -> None:
     import runpod
 
     if config.stream_outputs:  # /runsync answers the list of items; /stream/<id> shows them as they come
-        runpod.serverless.start({"handler": worker.stream, "return_aggregate_stream": True,
-                                 "refresh_worker": config.refresh_worker, "concurrency_modifier": worker.concurrency})
+        # with several devices, REFRESH_WORKER is set here once the last job in flight ends (``stream``)
+        worker.sdk_config.update({"handler": worker.stream, "return_aggregate_stream": True,
+                                  "refresh_worker": config.refresh_worker and worker.capacity == 1,
+                                  "concurrency_modifier": worker.concurrency})
     else:
-        runpod.serverless.start({"handler": worker.handle, "concurrency_modifier": worker.concurrency})
+        worker.sdk_config.update({"handler": worker.handle, "concurrency_modifier": worker.concurrency})
+    runpod.serverless.start(worker.sdk_config)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from embedded import ExecutionError, Executor, JobInterrupted, JobTimeout, ValidationError, WorkerLost
+from embedded import (ExecutionError, Executor, InputError, JobInterrupted, JobTimeout, ValidationError,
+                      WorkerLost)
 from embedded.job.events import ExecutingEvent, StartEvent
 
 from ..helpers import png_bytes, workflow
@@ -209,3 +210,20 @@ def test_a_node_error_and_a_refusal_come_back_whole_from_a_device(pool):
     with pytest.raises(ValidationError) as refused:
         pool.run(workflow("invalid_unknown_class"))
     assert refused.value.diagnosis is not None and refused.value.diagnosis.missing_nodes
+
+
+def test_a_job_past_its_timeout_is_stopped_by_its_device_and_the_device_kept(pool, meeting):
+    with pytest.raises(JobTimeout) as stopped:
+        pool.run(where("late", meeting, "never"), timeout=1.0)
+    assert stopped.value.node_id == "1" and "did not stop" not in str(stopped.value)
+    pid = int((meeting / "late").read_text())
+    # the device's process was not replaced: it runs the next jobs (two at once: one of them is it)
+    x = pool.submit(where("x", meeting, "y"))
+    y = pool.submit(where("y", meeting, "x"))
+    assert pid in {seen(x.result(timeout=120))["pid"], seen(y.result(timeout=120))["pid"]}
+
+
+def test_a_job_whose_values_cannot_travel_to_a_device_is_refused_and_the_pool_goes_on(pool):
+    with pytest.raises(InputError, match="cannot be sent to a device's process"):
+        pool.run(where("x"), extra_data={"lock": threading.Lock()})
+    assert seen(pool.run(where("after")))["tag"] == "after"

@@ -34,6 +34,7 @@ def test_cpu_entries_are_numbered_slots():
 def test_all_counts_the_visible_cuda_devices_without_torch(tmp_path):
     assert visible_cuda_count({"CUDA_VISIBLE_DEVICES": "2,5,7"}) == 3
     assert visible_cuda_count({"CUDA_VISIBLE_DEVICES": ""}) == 0
+    assert visible_cuda_count({"CUDA_VISIBLE_DEVICES": "3,-1,4"}) == 1  # CUDA stops at an invalid entry
     for name in ("nvidiactl", "nvidia0", "nvidia3", "nvidia-uvm"):
         (tmp_path / name).touch()
     env = {"PATH": str(tmp_path / "no-nvidia-smi-here")}
@@ -54,6 +55,8 @@ def test_a_device_process_sees_only_its_device():
     assert child_env(Device("cpu", 0), {"CUDA_VISIBLE_DEVICES": "4,6"})["CUDA_VISIBLE_DEVICES"] == ""
     with pytest.raises(ValueError, match="shows 2"):
         child_env(Device("cuda", 2), {"CUDA_VISIBLE_DEVICES": "4,6"})
+    with pytest.raises(ValueError, match="shows 0"):
+        child_env(Device("cuda", 0), {"CUDA_VISIBLE_DEVICES": "-1,0"})
 
 
 def backend_for(tmp_path, **changes):
@@ -94,3 +97,11 @@ def test_the_python_api_takes_devices_as_a_list_or_a_string(tmp_path):
     assert Executor(config, devices="cpu,cpu").capacity == 2
     with pytest.raises(ValueError, match="COMFY_DEVICES"):
         Executor(config, devices="gpu")
+
+
+def test_a_cuda_device_this_process_cannot_see_is_refused_before_anything_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    pool = backend_for(tmp_path, devices=("0", "3"))
+    with pytest.raises(BootError, match="names CUDA device 3, but CUDA_VISIBLE_DEVICES='0,1' shows 2"):
+        pool.start()
+    assert pool.ready == 0 and not pool._children and pool._forks is None

@@ -49,13 +49,16 @@ class Link:
 
 
 def _stand_in(message: object, exc: Exception) -> bytes | None:
-    """What is sent for a ``message`` that does not pickle: its error as text, or nothing for an event."""
-    if isinstance(message, wire.Done) and message.error is not None:
-        error = EmbeddedError(f"{type(message.error).__name__}: {message.error}")
-        return pickle.dumps(wire.Done(message.job_id, error=error))
+    """What is sent for a ``message`` that does not pickle: an error that says why for a job's end or
+    a preflight (its caller is always answered), nothing for an event."""
+    what = f"{type(exc).__name__}: {exc}"
+    if isinstance(message, wire.Done):
+        error = message.error if message.error is not None else exc
+        return pickle.dumps(wire.Done(message.job_id, error=EmbeddedError(
+            f"The job's end could not be sent from its device's process ({what}): {type(error).__name__}: {error}")))
     if isinstance(message, wire.Checked):
-        return pickle.dumps(wire.Checked(message.ref, error=EmbeddedError(f"{type(message.error).__name__}: "
-                                                                          f"{message.error}")))
+        return pickle.dumps(wire.Checked(message.ref, error=EmbeddedError(
+            f"The preflight could not be sent from its device's process ({what})")))
     log.warning("pool child: a %s could not be sent to the pool (%s); dropped", type(message).__name__, exc)
     return None
 
@@ -67,6 +70,7 @@ def preload() -> None:
 
 def main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.set_inheritable(fd, False)  # a process a node starts must not keep the pool's pipe open
     conn = Connection(fd)
     link = Link(conn)
     try:
@@ -92,7 +96,7 @@ def main(fd: int) -> None:
         if isinstance(message, wire.Run):
             _run(runner, link, message.job)
         elif isinstance(message, wire.Interrupt):
-            runner.interrupt(message.job_id)
+            runner.interrupt(message.job_id, message.reason)
         elif isinstance(message, wire.Check):
             threading.Thread(target=_check, args=(runner, link, message), name="pool-check", daemon=True).start()
         elif isinstance(message, wire.Close):
@@ -106,6 +110,8 @@ def _run(runner, link: Link, job) -> None:
 
     def answered(future) -> None:
         error = future.exception()
+        if error is not None and not isinstance(error, EmbeddedError):  # a class the pool may not know
+            error = EmbeddedError(f"{type(error).__name__}: {error}")
         link.send(wire.Done(job_id, error=error) if error is not None else wire.Done(job_id, result=future.result()))
 
     try:

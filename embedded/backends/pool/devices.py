@@ -49,10 +49,20 @@ def resolve(entries: tuple[str, ...], env: Mapping[str, str] | None = None, dev:
     return devices
 
 
+def _visible(value: str) -> list[str]:
+    """The devices ``CUDA_VISIBLE_DEVICES`` shows: its entries up to the first invalid one (CUDA's rule)."""
+    shown = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        shown.append(entry)
+    return shown
+
+
 def visible_cuda_count(env: Mapping[str, str], dev: Path = Path("/dev")) -> int:
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([v for v in visible.split(",") if v.strip() and not v.strip().startswith("-")])
+        return len(_visible(visible))
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
@@ -71,7 +81,7 @@ def child_env(device: Device, env: Mapping[str, str]) -> dict[str, str]:
     if device.kind == "cpu":
         out["CUDA_VISIBLE_DEVICES"] = ""
         return out
-    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    visible = _visible(env.get("CUDA_VISIBLE_DEVICES", ""))
     if "CUDA_VISIBLE_DEVICES" in env:
         if device.index >= len(visible):
             raise ValueError(f"COMFY_DEVICES names CUDA device {device.index}, but CUDA_VISIBLE_DEVICES="

@@ -48,6 +48,8 @@ class Forked:
         self._server = server
 
     def kill(self) -> None:
+        if self.poll() is not None:
+            return  # reaped already: the pid may be another process's now
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
 
@@ -98,6 +100,7 @@ class ForkServer:
         except (OSError, ValueError, concurrent.futures.TimeoutError) as exc:
             with self._state:
                 self._pending.pop(ref, None)
+            self.proc.kill()  # it may still fork late, on a pipe given to another process then: no more
             raise OSError(f"the fork server did not fork: {exc or type(exc).__name__}") from None
 
     def exit_code(self, pid: int, timeout: float | None) -> int | None:

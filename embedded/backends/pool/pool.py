@@ -11,8 +11,11 @@ timeout's stop grace period, and replacing a child:
   seconds later (a node deaf to ComfyUI's interrupt flag) is answered with its stop error, and its
   child is killed and replaced: the pool never gets stuck; the other children's jobs go on.
 
-Each child's own stop grace is left far away, so that the pool's comes first. Must not import
-ComfyUI: only the children do.
+The pool times each job (its timeout is sent to the child as a stop, so that a job waiting in the
+child behind a preflight is timed as the caller sees it) and each stop's grace; a child's own stop
+grace is set further away, so that the pool's comes first. A child whose process ended is noticed by
+its pipe, and by its pid (a process a node started may hold the pipe open). Must not import ComfyUI:
+only the children do.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import logging
 import multiprocessing
 import os
 import shutil
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...config import Config
-from ...job.errors import BootError, JobInterrupted, WorkerLost
+from ...job.errors import BootError, InputError, JobInterrupted, WorkerLost
 from ...job.events import EventCallback
 from ...job.types import BootInfo, Job, Result
 from ..jobcontrol import Running, Ticket
@@ -49,10 +54,14 @@ log = logging.getLogger("embedded.pool")
 
 #: the package's folder, put first on a child's ``sys.path`` (it imports the same ``embedded``)
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]
-#: how long after the pool's stop grace period a child's own would end (it must never come first)
-_CHILD_GRACE_S = 10 * 365 * 24 * 3600.0
 #: the time an answer may take through the pipe, added to the stop grace before a child is killed
 _PIPE_SLACK_S = 0.5
+
+
+def _child_grace(grace: float) -> float:
+    """A child's own stop grace: after the pool's (which kills it first), still bounded (the child also
+    waits that long for a node's leftover asyncio tasks)."""
+    return 2 * grace + 5
 
 
 class Child:
@@ -73,11 +82,16 @@ class Child:
         self.checks: dict[int, concurrent.futures.Future] = {}
         #: the pool ended it (stop grace over, close): its end is not a loss to report
         self.ended_by_pool = False
+        #: its reader saw the pipe close (after which the pipe is closed here)
+        self.reader_done = False
 
     def send(self, message: object) -> bool:
+        return self.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def send_bytes(self, data: bytes) -> bool:
         with self._send_lock:
             try:
-                self.conn.send(message)
+                self.conn.send_bytes(data)
                 return True
             except (OSError, ValueError):  # it died: its reader reports it
                 return False
@@ -102,6 +116,7 @@ class DevicePool:
         self._started = False
         self._closed = False
         self._refs = itertools.count()
+        self._spawned = itertools.count()
         self._forks: ForkServer | None = None
         #: why no child can run a job (every device's process failed to start again), or None
         self._dead: BaseException | None = None
@@ -109,6 +124,12 @@ class DevicePool:
     @property
     def capacity(self) -> int:
         return len(self.devices)
+
+    @property
+    def ready(self) -> int:
+        """How many devices' processes take jobs now (booted, not being replaced)."""
+        with self._lock:
+            return sum(1 for c in self._children if c.state in ("idle", "busy"))
 
     @property
     def stuck(self) -> bool:
@@ -126,25 +147,44 @@ class DevicePool:
             if self._started:
                 return self
             self._started = True
+        try:
+            return self._start()
+        except BaseException as exc:
+            self.close()
+            with self._lock:  # closed and emptied: start may be called again
+                self._started = self._closed = False
+                self._children, self._forks = [], None
+            if isinstance(exc, (BootError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise BootError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _start(self) -> "DevicePool":
         began = time.perf_counter()
+        for device in self.devices:  # a device this process cannot see is refused before anything starts
+            try:
+                child_env(device, os.environ)
+            except ValueError as exc:
+                raise BootError(str(exc)) from None
         try:  # torch imported once, the devices' processes forked from there (see ``forkserver``)
             self._forks = ForkServer(self._env())
         except OSError as exc:
             log.warning("pool: no fork server (%s); each device's process starts on its own", exc)
         children = [self._spawn(device) for device in self.devices]
+        deadline = time.monotonic() + self.config.server_start_timeout_s
         errors: list[BaseException] = []
         for child in children:
             try:
-                child.booted.result(timeout=self.config.server_start_timeout_s)
+                child.booted.result(timeout=max(0.0, deadline - time.monotonic()))
             except concurrent.futures.TimeoutError:
-                child.kill()
+                self._end(child)
                 errors.append(BootError(f"ComfyUI did not start on {child.device.label} within "
                                         f"{self.config.server_start_timeout_s:g} s (COMFY_SERVER_START_TIMEOUT_S)"))
             except BaseException as exc:  # noqa: BLE001 - a BootError from the child
                 errors.append(exc)
-        up = [c for c in children if c.info is not None]
+        up = [c for c in children if c.info is not None and c.state != "gone"]
+        if not up and not errors:
+            errors.append(BootError("Every device's process ended as it started"))
         if not up:
-            self.close()
             raise errors[0] if isinstance(errors[0], BootError) else BootError(str(errors[0]))
         for error in errors:
             log.error("pool: a device's executor failed to start; jobs run on the others: %s", error)
@@ -158,37 +198,52 @@ class DevicePool:
         """This process's environment, with this package first on the path of the processes it starts."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(_PACKAGE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        env["PYTHONUNBUFFERED"] = "1"  # what a child printed is not lost when it is killed
         return env
 
     def _jobs_folder(self, device: Device) -> Path:
         """The folder of ``device``'s job folders: its own, so that what a process that died left
-        there is removed with it (the pid keeps pools that share a work folder apart)."""
-        return self.config.work_dir / "devices" / f"{os.getpid()}-{device.kind}-{device.index}" / "jobs"
+        there is removed with it (the pid and a count keep pools and replacements apart)."""
+        name = f"{os.getpid()}-{device.kind}-{device.index}-{next(self._spawned)}"
+        return self.config.work_dir / "devices" / name / "jobs"
 
     def _spawn(self, device: Device) -> Child:
         """Start ``device``'s child; its reader thread takes its messages from now on."""
-        ours, theirs = multiprocessing.Pipe(duplex=True)
         env = child_env(device, self._env())
         proc: subprocess.Popen | Forked | None = None
+        ours, theirs = multiprocessing.Pipe(duplex=True)
         try:
             if self._forks is not None and self._forks.alive:
                 try:
                     proc = self._forks.fork(env, theirs.fileno())
                 except OSError as exc:
                     log.warning("pool: %s; %s's process starts on its own", exc, device.label)
+                    for end in (ours, theirs):  # the server may still hold that pipe: a new one
+                        end.close()
+                    ours, theirs = multiprocessing.Pipe(duplex=True)
             if proc is None:
                 proc = subprocess.Popen([sys.executable, "-m", "embedded.backends.pool.child", str(theirs.fileno())],
                                         pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         child = Child(device, proc, ours, self._jobs_folder(device))
-        config = dataclasses.replace(self.config, devices=None, job_stop_grace_s=_CHILD_GRACE_S,
+        config = dataclasses.replace(self.config, devices=None, job_stop_grace_s=_child_grace(self.stop_grace),
                                      force_cpu=True if device.kind == "cpu" else self.config.force_cpu,
                                      jobs_folder=child.jobs_folder)
-        child.send(wire.Boot(config, device.label))
         with self._lock:
-            self._children.append(child)
+            closed = self._closed
+            if not closed:
+                self._children.append(child)
+        if closed:  # the pool closed while this one started: it goes at once
+            child.ended_by_pool, child.state = True, "gone"
+            child.kill()
+        else:
+            child.send(wire.Boot(config, device.label))
         threading.Thread(target=self._read, args=(child,), name=f"pool-{device.label}", daemon=True).start()
+        threading.Thread(target=self._watch, args=(child,), name=f"pool-{device.label}-pid", daemon=True).start()
         return child
 
     def close(self) -> None:
@@ -203,8 +258,7 @@ class DevicePool:
             ticket.answer(error=JobInterrupted("The executor was closed before the job started"))
         for child in children:
             if child.state == "booting":  # nothing to lose: not waited for
-                child.ended_by_pool = True
-                child.kill()
+                self._end(child)
             else:
                 child.send(wire.Close())
         deadline = time.monotonic() + self.stop_grace + 5
@@ -270,11 +324,22 @@ class DevicePool:
                 ticket.started = True
                 running = child.running = Running(ticket)
                 child.state = "busy"
-            if ticket.job.timeout is not None:  # the child stops it then; the grace is counted here
+            try:
+                data = pickle.dumps(wire.Run(ticket.job), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - a value of the job (extra_data) that cannot travel
+                with self._lock:
+                    if child.running is running:
+                        child.running, child.state = None, "idle"
+                ticket.answer(error=InputError(f"The job cannot be sent to a device's process: {type(exc).__name__}: "
+                                               f"{exc} (its extra_data must be plain data)"))
+                continue
+            if ticket.job.timeout is not None:  # the pool times the job: the child is told to stop
                 self._arm(child, running, ticket.job.timeout,
                           lambda c=child, r=running: self._stopping(c, r, "timeout"))
-            if not child.send(wire.Run(ticket.job)):
+            if not child.send_bytes(data):
                 log.warning("pool: %s was gone as it got job %s", child.device.label, ticket.job.job_id)
+            elif running.stop_reason is not None:  # a stop that went ahead of the job: again, now that it is there
+                child.send(wire.Interrupt(ticket.job.job_id, running.stop_reason))
 
     def interrupt(self, job_id: str | None = None) -> bool:
         """Stop the job ``job_id`` (queued: answered at once; running: its child is asked), or with
@@ -304,8 +369,8 @@ class DevicePool:
             self._stopping(*target, "interrupt")
 
     def _stopping(self, child: Child, running: Running, reason: str) -> None:
-        """``running`` is to stop (its child stops it itself at its timeout); if its child has not
-        answered when the stop grace period is over, the child is replaced."""
+        """``running`` is to stop (``reason``: "interrupt" or "timeout"); if its child has not answered
+        when the stop grace period is over, the child is replaced."""
         with self._lock:
             if child.running is not running:
                 return
@@ -314,8 +379,7 @@ class DevicePool:
                 running.stop_reason = reason
         if first:
             self._arm(child, running, self.stop_grace + _PIPE_SLACK_S, lambda: self._grace_over(child, running))
-        if reason == "interrupt":
-            child.send(wire.Interrupt(running.job.job_id))
+        child.send(wire.Interrupt(running.job.job_id, reason))
 
     def _arm(self, child: Child, running: Running, seconds: float, action: Callable[[], None]) -> None:
         timer = threading.Timer(seconds, action)
@@ -331,10 +395,10 @@ class DevicePool:
             if child.running is not running:
                 return  # it stopped in time
             running.ticket.abandoned = True
-            child.running, child.state, child.ended_by_pool = None, "gone", True
+            child.running = None
+        self._end(child)
         log.error("job %s: node %s did not stop within %g s of being asked to; the process of %s is replaced",
                   running.job.job_id, running.node_id, self.stop_grace, child.device.label)
-        child.kill()
         _bury(child)  # its job's folders go before its caller is answered
         running.ticket.answer(error=running.stopped_error().abandoned(
             self.stop_grace, f"the process of {child.device.label} was ended (a new one takes its next jobs)"))
@@ -415,15 +479,37 @@ class DevicePool:
         elif isinstance(message, wire.BootFailed):
             child.booted.set_exception(message.error)
 
+    def _end(self, child: Child) -> None:
+        """The pool ends ``child`` (its stop grace is over, its boot took too long, the pool closes):
+        no job is given to it any more, and its end is no loss to report."""
+        with self._lock:
+            child.ended_by_pool, child.state = True, "gone"
+        child.kill()
+
+    def _watch(self, child: Child) -> None:
+        """Once ``child``'s process has ended, make sure its reader sees it: a process a node started
+        may hold the pipe open."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.proc.wait()
+        with self._lock:
+            if child.reader_done:
+                return
+            with contextlib.suppress(OSError):  # the reader's recv ends now
+                with socket.fromfd(child.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+
     def _gone(self, child: Child) -> None:
         """``child``'s pipe closed: fail what it held and, unless the pool ended it, replace it."""
         code = child.proc.wait()
         with self._lock:
+            child.reader_done = True
             running, child.running = child.running, None
             was_up = child.state in ("idle", "busy")
             child.state = "gone"
             checks, child.checks = list(child.checks.values()), {}
             expected = child.ended_by_pool or self._closed
+        with contextlib.suppress(OSError):
+            child.conn.close()
         how = _ending(code)
         if not child.booted.done():
             child.booted.set_exception(BootError(f"The process of {child.device.label} {how} while ComfyUI started"))
@@ -451,21 +537,28 @@ class DevicePool:
                 return
             if child in self._children:
                 self._children.remove(child)
-        new = self._spawn(child.device)
-        new.booted.add_done_callback(lambda f: self._replaced(new, f))
+        try:
+            new = self._spawn(child.device)
+        except Exception as exc:  # noqa: BLE001 - no process could be started (out of memory, say)
+            self._replaced(child, exc)
+            return
+        # a boot that hangs is ended like one that failed
+        timer = threading.Timer(self.config.server_start_timeout_s, lambda: new.booted.done() or self._end(new))
+        timer.daemon = True
+        timer.start()
+        new.booted.add_done_callback(lambda f: (timer.cancel(), self._replaced(new, f.exception())))
 
-    def _replaced(self, child: Child, booted: concurrent.futures.Future) -> None:
-        if booted.exception() is None:
+    def _replaced(self, child: Child, error: BaseException | None) -> None:
+        if error is None:
             log.info("pool: %s takes jobs again", child.device.label)
             return
-        log.error("pool: the new process of %s failed to start: %s", child.device.label, booted.exception())
+        log.error("pool: the new process of %s failed to start: %s", child.device.label, error)
         with self._lock:
             if child in self._children:
                 self._children.remove(child)
             if any(c.state != "gone" for c in self._children):
                 return
-            self._dead = BootError(f"No device can run jobs: the last device's process failed to start again: "
-                                   f"{booted.exception()}")
+            self._dead = BootError(f"No device can run jobs: the last device's process failed to start again: {error}")
             queued = list(self._queue)
             self._queue.clear()
         for ticket in queued:

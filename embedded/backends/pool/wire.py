@@ -30,6 +30,8 @@ class Run:
 @dataclass(frozen=True)
 class Interrupt:
     job_id: str
+    #: "interrupt", or "timeout": the pool times its jobs (the child then ends it with ``JobTimeout``)
+    reason: str = "interrupt"
 
 
 @dataclass(frozen=True)
