@@ -297,6 +297,12 @@ def markdown(result: dict) -> str:
                          f"{d['per_job_ms']['pool'][q] - d['per_job_ms']['single'][q]:+.2f} ms |")
         lines.append(f"| cold start | s | {d['cold_start_s']['pool']:.2f} | {d['cold_start_s']['single']:.2f} | "
                      f"{d['cold_start_s']['ratio']:.2f}x |")
+        for door, name in (("api_v2", "Comfy API v2 server"), ("worker", "RunPod worker, production loop")):
+            if d.get("front_doors_s"):
+                f = d["front_doors_s"][door]
+                lines.append(f"| {name}: {d['front_jobs']} jobs of {d['front_sleep_s']:g} s submitted at once, to the "
+                             f"last answer (goal: at most 0.6) | s | {f['pool']:.2f} | {f['single']:.2f} | "
+                             f"{f['ratio']:.2f}x |")
         if d.get("load"):
             lines += ["", "The machine's load (1, 5 and 15 minute averages) as this part began: "
                       f"{', '.join(map(str, d['load']['before']))}; as it ended: {', '.join(map(str, d['load']['after']))}."]
