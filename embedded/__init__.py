@@ -29,7 +29,7 @@ from .job.errors import (BootError, EmbeddedError, ExecutionError, InputError, J
                          WorkflowFormatError)
 from .job.events import (CachedEvent, DownloadEvent, ErrorEvent, Event, ExecutedEvent, ExecutingEvent, InterruptedEvent,
                          MessageEvent, OutputEvent, PreviewEvent, ProgressEvent, ProgressStateEvent, ProgressTextEvent,
-                         ResultEvent, StartEvent, SuccessEvent)
+                         ResultEvent, StartEvent, SuccessEvent, to_frames)
 from .staging.downloads import FetchError, S3Settings
 from .staging.modelcache import ModelRef
 from .job.types import Job, NodeTiming, Output, Result, Timings
@@ -38,7 +38,7 @@ from .staging.guard import FetchRefused
 __all__ = ["execute", "Executor", "default_executor", "Config", "Job", "Output", "Result", "Timings", "NodeTiming",
            "Event", "StartEvent", "CachedEvent", "ExecutingEvent", "ProgressEvent", "ProgressStateEvent",
            "ProgressTextEvent", "ExecutedEvent", "SuccessEvent", "ErrorEvent", "InterruptedEvent", "OutputEvent",
-           "PreviewEvent", "MessageEvent", "ResultEvent",
+           "PreviewEvent", "MessageEvent", "ResultEvent", "to_frames",
            "DownloadEvent", "ModelRef", "S3Settings", "FetchError", "FetchRefused",
            "EmbeddedError", "BootError", "WorkflowFormatError", "InputError", "ValidationError", "NodeError",
            "ExecutionError", "JobInterrupted", "JobTimeout", "WorkerStuck", "WorkerLost", "ServerError", "ServerCrashed"]

@@ -59,3 +59,14 @@ def test_dispatcher_survives_a_broken_callback_and_traces_frames(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert any('"type": "execution_success"' in m for m in messages)
     assert any("callback raised" in m for m in messages)
+
+
+def test_to_frames_is_on_the_public_face():
+    """Users relaying a job to ComfyUI's websocket clients import it from the package or ``embedded.events``."""
+    import embedded
+    import embedded.events
+    from embedded.job.events import to_frames
+
+    assert embedded.to_frames is embedded.events.to_frames is to_frames
+    assert embedded.to_frames(embedded.StartEvent("p1", 5)) == [
+        {"type": "execution_start", "data": {"prompt_id": "p1", "timestamp": 5}}]
