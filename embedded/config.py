@@ -221,6 +221,8 @@ class Config:
     comfy_org_api_key: str | None = field(default=None, repr=False)
     #: S3 endpoint (BUCKET_ENDPOINT_URL); S3 is used only when the two BUCKET_* keys are set too
     bucket_endpoint_url: str | None = None
+    #: a folder of the bucket that outputs go under: ``<prefix>/<job id>/<name>`` (BUCKET_PREFIX)
+    bucket_prefix: str = ""
     #: whether BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY are both set (their values stay in
     #: the environment, where runpod's rp_upload reads them, and are never copied or logged)
     bucket_credentials_set: bool = False
@@ -289,6 +291,7 @@ class Config:
             warmup_workflow=_path(env.get("WARMUP_WORKFLOW"), None),
             comfy_org_api_key=env.get("COMFY_ORG_API_KEY") or None,
             bucket_endpoint_url=env.get("BUCKET_ENDPOINT_URL") or None,
+            bucket_prefix=(env.get("BUCKET_PREFIX") or "").strip().strip("/"),
             bucket_credentials_set=bool(env.get("BUCKET_ACCESS_KEY_ID") and env.get("BUCKET_SECRET_ACCESS_KEY")),
         )
 

@@ -463,7 +463,8 @@ class Jobs:
         name = "/".join(p for p in (output.subfolder, output.filename) if p)
         seconds = self.assets.ttl_s or 86400
         try:
-            url = await asyncio.to_thread(self.bucket.put, f"{job.id}/{name}", output.data, output.mime_type,
+            key = "/".join(p for p in (self.bucket.s3.prefix, job.id, name) if p)
+            url = await asyncio.to_thread(self.bucket.put, key, output.data, output.mime_type,
                                           seconds, job.stop)
         except Cancelled:
             job.upload_stopped = True

@@ -137,6 +137,12 @@ def _watched(cancel: threading.Event | None, deadline_s: float | None) -> Iterat
         _current.transfer = previous
 
 
+#: boto3's checksums only where an operation requires them (what S3-compatible stores accept); the same
+#: as the AWS_REQUEST_CHECKSUM_CALCULATION / AWS_RESPONSE_CHECKSUM_VALIDATION variables say for clients
+#: made elsewhere (the runpod SDK's ``rp_upload``)
+CHECKSUMS = {"request_checksum_calculation": "when_required", "response_checksum_validation": "when_required"}
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """A bucket: a job's own ``s3`` block, or the ``BUCKET_*`` variables. Never logged."""
@@ -153,7 +159,8 @@ class S3Settings:
         env = os.environ if env is None else env
         url, key, secret = (env.get(n) for n in ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID",
                                                  "BUCKET_SECRET_ACCESS_KEY"))
-        return cls(url, key, secret) if url and key and secret else None
+        prefix = (env.get("BUCKET_PREFIX") or "").strip().strip("/")
+        return cls(url, key, secret, prefix=prefix) if url and key and secret else None
 
     def for_bucket(self, bucket: str) -> "S3Settings":
         """These settings for fetching from ``bucket``: the service endpoint without a path (the
@@ -172,14 +179,16 @@ class S3Settings:
 
     def client(self, **boto_config: Any):
         """A boto3 S3 client for these settings; ``boto_config`` adds botocore ``Config`` options
-        (timeouts, retries)."""
+        (timeouts, retries). Checksums are computed and validated only where the operation requires
+        them: S3-compatible stores (Cloudflare R2, Google Cloud Storage...) refuse the ones boto3
+        sends by default since 1.36."""
         import boto3
         from botocore.config import Config as BotoConfig
 
         return boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key, region_name=self.region or "us-east-1",
-            config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}, **boto_config))
+            config=BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"}, **{**CHECKSUMS, **boto_config}))
 
     def presign(self, method: str, bucket: str, key: str, seconds: int, **params: Any) -> str:
         """A presigned URL (made locally: no request; the client that signs is made once per

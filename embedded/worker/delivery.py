@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import logging
+import os
 import re
 import threading
 import tempfile
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..staging.downloads import Fetcher, FetchError, S3Settings
+from ..staging.downloads import CHECKSUMS, Fetcher, FetchError, S3Settings
 from ..job.types import IMAGE, Output
 
 log = logging.getLogger("embedded.delivery")
@@ -54,7 +55,7 @@ class Delivery:
     outputs go to a bucket."""
 
     def __init__(self, env_bucket: bool, bucket: S3Settings | None = None, fetcher: Fetcher | None = None,
-                 max_inline: int | None = None, upload_deadline: float | None = None):
+                 max_inline: int | None = None, upload_deadline: float | None = None, prefix: str = ""):
         if bucket is not None and fetcher is None:
             raise ValueError("a job's own bucket needs the fetcher that uploads to it")
         self.s3_enabled = env_bucket or bucket is not None
@@ -63,6 +64,8 @@ class Delivery:
         self.max_inline = max_inline
         #: longest an ``rp_upload`` upload may take (UPLOAD_DEADLINE_S; the fetcher bounds its own)
         self.upload_deadline = upload_deadline
+        #: BUCKET_PREFIX: the ``BUCKET_*`` bucket's folder that outputs go under
+        self.prefix = prefix
         self._inline = 0
         self._inline_lock = threading.Lock()
 
@@ -97,16 +100,23 @@ class Delivery:
         if self.bucket is not None:  # the job's own bucket, through the URL guard
             key = "/".join(p for p in (self.bucket.prefix, job_id, f"{uuid.uuid4().hex[:8]}{suffix}") if p)
             return self.fetcher.upload(self.bucket, key, output.data, output.mime_type)
-        return _within(self.upload_deadline, lambda: self._rp_upload(job_id, output, suffix))
+        return _within(self.upload_deadline, lambda: self._rp_upload(job_id, output, suffix, self.prefix))
 
     @staticmethod
-    def _rp_upload(job_id: str, output: Output, suffix: str) -> str:
+    def _rp_upload(job_id: str, output: Output, suffix: str, prefix: str = "") -> str:
         from runpod.serverless.utils import rp_upload
 
+        for name, value in (("AWS_REQUEST_CHECKSUM_CALCULATION", CHECKSUMS["request_checksum_calculation"]),
+                            ("AWS_RESPONSE_CHECKSUM_VALIDATION", CHECKSUMS["response_checksum_validation"])):
+            os.environ.setdefault(name, value)  # rp_upload makes its client per upload: S3-compatible stores
         with tempfile.TemporaryDirectory(prefix="embedded-upload-") as tmp:
             path = Path(tmp) / f"{uuid.uuid4().hex[:8]}{suffix}"
             path.write_bytes(output.data)
-            if output.kind == IMAGE:
+            if prefix:  # BUCKET_PREFIX, as worker-comfyui's: <prefix>/<job id>/<the output's own name>
+                folder = "/".join(p for p in (prefix, job_id, output.subfolder.strip("/")) if p)
+                url = rp_upload.upload_file_to_bucket(Path(output.filename).name, str(path), prefix=folder,
+                                                      extra_args={"ContentType": output.mime_type})
+            elif output.kind == IMAGE:
                 url = rp_upload.upload_image(job_id, str(path))  # what worker-comfyui calls
             else:  # same key layout, with the right Content-Type (upload_image says image/<ext>)
                 url = rp_upload.upload_file_to_bucket(path.name, str(path), prefix=job_id,

@@ -208,8 +208,8 @@ class Worker:
         made: list[Delivery] = []  # the job's delivery, made once its request is read
 
         class Remembered(RememberingDelivery):
-            def __init__(self, *args: Any) -> None:
-                super().__init__(*args)
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
                 made.append(self)
 
         async for item in pump(lambda forward: self.handle(job, forward=forward, delivery=Remembered)):
@@ -242,7 +242,7 @@ class Worker:
         try:
             req = request.parse(job.get("input"), self.config.input_limits)
             delivery = delivery_kind(self.config.s3_enabled, req.s3, self.fetcher, self.config.output_max_inline_bytes,
-                                     self.config.upload_deadline_s)
+                                     self.config.upload_deadline_s, prefix=self.config.bucket_prefix)
             extra = {}
             key = req.comfy_org_api_key or self.config.comfy_org_api_key
             if key:

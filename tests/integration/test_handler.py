@@ -284,3 +284,32 @@ def test_timings_true_adds_queued_total_and_per_node_times(make_worker):
     assert all(set(n) == {"class_type", "ms", "cached"} for n in timings["nodes"].values())
     assert sum(n["ms"] for n in timings["nodes"].values()) <= timings["total_ms"]
     assert "timings" not in handle(worker, {"workflow": workflow("save_and_preview")})
+
+
+def test_bucket_prefix_puts_outputs_under_it_and_the_job_id(make_worker, executor, s3_env):
+    """BUCKET_PREFIX (worker-comfyui #190/#191): ``<prefix>/<job id>/<name>``, images and other files alike."""
+    worker = make_worker(bucket_endpoint_url=f"{s3_env.endpoint}/outputs", bucket_credentials_set=True,
+                         bucket_prefix="team-a/renders")
+    out = handle(worker, {"workflow": workflow("solid_red_image")}, job_id="s3-job-43")
+    [image] = out["images"]
+    key = urllib.parse.unquote(urllib.parse.urlparse(image["data"]).path.split("/outputs/", 1)[1])
+    # after the runpod SDK's month folder (its default bucket name, as for every upload of the worker)
+    assert key.split("/", 1)[1] == "team-a/renders/s3-job-43/ComfyUI_00001_.png", key
+    assert s3_env.client().get_object(Bucket="outputs", Key=key)["Body"].read() == \
+        requests.get(image["data"], timeout=10).content
+
+
+def test_uploads_send_checksums_only_where_required_as_s3_compatible_stores_need(make_worker, s3_env):
+    """R2, GCS and other S3-compatible stores refuse boto3's default checksums (worker-comfyui #224):
+    our clients and the runpod SDK's compute and validate them only when an operation requires it."""
+    from runpod.serverless.utils import rp_upload
+
+    from embedded.staging.downloads import S3Settings
+
+    ours = S3Settings(s3_env.endpoint, s3_env.ACCESS_KEY, s3_env.SECRET_KEY).client().meta.config
+    assert (ours.request_checksum_calculation, ours.response_checksum_validation) == ("when_required",) * 2
+    worker = make_worker(bucket_endpoint_url=f"{s3_env.endpoint}/outputs", bucket_credentials_set=True)
+    assert handle(worker, {"workflow": workflow("solid_red_image")})["images"][0]["type"] == "s3_url"
+    sdk_client, _ = rp_upload.get_boto_client()
+    assert (sdk_client.meta.config.request_checksum_calculation,
+            sdk_client.meta.config.response_checksum_validation) == ("when_required",) * 2

@@ -148,3 +148,12 @@ def test_nvidia_gpus_are_seen_from_their_device_nodes_without_torch(tmp_path):
     assert nvidia_devices(tmp_path)
     assert use_cpu(Config.from_env({"COMFY_FORCE_CPU": "false"}), import_torch=False) is False
     assert use_cpu(Config.from_env({"COMFY_FORCE_CPU": "true"}), import_torch=False) is True
+
+
+def test_bucket_prefix_is_read_without_its_slashes():
+    from embedded.staging.downloads import S3Settings
+
+    env = {"BUCKET_ENDPOINT_URL": "http://127.0.0.1:9/b", "BUCKET_ACCESS_KEY_ID": "k", "BUCKET_SECRET_ACCESS_KEY": "s",
+           "BUCKET_PREFIX": "/team-a/renders/"}
+    assert Config.from_env(env).bucket_prefix == "team-a/renders"
+    assert S3Settings.from_env(env).prefix == "team-a/renders"  # the API v2 server's outputs go under it too
