@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +26,16 @@ from .errors import InputError, NodeError, ValidationError, WorkflowFormatError
 UI_FORMAT_HINT = ("This workflow is in ComfyUI's UI format (it has 'nodes' and 'links'). "
                   "Export it in API format instead: in ComfyUI, use 'Export (API)' "
                   "(Workflow menu > Export (API)) and send that file.")
+
+
+
+#: the image formats an input may be in, as users know them (Pillow reads these and more)
+READABLE_FORMATS = "PNG, JPEG, WebP, GIF, BMP, TIFF"
+
+
+def _without_objects(text: str) -> str:
+    """An error text without the reprs of in-memory objects (``<_io.BytesIO object at 0x...>``)."""
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "the data", text)
 
 
 def check_workflow(workflow: Any) -> dict[str, Any]:
@@ -233,8 +244,12 @@ def check_input_bytes(name: str, data: Any, limits: InputLimits = InputLimits())
             pillow = 2 * (Image.MAX_IMAGE_PIXELS or 0)  # where Pillow refuses to open an image
             raise InputError(f"Input {name!r} is larger than Pillow opens ({pillow} pixels); the limit is "
                              f"{min(limits.max_pixels, pillow)} pixels (INPUT_MAX_PIXELS)") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RecursionError) as exc:
-            raise InputError(f"Input {name!r} is not a readable image: {exc}") from None
+        except UnidentifiedImageError:  # Pillow's own words name a BytesIO object, not the input
+            raise InputError(f"Input {name!r} is not an image: its bytes are none of the formats read "
+                             f"({READABLE_FORMATS}); check that the file, or its base64, is whole") from None
+        except (OSError, SyntaxError, ValueError, RecursionError) as exc:
+            raise InputError(f"Input {name!r} is not a readable image ({READABLE_FORMATS} are read): "
+                             f"{_without_objects(str(exc))}") from None
         if width * height > limits.max_pixels:
             raise InputError(f"Input {name!r} is {width}x{height} pixels; the limit is {limits.max_pixels} "
                              f"pixels (INPUT_MAX_PIXELS)")

@@ -184,6 +184,6 @@ def _decode_images(images: list[dict[str, Any]], limits: InputLimits) -> dict[st
             check_names_together(list(decoded))
         except InputError as exc:
             problems.append(exc.message)
-    if problems:
-        raise RequestError(IMAGES_FAILED, problems)
+    if problems:  # upstream's words, then why: the runpod SDK's local API drops ``details``
+        raise RequestError(f"{IMAGES_FAILED}: {'; '.join(problems)}", problems)
     return decoded

@@ -12,7 +12,7 @@ def test_a_gif_bomb_is_refused_before_it_is_decoded_and_the_next_job_runs(make_w
     bomb = base64.b64encode(animated_gif((300, 300), 12)).decode()
     answer = handle(worker, {"workflow": workflow("load_and_invert_input"),
                              "images": [{"name": "in.gif", "image": bomb}]}, "gif-bomb")
-    assert answer["error"] == "Failed to upload one or more input images"
+    assert answer["error"].startswith("Failed to upload one or more input images: Input 'in.gif' ")
     assert any("12 frames of 300x300 pixels" in d and "INPUT_MAX_PIXELS" in d for d in answer["details"])
     ok = handle(worker, {"workflow": workflow("load_and_invert_input"),
                          "images": [{"name": "in.png", "image": base64.b64encode(png_bytes()).decode()}]}, "after")

@@ -38,7 +38,8 @@ def test_an_image_given_by_url_in_the_request_is_fetched(make_worker, file_serve
 def test_an_image_url_with_another_scheme_is_an_upstream_style_image_error(make_worker):
     out = handle(make_worker(), {"workflow": workflow("load_and_invert_input"),
                                  "images": [{"name": "in.png", "image": "file:///etc/passwd"}]})
-    assert out["error"] == "Failed to upload one or more input images"
+    assert out["error"] == ("Failed to upload one or more input images: URL scheme 'file' is not allowed; "
+                            "use http://, https://, s3://")
     assert out["details"] == ["URL scheme 'file' is not allowed; use http://, https://, s3://"]
 
 

@@ -75,7 +75,7 @@ def test_a_decompression_bomb_is_an_input_error(worker):
     assert len(bomb) < 40_000
     body = handle(worker, {"workflow": workflow("load_and_invert_input"),
                            "images": [{"name": "bomb.png", "image": base64.b64encode(bomb).decode()}]})
-    assert body["error"] == IMAGES_FAILED
+    assert body["error"] == f"{IMAGES_FAILED}: {body['details'][0]}"
     assert body["details"] == ["Input 'bomb.png' is larger than Pillow opens (178956970 pixels); the limit is "
                                "1000000 pixels (INPUT_MAX_PIXELS)"]
 
@@ -86,7 +86,7 @@ def test_images_over_input_max_pixels_and_files_over_input_max_bytes_are_refused
     body = handle(worker, {"workflow": workflow("load_and_invert_input"),
                            "images": [{"name": "wide.png", "image": base64.b64encode(big_image).decode()},
                                       {"name": "clip.wav", "image": base64.b64encode(big_file).decode()}]})
-    assert body["error"] == IMAGES_FAILED
+    assert body["error"] == f"{IMAGES_FAILED}: {'; '.join(body['details'])}"
     assert body["details"] == [
         "Input 'wide.png' is 1001x1000 pixels; the limit is 1000000 pixels (INPUT_MAX_PIXELS)",
         "Input 'clip.wav' is 65537 bytes; the limit is 65536 (INPUT_MAX_BYTES)"]

@@ -62,7 +62,7 @@ def test_names_with_tilde_spaces_and_non_ascii_work(worker, name):
 def test_names_that_cannot_work_get_upstreams_input_error_and_no_local_path(worker, test_config, names, expected):
     out = handle(worker, {"workflow": workflow("solid_red_image"),
                           "images": [{"name": n, "image": b64(png_bytes())} for n in names]})
-    assert out["error"] == IMAGES_FAILED
+    assert out["error"] == f"{IMAGES_FAILED}: {'; '.join(out['details'])}"
     assert any(expected in d for d in out["details"]), out["details"]
     assert str(test_config.work_dir) not in json.dumps(out) and "unexpected" not in json.dumps(out)
 

@@ -35,12 +35,13 @@ def test_every_bad_image_is_listed_in_details():
                                           {"name": "text.png", "image": b64(b"hello")},
                                           {"name": "good.png", "image": b64(PNG)},
                                           {"name": "good.png", "image": b64(PNG)}]})
-    assert info.value.message == IMAGES_FAILED
     details = info.value.details
+    assert info.value.message == f"{IMAGES_FAILED}: {'; '.join(details)}"  # the local API drops details
     assert len(details) == 4
     assert "'../x.png'" in details[0]
     assert details[1].startswith("Error decoding base64 for ok.png")
-    assert details[2].startswith("Input 'text.png' is not a readable image")
+    assert details[2].startswith("Input 'text.png' is not an image: its bytes are none of the formats read (PNG")
+    assert "BytesIO" not in details[2]
     assert details[3] == "Input name 'good.png' is given twice"
 
 
