@@ -23,6 +23,7 @@ from tqdm import tqdm
 from . import DownloadEvent, EmbeddedError, Executor, ModelRef
 from .config import parse_devices
 from .job.events import ExecutingEvent, NodesDone, ProgressEvent
+from .job.inputs import check_workflow
 from .staging.guard import is_url
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -105,6 +106,7 @@ def _read_arguments(args: argparse.Namespace) -> tuple[object, dict[str, str | P
     except json.JSONDecodeError as exc:
         raise ValueError(f"{args.workflow} is not JSON: {exc}") from None
     parse_devices(args.devices)  # a ValueError that says what is expected
+    check_workflow(workflow)  # a UI-format export is refused now, before ComfyUI boots (WorkflowFormatError)
     return workflow, _parse_images(args.image), _parse_models(args.model)
 
 

@@ -151,6 +151,10 @@ class Worker:
         ``delivery`` is the kind of the job's ``Delivery``. A job that arrives while ComfyUI boots
         waits for it to start (not for the warm-up: it queues behind it)."""
         if not self._started.is_set():
+            try:  # a request that cannot run is answered now, not after the boot
+                request.parse(job.get("input"), self.config.input_limits)
+            except (request.RequestError, EmbeddedError) as exc:
+                return response.failure(exc)
             await asyncio.to_thread(self._started.wait, self.config.server_start_timeout_s)
             if not self._started.is_set():
                 body = response.failure(BootError(f"ComfyUI did not start within "

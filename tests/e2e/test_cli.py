@@ -58,3 +58,11 @@ def test_the_check_command_prints_the_report_and_exits_by_it(tmp_path):
                    tmp_path=tmp_path)
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout)["ok"] is True
+
+
+def test_a_ui_format_export_is_refused_at_once_before_comfyui_boots(tmp_path):
+    proc = run_cli("run", str(WORKFLOWS / "invalid_ui_format.json"), "--out", str(tmp_path / "o"), tmp_path=tmp_path)
+    assert proc.returncode == 1
+    [line] = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert "Export (API)" in line
+    assert "ComfyUI ready" not in proc.stderr and not (tmp_path / "work").exists()  # nothing booted

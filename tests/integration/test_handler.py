@@ -1,6 +1,7 @@
 """The RunPod handler in-process, on the real executor: worker-comfyui's request/response contract,
 every output kind, S3 delivery against a real S3 server, and its failure modes."""
 
+import asyncio
 import base64
 import json
 import urllib.parse
@@ -313,3 +314,14 @@ def test_uploads_send_checksums_only_where_required_as_s3_compatible_stores_need
     sdk_client, _ = rp_upload.get_boto_client()
     assert (sdk_client.meta.config.request_checksum_calculation,
             sdk_client.meta.config.response_checksum_validation) == ("when_required",) * 2
+
+
+def test_a_request_that_cannot_run_is_answered_during_the_boot_without_waiting_for_it(make_worker):
+    worker = make_worker(server_start_timeout_s=600.0)
+    worker._started.clear()  # ComfyUI still booting: a good job would wait for it
+    try:
+        out = asyncio.run(asyncio.wait_for(worker.handle({"id": "ui", "input": {"workflow": workflow("invalid_ui_format")}}),
+                                           timeout=30))
+    finally:
+        worker._started.set()
+    assert "Export (API)" in out["error"]
