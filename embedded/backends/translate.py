@@ -12,6 +12,7 @@ allowed values of a list input (model files), which ComfyUI leaves out of long l
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Callable, Iterable
 
@@ -64,17 +65,33 @@ def _dangling_links(reason: dict[str, Any], prompt: dict[str, Any]) -> list[Node
 
 def validation_error(error: dict[str, Any] | None, raw_node_errors: dict[str, Any] | None,
                      prompt: dict[str, Any], options_for: OptionsLookup | None = None,
-                     failed_packs: Iterable[FailedPack] = ()) -> ValidationError:
-    """``failed_packs``: a node type that does not exist is explained by the pack that failed."""
+                     failed_packs: Iterable[FailedPack] = (),
+                     known_classes: Callable[[], Iterable[str]] | None = None) -> ValidationError:
+    """``failed_packs``: a node type that does not exist is explained by the pack that failed; else
+    the closest of ``known_classes`` are suggested, and a missing pack named as the likely cause."""
     error = error or {}
     message = str(error.get("message") or "Workflow validation failed")
     extra = str(error.get("details") or "")
     missing = _MISSING_NODE.match(message)
-    why = packs.hint(missing["class_type"], failed_packs) if missing else ""
+    why = ""
+    if missing:
+        failed_packs = list(failed_packs)
+        why = packs.hint(missing["class_type"], failed_packs)
+        if not any(packs.defines(p, missing["class_type"]) for p in failed_packs):  # no pack of ours owns it
+            suggestion = unknown_class_hint(missing["class_type"], known_classes() if known_classes else ())
+            why = f"{suggestion}; {why}" if why else suggestion
     if why:
         extra = f"{extra}; {why}" if extra else why
     return ValidationError(message, str(error.get("type") or "invalid_prompt"),
                            node_errors(raw_node_errors, prompt, options_for), extra=extra)
+
+
+def unknown_class_hint(class_type: str, known: Iterable[str]) -> str:
+    """What to do about a node type nobody defines: the closest registered names, and the pack."""
+    close = difflib.get_close_matches(class_type, list(known), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return (f"{hint}If '{class_type}' comes from a custom-node pack, that pack is not installed: put it in a "
+            f"custom_nodes folder (COMFYUI_PATH's, or $COMFY_WORK_DIR/custom_nodes) with its requirements")
 
 
 #: ComfyUI's message for a node type it does not know

@@ -72,3 +72,13 @@ def test_next_job_runs_after_a_refused_one(executor):
     with pytest.raises(ValidationError):
         executor.run(workflow("invalid_out_of_range"))
     assert len(executor.run(workflow("solid_red_image")).outputs) == 1
+
+
+def test_a_misspelt_node_type_gets_the_closest_names_and_what_to_install(executor):
+    wf = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+          "2": {"class_type": "ImageBlurr", "inputs": {"image": ["1", 0], "blur_radius": 1, "sigma": 1.0}},
+          "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    with pytest.raises(ValidationError) as info:
+        executor.run(wf)
+    text = str(info.value)
+    assert "did you mean 'ImageBlur'" in text and "custom-node pack" in text and "custom_nodes" in text

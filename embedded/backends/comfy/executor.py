@@ -286,7 +286,8 @@ class ComfyRunner(JobControl):
         except RecursionError:
             raise _too_deep() from None
         if not ok:
-            raise translate.validation_error(error, node_errors, prompt, _combo_options, self.booted.failed_packs)
+            raise translate.validation_error(error, node_errors, prompt, _combo_options, self.booted.failed_packs,
+                                             known_classes=_known_classes)
         return (prompt, good_outputs, [e.line() for e in translate.node_errors(node_errors, prompt, _combo_options)],
                 extra_data)
 
@@ -610,6 +611,13 @@ def _read(folders: dict[str, Path], ftype: str, subfolder: str, filename: str) -
     if root not in path.parents:
         raise ValueError("path escapes the job's folder")
     return path.read_bytes()
+
+
+def _known_classes() -> list[str]:
+    """Every registered node class (after a lookup of an unknown one, every pack's are imported)."""
+    import nodes
+
+    return list(dict.keys(nodes.NODE_CLASS_MAPPINGS))
 
 
 def _combo_options(class_type: str, input_name: str) -> tuple[str, ...] | None:

@@ -179,7 +179,7 @@ class ServerRunner(JobControl):
             warnings = [e.line() for e in translate.node_errors(body.get("node_errors"), prompt, self._options)]
             return preflight.report([], models, None, warnings)
         error = translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options,
-                                           self.booted.failed_packs)
+                                           self.booted.failed_packs, known_classes=self._known_classes)
         return preflight.report([], models, error)
 
     def _is_output_node(self, class_type: str) -> bool | None:
@@ -239,7 +239,7 @@ class ServerRunner(JobControl):
             body = response.json()
             if response.status_code == 400:
                 raise translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options,
-                                                 self.booted.failed_packs)
+                                                 self.booted.failed_packs, known_classes=self._known_classes)
             warnings = [e.line() for e in translate.node_errors(body.get("node_errors"), prompt, self._options)]
             with self._state_lock:
                 running.prompt_id = prompt_id
@@ -478,6 +478,13 @@ class ServerRunner(JobControl):
         if response.status_code != 200:
             raise OSError(f"/view answered HTTP {response.status_code}")
         return response.content
+
+    def _known_classes(self) -> list[str]:
+        """Every node class ComfyUI's server knows (its ``/object_info``)."""
+        try:
+            return list(self._get("/object_info").json())
+        except (EmbeddedError, ValueError):
+            return []
 
     def _options(self, class_type: str, input_name: str) -> tuple[str, ...] | None:
         try:
