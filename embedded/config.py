@@ -21,6 +21,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def default_work_dir(env: "dict[str, str] | os._Environ[str]") -> Path:
+    """The per-user cache folder (``$XDG_CACHE_HOME/comfy-embedded/work``, else
+    ``~/.cache/comfy-embedded/work``), never the current or the package's folder; the image sets
+    ``COMFY_WORK_DIR=/app/work``."""
+    cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser().resolve() / "comfy-embedded" / "work"
+
+
 def _flag(value: str | None, default: bool = False) -> bool:
     if value is None or value.strip() == "":
         return default
@@ -119,8 +127,8 @@ def _mode(value: str | None) -> str:
 class Config:
     #: ComfyUI tree (COMFYUI_PATH; default: the pinned tree in vendor/ComfyUI)
     comfyui_path: Path = REPO_ROOT / "vendor" / "ComfyUI"
-    #: our work folder (COMFY_WORK_DIR): per-job folders, temp, idle input/output
-    work_dir: Path = REPO_ROOT / "work"
+    #: our work folder (COMFY_WORK_DIR; default ``default_work_dir``): per-job folders, temp, idle input/output
+    work_dir: Path = field(default_factory=lambda: default_work_dir(os.environ))
     #: model folders root (COMFY_MODELS_DIR; default <work_dir>/models), one sub-folder per kind
     models_dir: Path | None = None
     #: ComfyUI's user folder (COMFY_USER_DIR; default <work_dir>/user)
@@ -134,8 +142,9 @@ class Config:
     network_volume: Path = Path("/runpod-volume")
     #: log a report of the network volume's model folders at boot (NETWORK_VOLUME_DEBUG)
     network_volume_debug: bool = False
-    #: ComfyUI's log level (COMFY_LOG_LEVEL)
-    log_level: str = "DEBUG"
+    #: ComfyUI's log level (COMFY_LOG_LEVEL): warnings and errors unless asked; the RunPod worker's
+    #: default is DEBUG, as worker-comfyui's
+    log_level: str = "WARNING"
     #: log every websocket-compat frame (WEBSOCKET_TRACE)
     websocket_trace: bool = False
     #: True: --cpu; False: never; None: when CUDA is absent (COMFY_FORCE_CPU)
@@ -238,8 +247,8 @@ class Config:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Config":
         env = os.environ if env is None else env
-        work = _path(env.get("COMFY_WORK_DIR"), REPO_ROOT / "work")
-        level = (env.get("COMFY_LOG_LEVEL") or "DEBUG").strip().upper()
+        work = _path(env.get("COMFY_WORK_DIR"), default_work_dir(env))
+        level = (env.get("COMFY_LOG_LEVEL") or "WARNING").strip().upper()
         if level not in LOG_LEVELS:
             raise ValueError(f"COMFY_LOG_LEVEL={level!r}: expected one of {', '.join(LOG_LEVELS)}")
         cpu = env.get("COMFY_FORCE_CPU")

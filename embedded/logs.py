@@ -19,7 +19,9 @@ from typing import Any, Iterable
 #: loggers that write access key ids, signatures or whole signed requests, and the lowest level
 #: they may log at
 CAPPED = {"boto3": logging.WARNING, "botocore": logging.WARNING, "s3transfer": logging.WARNING,
-          "urllib3": logging.ERROR}
+          "urllib3": logging.ERROR,
+          # at DEBUG Pillow logs every chunk it reads ("STREAM b'IDAT' 41 493"): noise, never what a user asks for
+          "PIL": logging.INFO}
 #: keys whose values are never logged (ComfyUI's hidden API-key inputs, bucket credentials...)
 SECRET_KEY = re.compile(r"(?i)(api_?key|auth_?token|secret|password|credential|signature)")
 REDACTED = "<redacted>"

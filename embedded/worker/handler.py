@@ -310,6 +310,7 @@ def _local_api_args(argv: list[str], serve_locally: bool) -> list[str]:
 def main() -> None:
     # The SDK logs whole job inputs (API keys included) and outputs at DEBUG: INFO unless asked.
     os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+    os.environ.setdefault("COMFY_LOG_LEVEL", "DEBUG")  # the worker's default, as worker-comfyui's
     config = Config.from_env()
     logs.setup(config.log_level)
     # --require-gpu (the image's start script): as worker-comfyui's image, a worker without a usable

@@ -66,3 +66,17 @@ def test_a_ui_format_export_is_refused_at_once_before_comfyui_boots(tmp_path):
     [line] = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert "Export (API)" in line
     assert "ComfyUI ready" not in proc.stderr and not (tmp_path / "work").exists()  # nothing booted
+
+
+def test_a_good_run_prints_a_few_lines_by_default(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COMFY_LOG_LEVEL"}
+    env.update(COMFY_WORK_DIR=str(tmp_path / "work"))
+    proc = subprocess.run([sys.executable, "-m", "embedded", "run", str(EXAMPLES / "image_ops.json"),
+                           "--image", f"input.png={EXAMPLES / 'input.png'}", "--out", str(tmp_path / "out")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 4, proc.stderr  # "ComfyUI ready ...", the summary: no library's debug lines
+    assert "STREAM" not in proc.stderr and "ComfyUI ready" in proc.stderr and "written" in proc.stderr

@@ -9,9 +9,10 @@ from embedded.backends.launch import MODEL_FOLDERS, comfy_args
 
 
 def test_defaults_match_upstream_and_stay_outside_vendor(tmp_path):
-    config = Config.from_env({})
-    assert config.log_level == "DEBUG" and config.websocket_trace is False
+    config = Config.from_env({"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert config.log_level == "WARNING" and config.websocket_trace is False  # quiet where a person reads
     assert config.force_cpu is None and config.extra_model_paths == ()
+    assert config.work_dir == tmp_path / "cache" / "comfy-embedded" / "work"  # per user, never the current folder
     assert "vendor" not in config.work_dir.parts
     assert config.models == config.work_dir / "models"
 
