@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: demo test bench bench-api bench-devices vendor install clean
+.PHONY: demo test docs bench bench-api bench-devices vendor install clean
 
 demo: vendor
 	COMFY_LOG_LEVEL=$${COMFY_LOG_LEVEL:-WARNING} $(BIN)/python -m embedded run examples/image_ops.json \
@@ -16,6 +16,15 @@ demo: vendor
 
 test: vendor
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the manual (docs/, mkdocs.yml) into site/, every warning an error
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet
+	@echo "docs: built into site/"
+
+$(VENV)/.docs-installed: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
 
 bench: vendor
 	$(BIN)/python bench/run.py

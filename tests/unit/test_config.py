@@ -158,3 +158,19 @@ def test_bucket_prefix_is_read_without_its_slashes():
            "BUCKET_PREFIX": "/team-a/renders/"}
     assert Config.from_env(env).bucket_prefix == "team-a/renders"
     assert S3Settings.from_env(env).prefix == "team-a/renders"  # the API v2 server's outputs go under it too
+
+
+def test_the_configuration_page_documents_every_variable_the_configuration_reads():
+    """docs/configuration.md is the one table of every setting: each variable ``Config.from_env``
+    reads is a row of it (the first cell names it)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    read = set(re.findall(r'env\.get\("([A-Z][A-Z0-9_]+)"', (root / "embedded" / "config.py").read_text()))
+    read.discard("XDG_CACHE_HOME")  # the system's cache folder, named in COMFY_WORK_DIR's default
+    rows = set()
+    for line in (root / "docs" / "configuration.md").read_text().splitlines():
+        if line.startswith("| `"):
+            rows |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
+    assert len(read) > 40 and read <= rows, f"not documented in docs/configuration.md: {sorted(read - rows)}"

@@ -11,8 +11,10 @@ BUILD_ONLY = {"COMFYUI_SOURCE"}
 
 
 def readme_variables() -> set[str]:
+    """Every variable a table of the README or the manual (docs/) documents."""
     names = set()
-    for line in (REPO / "README.md").read_text().splitlines():
+    text = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+    for line in text.splitlines():
         if line.startswith("| `"):
             first_cell = line.split("|")[1]
             names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", first_cell))
