@@ -39,10 +39,24 @@ def node_errors(raw: dict[str, Any] | None, prompt: dict[str, Any],
             options = None
             if reason.get("type") == "value_not_in_list" and input_name and options_for is not None:
                 options = options_for(str(class_type), str(input_name))
+            details = str(reason.get("details", ""))
+            missing = _MISSING_INPUT_FILE.search(details)
+            if missing:
+                details += f" ({missing_input_hint(missing['name'].strip())})"
             found.append(NodeError(str(node_id), str(class_type), str(reason.get("type", "")),
-                                   str(reason.get("message", "")), str(reason.get("details", "")),
-                                   input_name, options))
+                                   str(reason.get("message", "")), details, input_name, options))
     return found
+
+
+#: what ComfyUI's loaders (LoadImage, LoadImageMask, LoadAudio, LoadVideo...) say of a file the job lacks
+_MISSING_INPUT_FILE = re.compile(r"Invalid (?:image |audio |video )?file(?: path)?: (?P<name>.+)$")
+
+
+def missing_input_hint(name: str) -> str:
+    """How to give a job the input file ``name`` it lacks, in each front door."""
+    return (f"the job has no input file {name!r}: give it with files={{{name!r}: ...}} in Python, "
+            f"--image {name}=PATH on the command line, or \"images\": [{{\"name\": \"{name}\", \"image\": ...}}] "
+            f"in a worker request")
 
 
 def _dangling_links(reason: dict[str, Any], prompt: dict[str, Any]) -> list[NodeError]:

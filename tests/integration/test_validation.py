@@ -82,3 +82,10 @@ def test_a_misspelt_node_type_gets_the_closest_names_and_what_to_install(executo
         executor.run(wf)
     text = str(info.value)
     assert "did you mean 'ImageBlur'" in text and "custom-node pack" in text and "custom_nodes" in text
+
+
+def test_a_missing_input_file_names_the_ways_to_give_it(executor):
+    with pytest.raises(ValidationError) as info:
+        executor.run(workflow("load_and_invert_input"))  # its LoadImage names in.png, and no file is given
+    text = str(info.value)
+    assert "Invalid image file" in text and "files={'" in text and "--image " in text and '"images"' in text
