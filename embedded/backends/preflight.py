@@ -147,20 +147,30 @@ def model_folders(kinds: Callable[[], dict[str, tuple[Iterable[str], Iterable[st
     read once, on the first missing model): the kind whose files are exactly the input's options;
     among several (empty folders look alike), the one the input's name points at (``lora_name`` ->
     ``loras``, ``ckpt_name`` -> ``checkpoints``)."""
-    loaded: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
+    kind_of = model_kinds(kinds)
 
     def folders_of(input_name: str, options: tuple[str, ...]) -> tuple[str, ...] | None:
+        kind = kind_of(input_name, options)
+        return None if kind is None else kind_of.table[kind][1]
+
+    return folders_of
+
+
+def model_kinds(kinds: Callable[[], dict[str, tuple[Iterable[str], Iterable[str]]]]):
+    """Which model kind (``checkpoints``, ``loras``...) a model input's options are the files of
+    (see ``model_folders``), or None; ``.table`` holds each kind's files and folders once read."""
+    loaded: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
+
+    def kind_of(input_name: str, options: tuple[str, ...]) -> str | None:
         if not loaded:
             loaded.update({kind: (frozenset(files), tuple(str(f) for f in folders))
                            for kind, (files, folders) in kinds().items() if kind not in ("custom_nodes", "configs")})
-        table = loaded
-        matching = [kind for kind, (files, _) in table.items() if files == frozenset(options)]
+        matching = [kind for kind, (files, _) in loaded.items() if files == frozenset(options)]
         if len(matching) > 1:
             stem = input_name.rsplit("_name", 1)[0].rstrip("0123456789_")
             named = _KIND_OF_INPUT.get(re.sub(r"\d+$", "", input_name))
             matching = [named] if named in matching else [k for k in matching if stem and k.startswith(stem)]
-        if len(matching) != 1:
-            return None
-        return table[matching[0]][1]
+        return matching[0] if len(matching) == 1 else None
 
-    return folders_of
+    kind_of.table = loaded
+    return kind_of

@@ -24,7 +24,11 @@ OptionsLookup = Callable[[str, str], "tuple[str, ...] | None"]
 
 
 def node_errors(raw: dict[str, Any] | None, prompt: dict[str, Any],
-                options_for: OptionsLookup | None = None) -> list[NodeError]:
+                options_for: OptionsLookup | None = None,
+                kind_of: Callable[[str, tuple[str, ...]], "str | None"] | None = None) -> list[NodeError]:
+    """ComfyUI's node errors as ours; a model file that is not there names the model folders it is
+    in none of (``kind_of``: the same in both modes; a preflight lists their paths), a loader's
+    missing input file the ways to give it."""
     found = []
     for node_id, entry in (raw or {}).items():
         node = prompt.get(node_id)
@@ -40,6 +44,10 @@ def node_errors(raw: dict[str, Any] | None, prompt: dict[str, Any],
             if reason.get("type") == "value_not_in_list" and input_name and options_for is not None:
                 options = options_for(str(class_type), str(input_name))
             details = str(reason.get("details", ""))
+            kind = kind_of(str(input_name), options) if options is not None and kind_of else None
+            if kind:
+                details += (f" (it is in none of the {kind!r} model folders, which a preflight lists: put the "
+                            f"file there, or give its URL in the job's models to fetch it)")
             missing = _MISSING_INPUT_FILE.search(details)
             if missing:
                 details += f" ({missing_input_hint(missing['name'].strip())})"
@@ -80,7 +88,8 @@ def _dangling_links(reason: dict[str, Any], prompt: dict[str, Any]) -> list[Node
 def validation_error(error: dict[str, Any] | None, raw_node_errors: dict[str, Any] | None,
                      prompt: dict[str, Any], options_for: OptionsLookup | None = None,
                      failed_packs: Iterable[FailedPack] = (),
-                     known_classes: Callable[[], Iterable[str]] | None = None) -> ValidationError:
+                     known_classes: Callable[[], Iterable[str]] | None = None,
+                     kind_of: Callable[[str, tuple[str, ...]], "str | None"] | None = None) -> ValidationError:
     """``failed_packs``: a node type that does not exist is explained by the pack that failed; else
     the closest of ``known_classes`` are suggested, and a missing pack named as the likely cause."""
     error = error or {}
@@ -97,7 +106,7 @@ def validation_error(error: dict[str, Any] | None, raw_node_errors: dict[str, An
     if why:
         extra = f"{extra}; {why}" if extra else why
     return ValidationError(message, str(error.get("type") or "invalid_prompt"),
-                           node_errors(raw_node_errors, prompt, options_for), extra=extra)
+                           node_errors(raw_node_errors, prompt, options_for, kind_of), extra=extra)
 
 
 def unknown_class_hint(class_type: str, known: Iterable[str]) -> str:

@@ -89,3 +89,11 @@ def test_a_missing_input_file_names_the_ways_to_give_it(executor):
         executor.run(workflow("load_and_invert_input"))  # its LoadImage names in.png, and no file is given
     text = str(info.value)
     assert "Invalid image file" in text and "files={'" in text and "--image " in text and '"images"' in text
+
+
+def test_a_missing_model_names_its_model_folders_and_what_to_do(executor):
+    with pytest.raises(ValidationError) as info:
+        executor.run(workflow("missing_model"))
+    text = str(info.value)
+    assert "does-not-exist.safetensors" in text and "none of the 'checkpoints' model folders" in text
+    assert "give its URL in the job's models" in text

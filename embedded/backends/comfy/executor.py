@@ -287,7 +287,7 @@ class ComfyRunner(JobControl):
             raise _too_deep() from None
         if not ok:
             raise translate.validation_error(error, node_errors, prompt, _combo_options, self.booted.failed_packs,
-                                             known_classes=_known_classes)
+                                             known_classes=_known_classes, kind_of=_model_kinds())
         return (prompt, good_outputs, [e.line() for e in translate.node_errors(node_errors, prompt, _combo_options)],
                 extra_data)
 
@@ -611,6 +611,14 @@ def _read(folders: dict[str, Path], ftype: str, subfolder: str, filename: str) -
     if root not in path.parents:
         raise ValueError("path escapes the job's folder")
     return path.read_bytes()
+
+
+def _model_kinds():
+    """Which model kind a model input's files are of (``preflight.model_kinds`` on ``folder_paths``)."""
+    import folder_paths
+
+    return preflight.model_kinds(lambda: {kind: (folder_paths.get_filename_list(kind), folder_paths.get_folder_paths(kind))
+                                            for kind in folder_paths.folder_names_and_paths})
 
 
 def _known_classes() -> list[str]:

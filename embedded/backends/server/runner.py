@@ -159,10 +159,7 @@ class ServerRunner(JobControl):
         def options_of(class_type: str, input_name: str) -> tuple[str, ...] | None:
             return translate.options_from_input_spec((info.get(class_type) or {}).get("input"), input_name)
 
-        models = preflight.missing_models(job.workflow, known, options_of, preflight.model_folders(lambda: {
-            kind: (self._get(f"/models/{kind}").json(), paths)
-            for kind, paths in self._get("/internal/folder_paths").json().items()
-            if kind not in ("custom_nodes", "configs")}), lambda class_type: self._file_inputs.get(class_type, frozenset()))
+        models = preflight.missing_models(job.workflow, known, options_of, preflight.model_folders(self._kinds), lambda class_type: self._file_inputs.get(class_type, frozenset()))
         if missing:  # ComfyUI's validation would stop at the first
             return preflight.report(missing, models, None)
         prompt = copy.deepcopy(job.workflow)
@@ -179,7 +176,8 @@ class ServerRunner(JobControl):
             warnings = [e.line() for e in translate.node_errors(body.get("node_errors"), prompt, self._options)]
             return preflight.report([], models, None, warnings)
         error = translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options,
-                                           self.booted.failed_packs, known_classes=self._known_classes)
+                                           self.booted.failed_packs, known_classes=self._known_classes,
+                                           kind_of=self._model_kinds())
         return preflight.report([], models, error)
 
     def _is_output_node(self, class_type: str) -> bool | None:
@@ -239,7 +237,8 @@ class ServerRunner(JobControl):
             body = response.json()
             if response.status_code == 400:
                 raise translate.validation_error(body.get("error"), body.get("node_errors"), prompt, self._options,
-                                                 self.booted.failed_packs, known_classes=self._known_classes)
+                                                 self.booted.failed_packs, known_classes=self._known_classes,
+                                                 kind_of=self._model_kinds())
             warnings = [e.line() for e in translate.node_errors(body.get("node_errors"), prompt, self._options)]
             with self._state_lock:
                 running.prompt_id = prompt_id
@@ -478,6 +477,16 @@ class ServerRunner(JobControl):
         if response.status_code != 200:
             raise OSError(f"/view answered HTTP {response.status_code}")
         return response.content
+
+    def _kinds(self) -> dict[str, tuple[list[str], list[str]]]:
+        """Each model kind's files and folders, as ComfyUI's server says."""
+        return {kind: (self._get(f"/models/{kind}").json(), paths)
+                for kind, paths in self._get("/internal/folder_paths").json().items()
+                if kind not in ("custom_nodes", "configs")}
+
+    def _model_kinds(self):
+        """Which model kind a model input's files are of (read from the server on first use)."""
+        return preflight.model_kinds(self._kinds)
 
     def _known_classes(self) -> list[str]:
         """Every node class ComfyUI's server knows (its ``/object_info``)."""
