@@ -7,10 +7,16 @@
 # The CUDA base image and the PyTorch build must match: TORCH_CUDA picks the wheel index of
 # PyTorch for the base image's CUDA version. The torch/torchvision/torchaudio versions are the pins
 # of pyproject.toml (a test checks that they agree).
+#
+# Anywhere else (no Docker Hub, no PyTorch index: `make image`, docker/image.sh): BASE_IMAGE is any
+# Debian or Ubuntu with python3 >= 3.11, and an empty TORCH_INDEX_URL takes torch from the package
+# index (its CUDA 13 build brings the CUDA libraries as wheels, so the image still runs on a GPU).
 ARG CUDA_IMAGE_TAG=13.0.0-cudnn-runtime-ubuntu24.04
-FROM nvidia/cuda:${CUDA_IMAGE_TAG}
+ARG BASE_IMAGE=nvidia/cuda:${CUDA_IMAGE_TAG}
+FROM ${BASE_IMAGE}
 
 ARG TORCH_CUDA=cu130
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/${TORCH_CUDA}
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
 ARG TORCHAUDIO_VERSION=2.11.1
@@ -37,8 +43,10 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# PyTorch first, from PyTorch's index for this CUDA version; the rest from pyproject.toml.
-RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" \
+# PyTorch first, from PyTorch's index for this CUDA version (TORCH_INDEX_URL; empty: the package
+# index); the rest from pyproject.toml. (hadolint reads the optional index as an unpinned package.)
+# hadolint ignore=DL3013
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" "torchaudio==${TORCHAUDIO_VERSION}"
 
 COPY pyproject.toml README.md ./

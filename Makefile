@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: demo test docs bench bench-api bench-devices vendor install clean
+.PHONY: demo test docs image image-test bench bench-api bench-devices vendor install clean
 
 demo: vendor
 	COMFY_LOG_LEVEL=$${COMFY_LOG_LEVEL:-WARNING} $(BIN)/python -m embedded run examples/image_ops.json \
@@ -16,6 +16,14 @@ demo: vendor
 
 test: vendor
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the image with docker or podman (BASE_IMAGE=auto TORCH_INDEX_URL= where no registry is reachable),
+# and the image tested as a user runs it: not in CI (minutes, gigabytes); see docs/runpod-worker.md
+image:
+	docker/image.sh build
+
+image-test:
+	docker/image.sh test
 
 # the manual (docs/, mkdocs.yml) into site/, every warning an error
 docs: $(VENV)/.docs-installed
