@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the image, and test it as a user would, with docker or podman:
 #
+#   docker/image.sh base                            only the Debian base that BASE_IMAGE=auto makes
 #   docker/image.sh build        (make image)       the Dockerfile, tagged $IMAGE (default comfy-embedded:local)
 #   docker/image.sh test         (make image-test)  build, then: the worker on test_input.json (exit 0, one
 #                                                   image), the Comfy API v2 server (health and one job), a
@@ -20,7 +21,7 @@
 # the engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what="${1:?usage: docker/image.sh build|test}"
+what="${1:?usage: docker/image.sh build|test|base}"
 ENGINE="${ENGINE:-$(command -v docker >/dev/null 2>&1 && echo docker || echo podman)}"
 IMAGE="${IMAGE:-comfy-embedded:local}"
 BASE_IMAGE="${BASE_IMAGE:-}"
@@ -45,14 +46,16 @@ read -r -a extra <<< "${ENGINE_FLAGS:-}"
 flags+=("${extra[@]}")
 
 base_args=()
-if [ "$BASE_IMAGE" = auto ]; then
+if [ "$BASE_IMAGE" = auto ] || [ "$what" = base ]; then  # `docker/image.sh base`: only this step
     BASE_IMAGE=localhost/comfy-embedded-base:bookworm
-    if ! "$ENGINE" image exists "$BASE_IMAGE" 2>/dev/null && ! "$ENGINE" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    if ! "$ENGINE" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
         tar="$(mktemp -d)/base.tar"
         mmdebstrap --variant=minbase --include=ca-certificates bookworm "$tar"
         "$ENGINE" import "$tar" "$BASE_IMAGE"
         rm -rf "$(dirname "$tar")"
     fi
+    echo "image.sh: base image $BASE_IMAGE"
+    [ "$what" = base ] && exit 0
     TORCH_INDEX_URL="${TORCH_INDEX_URL-}"
 fi
 [ -n "$BASE_IMAGE" ] && base_args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
