@@ -119,7 +119,54 @@ class Running:
         return translate.stopped(self.stop_reason, self.job.timeout, self.node_id if node_type else None, node_type)
 
 
-class JobControl:
+class Submitting:
+    """The entry points of a backend that answers jobs through ``Ticket``s: ``submit``, ``run`` and
+    ``run_async`` over the subclass's ``_submit`` (queue a job, return its ticket) and ``_cancel``
+    (stop a ticket's job: answered at once while it waits, else interrupted). Shared by
+    ``JobControl`` and the device pool."""
+
+    def _submit(self, job: Job, on_event: EventCallback | None) -> Ticket:
+        raise NotImplementedError
+
+    def _cancel(self, ticket: Ticket) -> None:
+        raise NotImplementedError
+
+    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
+        """Queue ``job``; the future resolves to a ``Result`` or raises an ``EmbeddedError``."""
+        return self._submit(job, on_event).future
+
+    def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
+        return self.submit(job, on_event).result()
+
+    async def run_async(self, job: Job, on_event: EventCallback | None = None,
+                        registered: Callable[[], None] | None = None) -> Result:
+        """Await a job from any event loop (``registered`` is called once the job is queued, before
+        anything is awaited: an ``interrupt`` of its id reaches it from then on).
+
+        Cancelling the awaiting task interrupts the job and waits until it is answered (when it
+        stops, or once the stop grace period is over) before the cancel goes on: nothing is
+        cancelled inside ComfyUI. A job whose node did not stop raises its stop error instead
+        (``refresh_worker`` says what it means).
+        """
+        ticket = self._submit(job, on_event)
+        if registered is not None:
+            registered()
+        waiter = asyncio.wrap_future(ticket.future)
+        try:
+            return await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self._cancel, ticket)  # the server's /interrupt is a blocking call
+            try:
+                await waiter
+            except JobInterrupted as exc:
+                if exc.refresh_worker:
+                    raise exc from None
+            except BaseException:  # noqa: BLE001 - the job's own end does not matter to a cancel
+                pass
+            raise
+
+
+class JobControl(Submitting):
     #: one job at a time
     capacity = 1
 
@@ -192,40 +239,6 @@ class JobControl:
         return collect_outputs()
 
     # --- public ----------------------------------------------------------------------------------
-    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
-        """Queue ``job``; the future resolves to a ``Result`` or raises an ``EmbeddedError``."""
-        return self._submit(job, on_event).future
-
-    def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
-        return self.submit(job, on_event).result()
-
-    async def run_async(self, job: Job, on_event: EventCallback | None = None,
-                        registered: Callable[[], None] | None = None) -> Result:
-        """Await a job from any event loop (``registered`` is called once the job is queued, before
-        anything is awaited: an ``interrupt`` of its id reaches it from then on).
-
-        Cancelling the awaiting task interrupts the job and waits until it is answered (when it
-        stops, or once the stop grace period is over) before the cancel goes on: nothing is
-        cancelled inside ComfyUI. A job whose node did not stop raises its stop error instead
-        (``refresh_worker`` says what it means).
-        """
-        ticket = self._submit(job, on_event)
-        if registered is not None:
-            registered()
-        waiter = asyncio.wrap_future(ticket.future)
-        try:
-            return await asyncio.shield(waiter)
-        except asyncio.CancelledError:
-            await asyncio.to_thread(self._cancel, ticket)  # the server's /interrupt is a blocking call
-            try:
-                await waiter
-            except JobInterrupted as exc:
-                if exc.refresh_worker:
-                    raise exc from None
-            except BaseException:  # noqa: BLE001 - the job's own end does not matter to a cancel
-                pass
-            raise
-
     def interrupt(self, job_id: str | None = None, reason: str = "interrupt") -> bool:
         """Stop the running job (or, with ``job_id``, that job, running or queued).
 
@@ -358,4 +371,4 @@ class JobControl:
                            "interrupt flag): this worker takes no new job until it returns")
 
 
-__all__ = ["JobControl", "Running", "Ticket"]
+__all__ = ["JobControl", "Running", "Submitting", "Ticket"]

@@ -20,7 +20,6 @@ only the children do.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import contextlib
@@ -43,8 +42,8 @@ from typing import Callable
 from ...config import Config
 from ...job.errors import BootError, InputError, JobInterrupted, WorkerLost
 from ...job.events import EventCallback
-from ...job.types import BootInfo, Job, Result
-from ..jobcontrol import Running, Ticket
+from ...job.types import BootInfo, Job
+from ..jobcontrol import Running, Submitting, Ticket
 from ..preflight import Preflight
 from . import wire
 from .devices import Device, child_env
@@ -101,7 +100,7 @@ class Child:
             self.proc.kill()
 
 
-class DevicePool:
+class DevicePool(Submitting):
     """Runs jobs on several devices at once, one child process each; ``capacity`` jobs at a time."""
 
     #: a child process per device: a stopped job's node never holds this process
@@ -276,28 +275,6 @@ class DevicePool:
             self._forks.close()
 
     # --- jobs -----------------------------------------------------------------------------------
-    def submit(self, job: Job, on_event: EventCallback | None = None) -> concurrent.futures.Future:
-        return self._submit(job, on_event).future
-
-    def run(self, job: Job, on_event: EventCallback | None = None) -> Result:
-        return self.submit(job, on_event).result()
-
-    async def run_async(self, job: Job, on_event: EventCallback | None = None,
-                        registered: Callable[[], None] | None = None) -> Result:
-        """Await a job (see ``JobControl.run_async``): cancelling the awaiting task interrupts the job
-        and waits until it is answered."""
-        ticket = self._submit(job, on_event)
-        if registered is not None:
-            registered()
-        waiter = asyncio.wrap_future(ticket.future)
-        try:
-            return await asyncio.shield(waiter)
-        except asyncio.CancelledError:
-            self._cancel(ticket)
-            with contextlib.suppress(BaseException):
-                await waiter
-            raise
-
     def _submit(self, job: Job, on_event: EventCallback | None) -> Ticket:
         ticket = Ticket(job, on_event)
         with self._lock:
