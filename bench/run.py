@@ -186,15 +186,21 @@ def write(result: dict) -> None:
     print(markdown(result))
 
 
-def api_v2() -> dict:
+def part(script: str) -> dict:
+    """``bench/<script>`` run in a process of its own (it writes its figures to a JSON file), with when it
+    ran and the machine's load averages before and after it."""
     WORK.mkdir(parents=True, exist_ok=True)
-    out = WORK / "api-v2.json"
+    out = WORK / f"{Path(script).stem}.json"
     load_before = [round(x, 2) for x in os.getloadavg()]
-    subprocess.run([sys.executable, str(BENCH / "api_v2.py"), str(out)], cwd=REPO, check=True,
-                   stderr=subprocess.DEVNULL)
-    api = json.loads(out.read_text())
-    api["generated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    api["load"] = {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}
+    subprocess.run([sys.executable, str(BENCH / script), str(out)], cwd=REPO, check=True, stderr=subprocess.DEVNULL)
+    figures = json.loads(out.read_text())
+    figures["generated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    figures["load"] = {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}
+    return figures
+
+
+def api_v2() -> dict:
+    api = part("api_v2.py")
     per_job = ", ".join(f"{name} {f['ratio']['ms_median']:.2f}x" for name, f in api["per_job"].items())
     print(f"bench: Comfy API v2: per job {per_job}, cold start {api['ratio']['cold_start']:.2f}x "
           "of comfy-api-proxy + ComfyUI", flush=True)
@@ -202,14 +208,7 @@ def api_v2() -> dict:
 
 
 def devices() -> dict:
-    WORK.mkdir(parents=True, exist_ok=True)
-    out = WORK / "devices.json"
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    subprocess.run([sys.executable, str(BENCH / "devices.py"), str(out)], cwd=REPO, check=True,
-                   stderr=subprocess.DEVNULL)
-    several = json.loads(out.read_text())
-    several["generated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    several["load"] = {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}
+    several = part("devices.py")
     print(f"bench: {several['devices']}: {several['jobs_per_s']['ratio']:.2f}x the jobs per second of one executor, "
           f"{several['overhead_ms_median']:+.2f} ms per job, cold start {several['cold_start_s']['ratio']:.2f}x",
           flush=True)
