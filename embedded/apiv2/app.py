@@ -11,8 +11,6 @@ Must not import the backends or ComfyUI.
 from __future__ import annotations
 
 import logging
-from email.message import Message
-from email.utils import encode_rfc2231
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +20,7 @@ from .assets import INLINE_BYTES, AssetStore
 from .jobs import Jobs
 from .keys import ASSETS, JOBS, base_url
 from .stream import STREAMS, Streams, job_events
-from .wire import ApiError, iso, not_found, without_paths
+from .wire import ApiError, inline, iso, not_found, without_paths
 
 log = logging.getLogger("embedded.apiv2")
 
@@ -202,15 +200,6 @@ async def asset_content(request: web.Request) -> web.StreamResponse:
             raise not_found("asset content", asset.id) from None
     # aiohttp's FileResponse answers Range (206 with Content-Range, 416 when unsatisfiable)
     return web.FileResponse(store.path(asset), headers=headers)
-
-
-def inline(name: str) -> str:
-    """``Content-Disposition: inline`` naming ``name`` as RFC 6266 says, built by the standard
-    library's MIME code: a quoted ASCII ``filename`` for old clients, and ``filename*`` (RFC 2231
-    encoding, UTF-8, percent-escaped: no byte of it can end the header)."""
-    header = Message()
-    header.add_header("Content-Disposition", "inline", filename="".join(c if " " <= c <= "~" else "_" for c in name))
-    return f"{header['Content-Disposition']}; filename*={encode_rfc2231(name, 'utf-8')}"
 
 
 async def delete_asset(request: web.Request) -> web.Response:

@@ -11,6 +11,8 @@ absolute; statuses are spelled ``queued``, ``running``, ``canceling``, ``succeed
 from __future__ import annotations
 
 import re
+from email.message import Message
+from email.utils import encode_rfc2231
 from datetime import datetime, timezone
 from typing import Any
 
@@ -51,3 +53,12 @@ def without_paths(text: str) -> str:
     """``text`` with each absolute local path cut to its last part (``.../name``): an answer never
     shows where the server keeps its files."""
     return _PATH.sub(lambda m: ".../" + m.group(1), text)
+
+
+def inline(name: str) -> str:
+    """``Content-Disposition: inline`` naming ``name`` as RFC 6266 says, built by the standard
+    library's MIME code: a quoted ASCII ``filename`` for old clients, and ``filename*`` (RFC 2231
+    encoding, UTF-8, percent-escaped: no byte of it can end the header)."""
+    header = Message()
+    header.add_header("Content-Disposition", "inline", filename="".join(c if " " <= c <= "~" else "_" for c in name))
+    return f"{header['Content-Disposition']}; filename*={encode_rfc2231(name, 'utf-8')}"
