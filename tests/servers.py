@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -41,11 +42,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
 class Process:
     """A subprocess whose output goes to a log file; ``stop`` ends it (and its children)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO):
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO, user: str | None = None,
+                 append: bool = False):
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "ab" if append else "wb")
         self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, user=user, group=user)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -398,6 +400,88 @@ class SeaweedS3:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def postgres_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL server binaries (the newest), or where ``pg_ctl`` is on the PATH."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
+                   if p.parent.parent.name.isdigit() else 0)
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("pg_ctl")
+    return Path(on_path).resolve().parent if on_path else None
+
+
+class Postgres:
+    """A real PostgreSQL server (Debian's binaries) in a temporary folder, on a loopback port: each
+    test gets a database of its own (``database``); ``restart`` stops it (a fast shutdown: the
+    clients are cut off) and starts it again on the same port and files; ``stop`` ends it. Run as
+    the ``postgres`` user when the tests run as root (the server refuses root)."""
+
+    def __init__(self, log_path: Path):
+        bin_dir = postgres_bin()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL's server is not installed: apt-get install postgresql")
+        self.bin = bin_dir
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.root = Path(tempfile.mkdtemp(prefix="embedded-pg-"))
+        self.data, self.log_path = self.root / "data", log_path
+        if self.user:
+            import pwd
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                        "-E", "UTF8", "--no-sync", "--no-instructions"], check=True, capture_output=True,
+                       user=self.user, group=self.user, cwd=self.root)
+        self.port = free_port()
+        self._names = 0
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self.process = Process([str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1",
+                                "-p", str(self.port), "-k", str(self.root), "-c", "fsync=off",
+                                "-c", "max_connections=300", "-c", "synchronous_commit=off"],
+                               {**os.environ, "LC_ALL": "C"}, self.log_path, cwd=self.root, user=self.user,
+                               append=True)
+        wait_until(self._answers, 60, "PostgreSQL")
+
+    def _answers(self) -> bool:
+        import psycopg
+        if not self.process.alive():
+            raise RuntimeError(f"postgres exited:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def database(self) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+        self._names += 1
+        name = f"test_{os.getpid()}_{self._names}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def restart(self) -> None:
+        self.halt()
+        self.start()
+
+    def halt(self) -> None:
+        """A fast shutdown (SIGINT): open connections are cut, the data kept."""
+        if self.process.alive():
+            os.kill(self.process.proc.pid, signal.SIGINT)
+            self.process.proc.wait(60)
+        self.process._log.close()
+
+    def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _free_ports_with_grpc(n: int) -> list[int]:

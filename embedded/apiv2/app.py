@@ -71,13 +71,13 @@ async def submit_job(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters")
     jobs = request.app[JOBS]
     job = await jobs.submit(body, key)
-    return _json(job.to_json(base_url(request), jobs.queue_position(job)), status=201)
+    return _json(job.to_json(base_url(request), await jobs.position(job)), status=201)
 
 
 async def get_job(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
-    job = jobs.get(request.match_info["job_id"])
-    return _json(job.to_json(base_url(request), jobs.queue_position(job)))
+    job = await jobs.find(request.match_info["job_id"])
+    return _json(job.to_json(base_url(request), await jobs.position(job)))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -90,7 +90,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise ApiError(422, "invalid_request", f"limit must be between 1 and {MAX_LIST_LIMIT}")
     metadata = {k[len("metadata["):-1]: v for k, v in query.items() if k.startswith("metadata[") and k.endswith("]")}
-    page, cursor = jobs.listing(metadata, limit, query.get("cursor"))
+    page, cursor = await jobs.page(metadata, limit, query.get("cursor"))
     return _json({"jobs": [{"id": j.id, "status": j.status, "create_time": iso(j.created_at),
                             "update_time": iso(j.completed_at or j.started_at or j.created_at),
                             "created_at": iso(j.created_at), "deployment_id": None, "metadata": dict(j.metadata)}
@@ -99,17 +99,17 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def cancel_job(request: web.Request) -> web.Response:
     jobs = request.app[JOBS]
-    job = jobs.cancel(request.match_info["job_id"])
-    return _json(job.to_json(base_url(request), jobs.queue_position(job)))
+    job = await jobs.request_cancel(request.match_info["job_id"])
+    return _json(job.to_json(base_url(request), await jobs.position(job)))
 
 
 async def job_workflow(request: web.Request) -> web.Response:
-    job = request.app[JOBS].get(request.match_info["job_id"])
+    job = await request.app[JOBS].find(request.match_info["job_id"])
     return _json({"workflow": job.workflow, "format": "api"})
 
 
 async def job_logs(request: web.Request) -> web.Response:
-    request.app[JOBS].get(request.match_info["job_id"])
+    await request.app[JOBS].find(request.match_info["job_id"])
     return web.Response(status=204)  # ComfyUI logs on the process's logger: no per-job log is kept
 
 
@@ -138,7 +138,7 @@ async def upload_asset(request: web.Request) -> web.Response:
                 await part.release()
         if received is None:
             raise ApiError(422, "invalid_request", "The upload has no 'file' part")
-        asset = store.keep(received, fields.get("file_path") or file_name, fields.get("content_type") or file_type,
+        asset = await store.keep_upload(received, fields.get("file_path") or file_name, fields.get("content_type") or file_type,
                            fields.get("expected_hash"))
     finally:
         if received is not None:
@@ -170,7 +170,7 @@ async def _form_field(part) -> str:
 
 
 async def asset_by_hash(request: web.Request) -> web.Response:
-    exists = request.app[ASSETS].has_blob(request.match_info["hash"])
+    exists = await request.app[ASSETS].holds(request.match_info["hash"])
     return web.Response(status=200 if exists else 404)
 
 
@@ -178,19 +178,19 @@ async def asset_from_hash(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "The request body must be an object with a 'hash'")
-    asset = request.app[ASSETS].from_hash(body.get("hash"), body.get("file_path"), body.get("content_type"))
+    asset = await request.app[ASSETS].new_from_hash(body.get("hash"), body.get("file_path"), body.get("content_type"))
     return _json(asset.to_json(base_url(request)), status=201)
 
 
 async def get_asset(request: web.Request) -> web.Response:
-    return _json(request.app[ASSETS].get(request.match_info["asset_id"]).to_json(base_url(request)))
+    return _json((await request.app[ASSETS].find(request.match_info["asset_id"])).to_json(base_url(request)))
 
 
 async def asset_content(request: web.Request) -> web.StreamResponse:
     store = request.app[ASSETS]
-    asset = store.get(request.match_info["asset_id"])
-    if asset.remote_url:  # in the bucket: the client follows to the presigned URL
-        return web.Response(status=302, headers={"Location": asset.remote_url})  # as signed, not re-encoded
+    asset = await store.find(request.match_info["asset_id"])
+    if (location := await store.redirect(asset)) is not None:  # in the bucket: the client follows its presigned URL
+        return web.Response(status=302, headers={"Location": location})  # as signed, not re-encoded
     headers = {"Content-Type": asset.content_type, "Content-Disposition": inline(asset.file_path or asset.id),
                "Accept-Ranges": "bytes"}
     if "Range" not in request.headers and asset.size_bytes <= INLINE_BYTES:  # read here: no hop to a thread
@@ -203,7 +203,7 @@ async def asset_content(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_asset(request: web.Request) -> web.Response:
-    request.app[ASSETS].delete(request.match_info["asset_id"])
+    await request.app[ASSETS].remove(request.match_info["asset_id"])
     return web.Response(status=204)
 
 
@@ -213,12 +213,11 @@ async def health(request: web.Request) -> web.Response:
     when there are several (``COMFY_DEVICES``)."""
     jobs = request.app[JOBS]
     readiness = jobs.readiness
-    status = readiness.status()
+    counts = await jobs.counts()  # (a shared state's database is asked first: its failure is the status)
+    status = jobs.status()
     info = jobs.executor.boot_info if jobs.executor is not None and readiness.booted else None
-    body = {"status": status, "booted": readiness.booted, "jobs_waiting": jobs.waiting(),
-            "jobs_unfinished": jobs.unfinished(), "jobs_at_once": jobs.runners,
-            "devices": list(info.devices) if info is not None else [],
-            "state_error": jobs.state.error if jobs.state is not None else None}
+    body = {"status": status, "booted": readiness.booted, **counts,
+            "devices": list(info.devices) if info is not None else [], "state_error": jobs.state_error()}
     if status == "boot_failed":
         body["error"] = without_paths(readiness.boot_error or "")
     return _json(body, status=200 if status == "healthy" else 503)

@@ -218,8 +218,8 @@ class AssetStore:
             self._stored += size
         return self._add(hash_, size, content_type or "", _clean_name(file_path), created_new=new)
 
-    def add_remote(self, hash_: str, size: int, file_path: str, content_type: str, url: str, url_expires_at: float,
-                   **fields: Any) -> Asset:
+    async def add_remote(self, hash_: str, size: int, file_path: str, content_type: str, url: str,
+                         url_expires_at: float, **fields: Any) -> Asset:
         """An asset whose bytes are in the bucket (a job's output uploaded there): no blob here."""
         return self._add(hash_, size, content_type, _clean_name(file_path), created_new=True, remote_url=url,
                          remote_expires_at=url_expires_at, **fields)
@@ -229,6 +229,35 @@ class AssetStore:
         if self._in_use[asset_id]:
             raise ApiError(409, "asset_in_use", f"Asset {asset_id!r} is used by a job that has not ended")
         self._drop(asset)
+
+    # --- what the routes and the jobs ask (a shared state answers from its database and bucket) ---
+    async def find(self, asset_id: str) -> Asset:
+        return self.get(asset_id)
+
+    async def lookup(self, ids: list[str]) -> dict[str, Asset]:
+        """The assets of ``ids`` that exist, by id."""
+        return {i: a for i in set(ids) if (a := self._assets.get(i)) is not None and not self._expired(a)}
+
+    async def local_files(self, files: dict[str, Asset], cancel: Any = None) -> dict[str, Path]:
+        """A job's files (``name -> Asset``) as paths on this machine."""
+        return {name: self.path(asset) for name, asset in files.items()}
+
+    async def holds(self, hash_: str) -> bool:
+        return self.has_blob(hash_)
+
+    async def new_from_hash(self, hash_: Any, file_path: Any, content_type: Any = None) -> Asset:
+        return self.from_hash(hash_, file_path, content_type)
+
+    async def keep_upload(self, received: "Received", file_path: str | None, content_type: str | None,
+                          expected_hash: str | None) -> Asset:
+        return self.keep(received, file_path, content_type, expected_hash)
+
+    async def remove(self, asset_id: str) -> None:
+        self.delete(asset_id)
+
+    async def redirect(self, asset: Asset) -> str | None:
+        """Where a client reads ``asset``'s bytes instead of here (a presigned URL), or None."""
+        return asset.remote_url
 
     # --- jobs using assets -----------------------------------------------------------------------
     def use(self, ids: list[str]) -> None:
@@ -248,6 +277,10 @@ class AssetStore:
         for asset in gone:
             self._drop(asset)
         return len(gone)
+
+    async def tidy(self) -> int:
+        """What the sweeper runs every minute."""
+        return self.sweep()
 
     def stored_bytes(self) -> int:
         return self._stored

@@ -32,11 +32,14 @@ import os
 import shutil
 import signal
 import sys
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 SWEEP_EVERY_S = 60.0
+
+log = logging.getLogger("embedded.apiv2")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -59,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queue", type=int, default=_env_int("SERVE_MAX_QUEUE", 16),
                         help="jobs that may wait beside the running one (0: none wait, a job is taken only when the "
                              "runner is free); more get 429 queue_full (SERVE_MAX_QUEUE)")
-    parser.add_argument("--state-dir", type=Path, default=Path(env("SERVE_STATE_DIR")) if env("SERVE_STATE_DIR") else None,
-                        help="where assets (uploads, outputs) and the state (jobs, idempotency keys, the asset "
-                             "index; SQLite) are kept across restarts (SERVE_STATE_DIR; default: a temporary folder "
-                             "removed at exit)")
+    parser.add_argument("--state", "--state-dir", dest="state", metavar="FOLDER|postgresql://...",
+                        default=env("SERVE_STATE") or env("SERVE_STATE_DIR") or None,
+                        help="where jobs, idempotency keys and assets are kept (SERVE_STATE; SERVE_STATE_DIR and "
+                             "--state-dir are the same): a folder keeps them across restarts (SQLite, files beside "
+                             "it; default: a temporary folder removed at exit); a PostgreSQL URL shares them between "
+                             "replicas, with files in the BUCKET_* bucket (every replica serves every job)")
     parser.add_argument("--allowed-hosts", default=env("SERVE_ALLOWED_HOSTS", ""),
                         help="comma-separated Host names this server answers to besides loopback and its own address "
                              "('.example.com': a domain and its sub-domains; '*': any) (SERVE_ALLOWED_HOSTS)")
@@ -73,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
                         default=env("SERVE_UNSAFE_NO_TOKEN", "").strip().lower() in ("1", "true", "yes"),
                         help="listen on a non-loopback host without a token (anyone who reaches it can run jobs)")
     return parser
+
+
+def shared_state(state: str | None) -> bool:
+    """Whether ``--state`` names a PostgreSQL database (shared by replicas) rather than a folder."""
+    return bool(state) and state.split("://", 1)[0].lower() in ("postgresql", "postgres")
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    try:
+        number = float(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not 0 < number <= 3600:
+        raise ValueError(f"{name} must be more than 0 and at most 3600 seconds, not {value!r}")
+    return number
 
 
 def _loopback(host: str) -> bool:
@@ -104,10 +125,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_queue < 0:
         print("error: --max-queue must be 0 or more", file=sys.stderr)
         return 2
+    args.shared = shared_state(args.state)
+    args.state_dir = Path(args.state) if args.state and not args.shared else None
     if args.state_dir is not None and (problem := _unwritable(args.state_dir)):
-        print(f"error: the state folder {args.state_dir} cannot be written ({problem}): give --state-dir "
-              "(SERVE_STATE_DIR) a folder this process may write", file=sys.stderr)
+        print(f"error: the state folder {args.state_dir} cannot be written ({problem}): give --state "
+              "(SERVE_STATE or SERVE_STATE_DIR) a folder this process may write", file=sys.stderr)
         return 2
+    if args.shared:
+        from ..staging.downloads import S3Settings
+        if S3Settings.from_env() is None:
+            print("error: a shared state (--state postgresql://...) keeps files in a bucket: set BUCKET_ENDPOINT_URL, "
+                  "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (every replica the same)", file=sys.stderr)
+            return 2
+        try:
+            args.lease_s = _env_float("SERVE_LEASE_S", 15.0)
+            args.lease_grace_s = _env_float("SERVE_LEASE_GRACE_S", 15.0)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     from ..config import Config, parse_devices
     try:
         config = Config.from_env()
@@ -162,14 +197,34 @@ async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
 
     temporary = args.state_dir is None
     state = Path(tempfile.mkdtemp(prefix="embedded-serve-")) if temporary else args.state_dir
-    kept = None if temporary else State(state / "state.sqlite3")
-    store = AssetStore(state / "assets", limits.max_upload_bytes, limits.max_storage_bytes, limits.asset_ttl_s, kept)
+    kept = None if temporary or args.shared else State(state / "state.sqlite3")
+    database = None
+    if args.shared:  # jobs and the asset index in PostgreSQL, files in the bucket; this folder is a cache
+        from .shared.database import Database, StateUnavailable
+        database = Database(args.state)
+        try:
+            await database.open()
+        except StateUnavailable as exc:
+            print(f"error: {exc.message.replace(': retry shortly', '')}: check --state (SERVE_STATE)", file=sys.stderr)
+            shutil.rmtree(state, ignore_errors=True)
+            return 2
     try:
         executor = Executor(config).prepare()
     except BootError as exc:  # devices that cannot be had: said before anything listens
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    jobs = Jobs(executor, store, args.max_queue, kept, Bucket.from_config(config))
+    bucket = Bucket.from_config(config)
+    if database is not None:
+        from .shared.assets import SharedAssets
+        from .shared.jobs import SharedJobs
+        store = SharedAssets(state / "assets", limits.max_upload_bytes, limits.max_storage_bytes, limits.asset_ttl_s,
+                             database, bucket)
+        jobs = SharedJobs(executor, store, args.max_queue, database, bucket, args.lease_s, args.lease_grace_s)
+        await jobs.start()
+    else:
+        store = AssetStore(state / "assets", limits.max_upload_bytes, limits.max_storage_bytes, limits.asset_ttl_s,
+                           kept)
+        jobs = Jobs(executor, store, args.max_queue, kept, bucket)
     runner = web.AppRunner(build(jobs, store, args.token, limits.max_json_bytes,
                                  Hosts.parse(args.host, args.allowed_hosts), limits.max_streams), access_log=None)
     await runner.setup()
@@ -187,8 +242,11 @@ async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
     async def sweep() -> None:
         while True:
             await asyncio.sleep(SWEEP_EVERY_S)
-            jobs.sweep()
-            store.sweep()
+            try:
+                await jobs.tidy()
+                await store.tidy()
+            except Exception:  # noqa: BLE001 - the next sweep tries again (a shared state may be away)
+                log.warning("embedded.apiv2: the sweep of old jobs and assets failed; the next one tries again")
 
     sweeper = loop.create_task(sweep())
     status = 0
@@ -206,12 +264,15 @@ async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
         stopping.cancel()
     finally:
         sweeper.cancel()
+        await jobs.close()
         await runner.cleanup()
         await asyncio.wait([boot], timeout=grace)  # a boot that hangs is left to the process's exit
         if boot.done() and not jobs.readiness.stuck:  # a boot still under way, a stuck runner: left to the exit
             await asyncio.to_thread(executor.close)
         if kept is not None:
             kept.close()
+        if database is not None:
+            await database.close()
         if temporary:
             shutil.rmtree(state, ignore_errors=True)
     return status

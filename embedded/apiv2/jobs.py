@@ -75,6 +75,8 @@ class Jobs:
         #: jobs that run at once: one per device of the executor (``COMFY_DEVICES``)
         self.runners = executor.capacity if executor is not None else 1
         self.bucket = bucket
+        #: an output the bucket refuses is kept here instead (one server); a shared state fails it
+        self.keep_when_upload_fails = True
         #: each job's time limit (``JOB_TIMEOUT_S``; error code ``timeout``), as the worker's
         self.timeout = executor.config.job_timeout if executor is not None else None
         #: job id -> the task storing its latest output (each waits for the one before; the job
@@ -159,6 +161,31 @@ class Jobs:
         page = jobs[:limit]
         return page, (page[-1].id if len(jobs) > limit else None)
 
+    # --- what the routes ask (a shared state answers them from the database) -----------------------
+    async def find(self, job_id: str) -> JobRecord:
+        return self.get(job_id)
+
+    async def position(self, job: JobRecord) -> int | None:
+        return self.queue_position(job)
+
+    async def page(self, metadata: dict[str, str], limit: int,
+                   cursor: str | None) -> tuple[list[JobRecord], str | None]:
+        return self.listing(metadata, limit, cursor)
+
+    async def request_cancel(self, job_id: str) -> JobRecord:
+        return self.cancel(job_id)
+
+    async def counts(self) -> dict[str, Any]:
+        """What ``/health`` says of the jobs: those waiting, those not ended, and how many run at once."""
+        return {"jobs_waiting": self.waiting(), "jobs_unfinished": self.unfinished(), "jobs_at_once": self.runners}
+
+    def status(self) -> str:
+        """Whether a job can run now (``healthy``), or why not (``readiness``)."""
+        return self.readiness.status()
+
+    def state_error(self) -> str | None:
+        return self.state.error if self.state is not None else None
+
     def waiting(self) -> int:
         return sum(1 for j in self._open.values() if j.status == "queued") + len(self._validating)
 
@@ -188,6 +215,21 @@ class Jobs:
         return job
 
     async def _accept(self, body: Any) -> JobRecord:
+        workflow, metadata, extra_data = self._checked(body)
+        found = await self.assets.lookup(_asset_ids(workflow))
+        if self.unfinished() >= self.runners + self.max_queue:  # every device busy and max_queue jobs waiting
+            raise self._queue_full(self.waiting())
+        workflow, files, used = _resolve_assets(workflow, found)
+        job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
+        return await self._hand_over(job, files, extra_data)
+
+    def _queue_full(self, waiting: int) -> ApiError:
+        return ApiError(429, "queue_full", f"{waiting} job(s) wait beside the {self.runners} running: the "
+                                           f"bound of this server (--max-queue {self.max_queue})",
+                        headers={"Retry-After": str(self._retry_after())})
+
+    def _checked(self, body: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+        """The body's workflow, metadata and extra_data, each checked (422 otherwise)."""
         if not isinstance(body, dict):
             raise ApiError(422, "invalid_request", "The request body must be a JSON object with a 'workflow'")
         unknown = sorted(set(body) - {"workflow", "metadata", "extra_data"})
@@ -204,18 +246,17 @@ class Jobs:
             raise ApiError(422, "invalid_workflow", str(exc), {"node_errors": {}}) from None
         except ValidationError as exc:  # values ComfyUI could not even hash: too deep, integers past 64 bits
             raise _invalid(exc, workflow) from None
-        if self.unfinished() >= self.runners + self.max_queue:  # every device busy and max_queue jobs waiting
-            raise ApiError(429, "queue_full", f"{self.waiting()} job(s) wait beside the {self.runners} running: the "
-                                              f"bound of this server (--max-queue {self.max_queue})",
-                           headers={"Retry-After": str(self._retry_after())})
-        workflow, files, used = self._resolve_assets(workflow)
-        job = JobRecord(uuid.uuid4().hex, workflow, metadata, time.time(), assets_used=used)
+        return workflow, metadata, extra_data
+
+    async def _hand_over(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any]) -> JobRecord:
+        """Start ``job``'s run; when a device is up and free, answer once ComfyUI has validated it
+        (its refusal is this submission's 422 and no job is made)."""
         loop = asyncio.get_running_loop()
         if self.readiness.booted and self.unfinished() < self.executor.ready:
             job.validated = loop.create_future()  # a device is up and free: ComfyUI's validation answers now
         # else the job is validated when its turn comes (waiting for it would wait for the running
         # job: ComfyUI validates on the runner's thread): a refusal then fails it, invalid_workflow
-        self.assets.use(used)
+        self.assets.use(job.assets_used)
         self._validating[job.id] = job
         task = loop.create_task(self._run(job, files, extra_data))
         self._tasks.add(task)
@@ -245,41 +286,6 @@ class Jobs:
         self.assets.release(job.assets_used)
         job.validated.set_exception(refusal)
         return True
-
-    def _resolve_assets(self, workflow: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-        """The workflow with each ``core/ASSET`` reference replaced by the input name its file gets,
-        the job's files by name, and the ids of the assets it uses."""
-        files: dict[str, Any] = {}
-        used: list[str] = []
-        missing: list[str] = []
-
-        def resolve(value: Any) -> Any:
-            if isinstance(value, dict) and value.get("__type") == ASSET_TYPE:
-                info = value.get("info")
-                asset_id = info.get("id") if isinstance(info, dict) else None
-                try:
-                    asset = self.assets.get(asset_id) if isinstance(asset_id, str) else None
-                except ApiError:
-                    asset = None
-                if asset is None:
-                    missing.append(str(asset_id))
-                    return value
-                name = asset.file_path or asset.id
-                if files.get(name, self.assets.path(asset)) != self.assets.path(asset):
-                    name = f"{asset.id}/{name}"  # another file of the same name in this job
-                files[name] = self.assets.path(asset)
-                used.append(asset.id)
-                return name
-            if isinstance(value, dict):
-                return {k: resolve(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [resolve(v) for v in value]
-            return value
-
-        resolved = resolve(workflow)
-        if missing:
-            raise ApiError(422, "missing_asset", f"Asset(s) not found: {', '.join(missing)}", {"missing_ids": missing})
-        return resolved, files, used
 
     # --- the run ---------------------------------------------------------------------------------
     async def _run(self, job: JobRecord, files: dict[str, Any], extra_data: dict[str, Any]) -> None:
@@ -337,7 +343,11 @@ class Jobs:
         """How the job ended: ``(status, error)``, or None when its submission was refused instead."""
         try:
             await self._booted_unless_cancelled(job)  # a job submitted during the boot waits for it here
-            result = await self.executor.run_async(job.workflow, files, on_event=on_event, job_id=job.id,
+            try:
+                paths = await self.assets.local_files(files, job.stop)
+            except Cancelled:
+                raise JobInterrupted("The job was cancelled before it started") from None
+            result = await self.executor.run_async(job.workflow, paths, on_event=on_event, job_id=job.id,
                                                    stream_outputs=True, previews=True, extra_data=extra_data,
                                                    timeout=self.timeout)
             await asyncio.sleep(0)  # the events the executor queued before its answer come first
@@ -421,10 +431,15 @@ class Jobs:
                            "data_base64": ev.image.split(",", 1)[-1]}
             job.preview_version += 1
             job.publish("preview", None)  # a wake-up: a stream sends the latest preview, never a backlog
+            self._changed(job)
             return
         else:
             return
         job.progress_version += 1
+        self._changed(job)
+
+    def _changed(self, job: JobRecord) -> None:
+        """``job``'s progress or preview changed (a shared state tells the other replicas)."""
 
     def _store_output(self, job: JobRecord, output: Output, stored: set) -> None:
         """Store ``output`` as an asset (here, or in the bucket) in a task of its own: the runner
@@ -470,10 +485,13 @@ class Jobs:
             job.upload_stopped = True
             return None
         except Exception as exc:  # noqa: BLE001 - nothing lost: kept here instead, and said in the log
-            log.warning("embedded.apiv2: output %s of job %s could not be uploaded to the bucket (%s); served "
-                        "by this server instead", output.filename, job.id, _reason(exc))
+            log.warning("embedded.apiv2: output %s of job %s could not be uploaded to the bucket (%s)%s",
+                        output.filename, job.id, _reason(exc),
+                        "; served by this server instead" if self.keep_when_upload_fails else "")
+            if not self.keep_when_upload_fails:
+                raise ApiError(500, "server_error", f"the bucket did not take it ({_reason(exc)})") from None
             return await self._keep(job, output)
-        return self.assets.add_remote(blake3_of(output.data), len(output.data), output.filename, output.mime_type,
+        return await self.assets.add_remote(blake3_of(output.data), len(output.data), output.filename, output.mime_type,
                                       url, time.time() + min(seconds, MAX_URL_S), job_id=job.id,
                                       node_id=output.node_id, type=_output_type(output))
 
@@ -551,6 +569,13 @@ class Jobs:
         self._forget_old_keys()
         return len(gone)
 
+    async def tidy(self) -> int:
+        """What the sweeper runs every minute (a shared state sweeps the database)."""
+        return self.sweep()
+
+    async def close(self) -> None:
+        """After ``drain``: what is left to do before the process ends (a shared state's last writes)."""
+
     def _retry_after(self) -> int:
         typical = sorted(self._recent_run_s)[len(self._recent_run_s) // 2] if self._recent_run_s else 1.0
         return max(1, round(typical))
@@ -560,6 +585,59 @@ class Jobs:
         for key in [k for k, (_, at) in self._keys.items() if at < old]:
             del self._keys[key]
             self._save_key(key)
+
+
+def _asset_ids(workflow: Any) -> list[str]:
+    """The ids of the assets a workflow's ``core/ASSET`` references name."""
+    ids: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            info = value.get("info") if value.get("__type") == ASSET_TYPE else None
+            if isinstance(info, dict) and isinstance(info.get("id"), str):
+                ids.append(info["id"])
+            elif info is None:
+                for v in value.values():
+                    walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+    walk(workflow)
+    return ids
+
+
+def _resolve_assets(workflow: dict[str, Any], found: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The workflow with each ``core/ASSET`` reference replaced by the input name its file gets,
+    the job's files by name (their ``Asset``), and the ids of the assets it uses; ``found``: the
+    assets that exist, by id (422 ``missing_asset`` for any other)."""
+    files: dict[str, Any] = {}
+    used: list[str] = []
+    missing: list[str] = []
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, dict) and value.get("__type") == ASSET_TYPE:
+            info = value.get("info")
+            asset_id = info.get("id") if isinstance(info, dict) else None
+            asset = found.get(asset_id) if isinstance(asset_id, str) else None
+            if asset is None:
+                missing.append(str(asset_id))
+                return value
+            name = asset.file_path or asset.id
+            if name in files and files[name].hash != asset.hash:
+                name = f"{asset.id}/{name}"  # another file of the same name in this job
+            files[name] = asset
+            used.append(asset.id)
+            return name
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return value
+
+    resolved = resolve(workflow)
+    if missing:
+        raise ApiError(422, "missing_asset", f"Asset(s) not found: {', '.join(missing)}", {"missing_ids": missing})
+    return resolved, files, used
 
 
 def _metadata(value: Any) -> dict[str, str]:

@@ -40,7 +40,7 @@ STREAMS = web.AppKey("streams", Streams)
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     jobs = request.app[JOBS]
-    job = jobs.get(request.match_info["job_id"])
+    job = await jobs.find(request.match_info["job_id"])
     streams = request.app[STREAMS]
     if streams.open >= streams.limit:
         raise ApiError(429, "too_many_streams", f"{streams.open} event streams are open, this server's bound "
@@ -84,7 +84,7 @@ async def _stream(request: web.Request, jobs, job) -> web.StreamResponse:
         terminal = job.terminal
         for asset in list(job.outputs):  # the outputs so far, then the live ones
             await send("output", asset.output_json(""))
-        await send("status", {"status": job.status, "queue_position": jobs.queue_position(job)})
+        await send("status", {"status": job.status, "queue_position": await jobs.position(job)})
         if terminal:
             return response
         sent_version = -1
