@@ -91,3 +91,14 @@ def models(executor, test_config):
     for recipe in ("tiny-sd3", "tiny-sd15", "tiny-sd3-split"):
         installed[recipe] = modelgen.install(recipe, test_config.models, cache, seed=0)
     return installed
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL server (Debian's) in a temporary folder on loopback, for the session; each
+    user takes a database of its own (``postgres.database()``)."""
+    from .servers import Postgres
+
+    pg = Postgres(tmp_path_factory.mktemp("postgres") / "postgres.log")
+    yield pg
+    pg.stop()

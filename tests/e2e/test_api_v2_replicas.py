@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from ..helpers import open_image, png_bytes, workflow
-from ..servers import Postgres, SeaweedS3, wait_until, worker_env
+from ..servers import SeaweedS3, wait_until, worker_env
 from .apiv2 import TOKEN, ApiServer, sdk_workflow, wait_status
 
 comfy_sdk = pytest.importorskip("comfy_sdk")
@@ -26,13 +26,6 @@ comfy_sdk = pytest.importorskip("comfy_sdk")
 pytestmark = pytest.mark.timeout(240)
 LEASE_S, GRACE_S = 2, 2
 MAX_QUEUE = 2
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    pg = Postgres(tmp_path_factory.mktemp("postgres") / "postgres.log")
-    yield pg
-    pg.stop()
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +112,24 @@ def test_a_job_submitted_to_one_replica_is_read_streamed_and_downloaded_at_the_o
     content = b.raw("GET", f"/assets/{out.id}/content", allow_redirects=False)
     assert content.status_code == 302 and "X-Amz-Signature" in content.headers["Location"]
     assert at_b.jobs.get(job.id).get_workflow().graph["2"]["inputs"]["seconds"] == 1.0
+
+
+def test_previews_and_progress_of_a_job_at_one_replica_reach_a_stream_at_the_other(replicas, clients, tmp_path):
+    a, b = replicas
+    at_a, at_b = clients
+    gate = tmp_path / "gate"
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}},
+             "2": {"class_type": "EmbeddedTestPreviewThenWait", "inputs": {"image": ["1", 0], "gate": str(gate)}},
+             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "previewed"}}}
+    job = at_a.submit(at_a.workflows.from_json(graph))
+    followed = at_b.jobs.get(job.id)
+    live = next(e for e in followed.events() if isinstance(e, comfy_sdk.Preview))
+    assert (live.node_id, live.content_type) == ("2", "image/jpeg") and live.to_pil().format == "JPEG"
+    progress = wait_until(lambda: (p := b.raw("GET", f"/jobs/{job.id}").json()["progress"])["current_node"] == "2"
+                          and p, 30, "node 2's progress at B")
+    assert progress["nodes_done"] == 1 and 1 / 3 < progress["value"] < 2 / 3
+    gate.write_text("")
+    assert followed.wait(timeout=60).status == "succeeded"
 
 
 def test_a_job_running_at_one_replica_is_cancelled_at_the_other(replicas, clients):

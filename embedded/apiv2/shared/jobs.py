@@ -61,6 +61,11 @@ PROGRESS_WRITE_S = 0.25
 #: lease defaults: the lost job of a killed replica is ended within 30 s
 LEASE_S, LEASE_GRACE_S = 15.0, 15.0
 _INTERVAL = "make_interval(secs => %s)"
+#: the oldest waiting job, made the claimant's (``owner``, lease seconds); two claimants never get the
+#: same one (the row is locked by the first, skipped by the second)
+CLAIM = (f"UPDATE embedded_jobs SET owner = %s, leased_until = now() + {_INTERVAL}, run = NULL WHERE id = (SELECT id "
+         "FROM embedded_jobs WHERE status = 'queued' AND owner IS NULL ORDER BY created_at, id FOR UPDATE SKIP LOCKED "
+         "LIMIT 1) RETURNING record, run")
 
 
 class SharedJobs(Jobs):
@@ -161,6 +166,11 @@ class SharedJobs(Jobs):
                     await cur.execute("DELETE FROM embedded_keys WHERE key = %s", (idempotency_key,))
             raise
 
+    def _queue_full(self, waiting: int) -> ApiError:
+        return ApiError(429, "queue_full", f"{waiting} job(s) wait beside the {self._live_runners} the replicas run at "
+                                           f"once: the bound of these replicas (--max-queue {self.max_queue})",
+                        headers={"Retry-After": str(self._retry_after())})
+
     # --- claims ----------------------------------------------------------------------------------
     def _idle(self) -> int:
         """How many more jobs this replica can start now."""
@@ -178,11 +188,7 @@ class SharedJobs(Jobs):
             self._wake_claimer.clear()
             try:
                 while self._idle() > 0:
-                    row = await self.db.one(
-                        f"UPDATE embedded_jobs SET owner = %s, leased_until = now() + {_INTERVAL}, run = NULL "
-                        "WHERE id = (SELECT id FROM embedded_jobs WHERE status = 'queued' AND owner IS NULL "
-                        "ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING record, run",
-                        (self.replica, self.lease_s))
+                    row = await self.db.one(CLAIM, (self.replica, self.lease_s))
                     if row is None:
                         break
                     self._start_claimed(*row)
