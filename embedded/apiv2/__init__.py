@@ -7,7 +7,9 @@ Owns these modules, one job each:
 - ``assets``: the asset store (uploads with their blake3 hash, dedup by hash, outputs, expiry,
   limits on size and total storage);
 - ``bucket``: outputs uploaded to the ``BUCKET_*`` bucket, as presigned URLs;
-- ``state``: jobs, idempotency keys and the asset index in SQLite (``--state-dir``);
+- ``state``: jobs, idempotency keys and the asset index in SQLite (``--state FOLDER``);
+- ``shared``: the same in PostgreSQL with files in the bucket (``--state postgresql://...``): every
+  replica serves every job (its own package: database, assets, jobs);
 - ``record``: one job as the server keeps it, and its JSON;
 - ``jobs``: the jobs (submission checks, idempotency keys, the queue bound, the run on the
   executor, events to the streams, cancels);

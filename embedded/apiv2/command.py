@@ -3,9 +3,12 @@
 Owns the options and their environment variables (``--host``/``SERVE_HOST``, default 127.0.0.1;
 ``--port``/``SERVE_PORT``, 8189, 0 for any free port; ``--token``/``SERVE_TOKEN``;
 ``--allowed-hosts``/``SERVE_ALLOWED_HOSTS``, the Host names it answers to besides loopback and its
-own address; ``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state-dir``/``SERVE_STATE_DIR``, where
-assets and the SQLite state (jobs, keys, the asset index) are kept across restarts, default a
-temporary folder removed at exit, refused at start when it cannot be written;
+own address; ``--max-queue``/``SERVE_MAX_QUEUE``, 16; ``--state``/``SERVE_STATE`` (``--state-dir``/``SERVE_STATE_DIR``
+are the same): a folder, where assets and the SQLite state (jobs, keys, the asset index) are kept
+across restarts, default a temporary folder removed at exit, refused at start when it cannot be
+written; or a PostgreSQL URL, the state replicas share (``shared``), which needs the ``BUCKET_*``
+bucket and takes ``SERVE_LEASE_S`` and ``SERVE_LEASE_GRACE_S`` (15 s each), and is waited for 30 s
+at start (then refused with why, never the URL);
 ``--devices``/``COMFY_DEVICES``, the devices jobs run on at once, one ComfyUI process each;
 ``SERVE_SHUTDOWN_GRACE_S``, 30; and the ``Limits``: ``SERVE_MAX_UPLOAD_BYTES``, at most
 ``INPUT_MAX_BYTES`` (its default), ``SERVE_MAX_JSON_BYTES``, 16 MiB, ``SERVE_MAX_STORAGE_BYTES``,

@@ -31,10 +31,12 @@ Owns ``Jobs`` (a job's own record is ``record.JobRecord``):
   its uploads), then ``canceled``; a node that does not stop within ``JOB_STOP_GRACE_S`` is
   answered as our stop rules say (``canceled``, with the error saying the node still runs).
 
-With a ``State`` (``--state-dir``) jobs and keys are written through and restored at start
+With a ``State`` (``--state FOLDER``) jobs and keys are written through and restored at start
 (``_restore``: a job that was queued or running then is ``failed``, ``server_restarted``); without
-one they live in memory; a state that cannot be written never fails a job. Must not import the
-backends or ComfyUI.
+one they live in memory; a state that cannot be written never fails a job. A shared state
+(``shared.jobs.SharedJobs``) extends this class: the routes ask through the async methods (``find``,
+``position``, ``page``, ``request_cancel``, ``counts``), which it answers from its database. Must
+not import the backends or ComfyUI.
 """
 
 from __future__ import annotations

@@ -244,6 +244,28 @@ def test_a_replica_killed_mid_job_leaves_its_job_failed_worker_lost_at_the_other
         c.stop()
 
 
+def test_a_replica_cut_off_past_its_lease_finds_its_job_ended_and_stops_it_writing_nothing(
+        replicas, clients, replica_env, tmp_path_factory, monkeypatch):
+    a, b = replicas
+    at_a, at_b = clients
+    d = start_replica(replica_env, tmp_path_factory, "d").wait_healthy()
+    try:
+        with client_of(d, monkeypatch) as at_d:
+            job = at_d.submit(sleeping(at_d, 120))
+            wait_status(at_a, job, "running")
+            os.killpg(d.proc.pid, signal.SIGSTOP)  # frozen: no lease renewed, nothing answered
+            try:
+                wait_status(at_a, job, "failed", timeout=LEASE_S + GRACE_S + 30)
+            finally:
+                os.killpg(d.proc.pid, signal.SIGCONT)
+            wait_until(lambda: f"job {job.id} was ended by another replica" in d.log(), 30, "D to find its job ended")
+            wait_until(lambda: d.raw("GET", "/health", token=None).status_code == 200, 30, "D's device to be free")
+        raw = b.raw("GET", f"/jobs/{job.id}").json()
+        assert raw["status"] == "failed" and raw["error"]["code"] == "worker_lost", "the owner wrote nothing after"
+    finally:
+        d.stop()
+
+
 def test_after_a_postgresql_restart_both_replicas_run_jobs(replicas, clients, postgres):
     a, b = replicas
     at_a, at_b = clients
