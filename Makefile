@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= out/demo
 
-.PHONY: demo test docs image image-test bench bench-api bench-devices vendor install clean
+.PHONY: demo test docs image image-test bench bench-api bench-devices bench-replicas vendor install clean
 
 demo: vendor
 	COMFY_LOG_LEVEL=$${COMFY_LOG_LEVEL:-WARNING} $(BIN)/python -m embedded run examples/image_ops.json \
@@ -44,6 +44,11 @@ bench-api: vendor
 # several devices (COMFY_DEVICES=cpu,cpu here) against one executor alone, into the results already there
 bench-devices: vendor
 	BENCH_ONLY=devices $(BIN)/python bench/run.py
+
+# replicas of the API v2 server on one PostgreSQL and one bucket (a second replica against one alone;
+# the PostgreSQL state's dispatch against SQLite's) alone, into the results already there
+bench-replicas: vendor
+	BENCH_ONLY=replicas $(BIN)/python bench/run.py
 
 # what bench/gpu.sh needs on the lent GPU machine (no network there), into .gpu-carry/: then call
 # the device tool's run with command `bash bench/gpu.sh $OUT/bench`, carry [".gpu-carry/pack"]

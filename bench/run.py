@@ -21,8 +21,12 @@ goal (growth at most 2 %, no leaks). BENCH_SOAK_JOBS=0 leaves the soak out. Last
 official client (cold start, per job for two workflows with the client's own time apart, and our
 queue's jobs per second); BENCH_API_JOBS=0 leaves it out. Then several devices (``devices.py``):
 ``cpu,cpu`` (or ``COMFY_DEVICES``) against one executor, in jobs per second, per-job overhead and
-cold start; BENCH_DEVICE_JOBS=0 leaves it out. ``BENCH_ONLY=api_v2`` or ``BENCH_ONLY=devices`` runs
-that part alone and puts it into the results already there (its own date is in the table).
+cold start; BENCH_DEVICE_JOBS=0 leaves it out. Then replicas of the API v2 server on one PostgreSQL and
+one bucket (``replicas.py``): sleeping jobs all submitted to one replica with a second one running
+against that replica alone, and the dispatch overhead of the PostgreSQL state against the SQLite
+default; BENCH_REPLICA_JOBS=0 leaves it out. ``BENCH_ONLY=api_v2``, ``BENCH_ONLY=devices`` or
+``BENCH_ONLY=replicas`` runs that part alone and puts it into the results already there (its own
+date is in the table).
 """
 
 import json
@@ -49,6 +53,8 @@ SOAK_AGREE_PP = 1.0
 API_JOBS = int(os.environ.get("BENCH_API_JOBS", "50"))
 #: the several-devices scenario (devices.py): sleeping jobs per side; 0 leaves it out
 DEVICE_JOBS = int(os.environ.get("BENCH_DEVICE_JOBS", "8"))
+#: the replicas scenario (replicas.py): sleeping jobs submitted to one replica; 0 leaves it out
+REPLICA_JOBS = int(os.environ.get("BENCH_REPLICA_JOBS", "6"))
 MODES = ("embedded", "server")
 #: the soak's goal: memory growth after warm-up at most this, and nothing leaked
 SOAK_GOAL_PCT = 2.0
@@ -142,6 +148,7 @@ def main() -> int:
     soak = {mode: soak_runs(mode) for mode in (MODES if SOAK_JOBS else ())}  # embedded first: it writes the models
     api = api_v2() if API_JOBS else None
     several = devices() if DEVICE_JOBS else None
+    shared = replicas() if REPLICA_JOBS else None
     emb, srv = figures["embedded"], figures["server"]
     scenarios = {
         "cold_start": scenario("s", statistics.median(cold["embedded"]), statistics.median(cold["server"]),
@@ -170,7 +177,7 @@ def main() -> int:
               "txt2img_model": emb["txt2img_model"],
               "jobs_per_scenario": emb["model_free_512"]["wall_ms"]["n"], "boot_s": {m: figures[m]["boot_s"] for m in MODES},
               "bench_seconds": round(time.perf_counter() - started, 1), "scenarios": scenarios,
-              "soak": soak, "api_v2": api, "devices": several}
+              "soak": soak, "api_v2": api, "devices": several, "replicas": shared}
     write(result)
     return 0
 
@@ -215,10 +222,19 @@ def devices() -> dict:
     return several
 
 
+def replicas() -> dict:
+    shared = part("replicas.py")
+    t, d = shared["throughput_s"], shared["dispatch"]
+    print(f"bench: replicas: {shared['jobs']} jobs to one replica with a second running in {t['ratio']:.2f} of "
+          f"the time one alone takes; PostgreSQL's dispatch {d['queue_ms_median_difference']:+.1f} ms against "
+          "SQLite's (median)", flush=True)
+    return shared
+
+
 def only(part: str) -> int:
-    """One part again (``api_v2``, ``devices``), into the results already there."""
+    """One part again (``api_v2``, ``devices``, ``replicas``), into the results already there."""
     result = json.loads((out_dir() / "latest.json").read_text())
-    result[part] = {"api_v2": api_v2, "devices": devices}[part]()
+    result[part] = {"api_v2": api_v2, "devices": devices, "replicas": replicas}[part]()
     write(result)
     return 0
 
@@ -305,6 +321,41 @@ def markdown(result: dict) -> str:
         if d.get("load"):
             lines += ["", "The machine's load (1, 5 and 15 minute averages) as this part began: "
                       f"{', '.join(map(str, d['load']['before']))}; as it ended: {', '.join(map(str, d['load']['after']))}."]
+    if result.get("replicas"):
+        r = result["replicas"]
+        t, d, c = r["throughput_s"], r["dispatch"], r.get("claimed_by_other")
+        met = {True: "met", False: "not met"}
+        on_b = ", ".join(str(x["b"]) for x in t["ran_on"]["two"])
+        lines += ["", f"Replicas of the Comfy API v2 server (run {r['generated']}, {r['machine']['cores']} cores): "
+                  "`serve` with `SERVE_STATE=postgresql://...` and a bucket, one PostgreSQL (Debian's) and one "
+                  f"SeaweedFS bucket on loopback. Throughput: {r['jobs']} jobs of a node sleeping {r['sleep_s']:g} s "
+                  "(the stand-in for GPU time) all submitted to replica A, from the first submission to the last "
+                  "job's terminal status (each job read every 50 ms), A with a second replica B running against A "
+                  f"alone, each on a database of its own, median of {r['runs']} runs a side, taking turns (jobs run "
+                  f"on B: {on_b} of {r['jobs']}). Dispatch: {r['dispatch_jobs']} jobs sleeping 0 s one after another "
+                  "(a device always free), the SQLite default (`--state-dir`) and the PostgreSQL state (one replica) "
+                  f"taking turns, after {r['warmup_jobs']} jobs each not counted; *queue_ms* is the server's own "
+                  "time from submission to running, the round trip the submission's as the client sees it. Goals: "
+                  f"at most {t['goal_ratio']:g} of A alone; PostgreSQL at most +{d['goal_ms']:g} ms at the median.",
+                  "", "| scenario | unit | replicas or PostgreSQL | one replica or SQLite | ratio or difference | "
+                  "goal |", "|---|---|---|---|---|---|",
+                  f"| throughput: {r['jobs']} jobs of {r['sleep_s']:g} s submitted to A, A and B against A alone | "
+                  f"s | {t['two']:.2f} | {t['one']:.2f} | {t['ratio']:.2f}x | at most {t['goal_ratio']:g}x "
+                  f"({met[t['meets_goal']]}) |"]
+        for what, name in (("queue_ms", "queue_ms"), ("submit_ms", "the submission's round trip")):
+            for q in ("median", "p90"):
+                pg, lite = d["postgresql"][what][q], d["sqlite"][what][q]
+                goal = (f" at most +{d['goal_ms']:g} ms ({met[d['meets_goal']]})"
+                        if (what, q) == ("queue_ms", "median") else "")
+                lines.append(f"| dispatch: {name} ({q}), PostgreSQL against SQLite | ms | {pg:.1f} | {lite:.1f} | "
+                             f"{pg - lite:+.1f} ms |{goal} |")
+        if c:
+            for q in ("median", "p90"):
+                lines.append(f"| a job submitted to A while A is busy, taken by B: queue_ms ({q}; {c['on_b']} of "
+                             f"{c['n']} ran on B) | ms | {c[q]:.1f} | | | for information |")
+        if r.get("load"):
+            lines += ["", "The machine's load (1, 5 and 15 minute averages) as this part began: "
+                      f"{', '.join(map(str, r['load']['before']))}; as it ended: {', '.join(map(str, r['load']['after']))}."]
     if result.get("soak"):
         lines += ["", f"Soak (goal: memory growth after warm-up at most {SOAK_GOAL_PCT:g} %, nothing leaked). Memory is "
                   "the process tree's anonymous resident memory after a collection, a reading every 11 jobs; growth "
