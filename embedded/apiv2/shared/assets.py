@@ -2,14 +2,18 @@
 disk only a cache.
 
 Owns ``SharedAssets`` (an ``AssetStore``): an upload is hashed while it streams into the cache, then
-put in the bucket once per content (``<BUCKET_PREFIX>/assets/<blake3 hex>``, recorded in
+put in the bucket under its hash (``<BUCKET_PREFIX>/assets/<blake3 hex>``, recorded in
 ``embedded_blobs``) and indexed in ``embedded_assets``; any replica finds it, serves its content as a
 redirect to a presigned ``GET``, and, when a job of its own uses it, fetches it into its cache once
 (``local_files``; the same content asked twice at once is fetched once). A job's outputs are in the
 bucket already (``Jobs._upload``): their index rows are written here. An asset an unfinished job
 uses (on any replica) cannot be deleted (409 ``asset_in_use``) nor swept. The store's limits: an
-upload's size as before; ``SERVE_MAX_STORAGE_BYTES`` bounds this replica's cache, whose files are
-removed once unused for the asset TTL. Objects in the bucket are left to its lifecycle rules.
+upload's size as before; this replica's cache holds what its jobs used and uploads it took, each
+file removed once unused for the asset TTL (``SERVE_MAX_STORAGE_BYTES`` does not apply: the bucket
+holds the assets). Objects in the bucket are left to its lifecycle rules: the
+index knows content by hash (``by-hash``, ``from-hash``) only within the asset TTL of its last upload,
+and an upload always puts its bytes again, so a rule expiring objects after twice the TTL never
+removes what an asset names.
 
 Must not import the executor, the backends or ComfyUI.
 """
@@ -64,8 +68,15 @@ class SharedAssets(AssetStore):
         return {a.id: a for a in map(_asset, (r[0] for r in rows))}
 
     async def holds(self, hash_: str) -> bool:
-        return bool(HASH.match(hash_)) and await self.db.one(
-            "SELECT 1 FROM embedded_blobs WHERE hash = %s", (hash_,)) is not None
+        return await self._blob(hash_) is not None
+
+    async def _blob(self, hash_: Any) -> tuple | None:
+        """The size and type of content put in the bucket within the asset TTL (older objects may
+        have gone by the bucket's lifecycle rules: the client uploads them again), or None."""
+        if not isinstance(hash_, str) or not HASH.match(hash_):
+            return None
+        return await self.db.one("SELECT size_bytes, content_type FROM embedded_blobs WHERE hash = %s AND "
+                                 "stored_at > %s", (hash_, time.time() - (self.ttl_s or 86400)))
 
     async def redirect(self, asset: Asset) -> str | None:
         if asset.remote_url:
@@ -84,12 +95,13 @@ class SharedAssets(AssetStore):
                                                  f"{expected_hash}",
                            {"expected_hash": expected_hash, "actual_hash": received.hash})
         known = await self.holds(received.hash)
-        if not known:
-            await asyncio.to_thread(self._put, received, content_type or "application/octet-stream")
-            async with self.db.transaction() as cur:
-                await cur.execute("INSERT INTO embedded_blobs (hash, size_bytes, content_type) VALUES (%s, %s, %s) "
-                                  "ON CONFLICT DO NOTHING", (received.hash, received.size,
-                                                             content_type or "application/octet-stream"))
+        # put whatever the index says: the bytes are here, and the object's age (which the bucket's
+        # lifecycle rules count) starts again
+        await asyncio.to_thread(self._put, received, content_type or "application/octet-stream")
+        async with self.db.transaction() as cur:
+            await cur.execute("INSERT INTO embedded_blobs (hash, size_bytes, content_type, stored_at) VALUES "
+                              "(%s, %s, %s, %s) ON CONFLICT (hash) DO UPDATE SET stored_at = excluded.stored_at",
+                              (received.hash, received.size, content_type or "application/octet-stream", time.time()))
         blob = self.path_of_hash(received.hash)
         if not blob.is_file():  # this replica's cache: a job here reads it without a fetch
             try:
@@ -109,8 +121,7 @@ class SharedAssets(AssetStore):
                                                        "retry") from None
 
     async def new_from_hash(self, hash_: Any, file_path: Any, content_type: Any = None) -> Asset:
-        row = (await self.db.one("SELECT size_bytes, content_type FROM embedded_blobs WHERE hash = %s", (hash_,))
-               if isinstance(hash_, str) and HASH.match(hash_) else None)
+        row = await self._blob(hash_)
         if row is None:
             raise ApiError(404, "blob_not_found", f"No content with hash {str(hash_)[:80]!r} here: upload it")
         file_path, content_type = check_name(file_path), check_content_type(content_type)

@@ -66,7 +66,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX embedded_jobs_leases ON embedded_jobs (leased_until) WHERE owner IS NOT NULL
         AND status IN ('queued', 'running', 'canceling');
     CREATE TABLE embedded_keys (key text PRIMARY KEY, job_id text, at double precision NOT NULL);
-    CREATE TABLE embedded_blobs (hash text PRIMARY KEY, size_bytes bigint NOT NULL, content_type text NOT NULL);
+    CREATE TABLE embedded_blobs (hash text PRIMARY KEY, size_bytes bigint NOT NULL, content_type text NOT NULL,
+                                 stored_at double precision NOT NULL);
     CREATE TABLE embedded_assets (id text PRIMARY KEY, hash text NOT NULL, record jsonb NOT NULL,
                                   expires_at double precision);
     CREATE INDEX embedded_assets_hash ON embedded_assets (hash);
