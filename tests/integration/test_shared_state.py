@@ -102,3 +102,14 @@ def test_serve_on_a_shared_state_without_a_bucket_is_refused_before_it_starts(tm
                           text=True, timeout=60)
     assert done.returncode == 2 and "BUCKET_ENDPOINT_URL" in done.stderr and "s3cret" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_a_lease_that_is_not_a_number_of_seconds_is_refused_saying_so(tmp_path, value):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SERVE_STATE": "postgresql://u@127.0.0.1:1/x",
+           "BUCKET_ENDPOINT_URL": "http://127.0.0.1:1/b", "BUCKET_ACCESS_KEY_ID": "k", "BUCKET_SECRET_ACCESS_KEY": "s",
+           "SERVE_LEASE_S": value}
+    done = subprocess.run([sys.executable, "-m", "embedded", "serve", "--port", "0"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    said = "must be a number of seconds" if value == "soon" else "must be more than 0"
+    assert done.returncode == 2 and f"SERVE_LEASE_S {said}" in done.stderr, done.stderr
