@@ -98,6 +98,10 @@ OMIT = {
     "comfyui-workflow-templates-media-video": "part of comfyui-workflow-templates",
     "comfyui-embedded-docs": "the nodes' documentation pages (8 MB): ComfyUI's server logs their absence at info level",
     "boto3": "S3 uploads (ours and runpod's rp_upload; 18 MB with botocore): the bench uploads nothing",
+    "psycopg": "the API v2 replicas' PostgreSQL driver (serve --state postgresql://...): the GPU bench runs no "
+               "replicas",
+    "psycopg-binary": "part of psycopg (its libpq, 4 MB)",
+    "psycopg-pool": "part of psycopg",
     "fastapi-cli": "the fastapi command (fastapi[all] for runpod): runpod's local API imports fastapi and uvicorn only",
     "fastapi-cloud-cli": "the fastapi cloud command (fastapi[all]): not imported",
     "inquirerpy": "runpod's command-line tool (prompts; 1.3 MB with prompt-toolkit and wcwidth): not imported",

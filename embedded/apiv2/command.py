@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def shared_state(state: str | None) -> bool:
     """Whether ``--state`` names a PostgreSQL database (shared by replicas) rather than a folder."""
-    return bool(state) and state.split("://", 1)[0].lower() in ("postgresql", "postgres")
+    return bool(state) and "://" in state and state.split("://", 1)[0].lower() in ("postgresql", "postgres")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -208,13 +208,17 @@ async def serve(args: argparse.Namespace, config, limits: Limits) -> int:
         try:
             await database.open()
         except StateUnavailable as exc:
-            print(f"error: {exc.message.replace(': retry shortly', '')}: check --state (SERVE_STATE)", file=sys.stderr)
+            print(f"error: {exc.message.replace(': retry shortly', '')}; check --state (SERVE_STATE)", file=sys.stderr)
             shutil.rmtree(state, ignore_errors=True)
             return 2
     try:
         executor = Executor(config).prepare()
     except BootError as exc:  # devices that cannot be had: said before anything listens
         print(f"error: {exc}", file=sys.stderr)
+        if database is not None:
+            await database.close()
+        if temporary:
+            shutil.rmtree(state, ignore_errors=True)
         return 2
     bucket = Bucket.from_config(config)
     if database is not None:

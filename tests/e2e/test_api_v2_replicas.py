@@ -14,6 +14,7 @@ import os
 import signal
 import time
 
+import psycopg
 import pytest
 import requests
 
@@ -189,6 +190,34 @@ def test_an_asset_uploaded_to_one_replica_runs_in_a_job_submitted_to_the_other(r
     wait_status(at_b, in_use, "succeeded")
 
 
+def test_a_job_waiting_at_one_replica_runs_at_the_other_with_its_asset_and_its_api_key(replicas, clients,
+                                                                                       replica_env):
+    a, b = replicas
+    at_a, at_b = clients
+    busy = at_a.submit(sleeping(at_a, 60))  # A's device is taken: what A takes next waits in the queue
+    wait_status(at_b, busy, "running")
+    blue = at_a.assets.from_bytes(png_bytes((5, 3), (0, 0, 255)), filename="blue.png", content_type="image/png")
+    blue.commit()
+    graph = {**workflow("load_and_invert_input"), "9": {"class_type": "EmbeddedTestApiKey", "inputs": {}}}
+    graph["1"]["inputs"]["image"] = {"__type": "core/ASSET", "info": {"id": blue.id}}
+    key = "sk-test-only-for-the-claimant"
+    posted = a.raw("POST", "/jobs", json={"workflow": graph, "extra_data": {"api_key_comfy_org": key}})
+    assert posted.status_code == 201 and posted.json()["status"] == "queued", posted.text
+    job = at_b.jobs.get(posted.json()["id"])
+    done = wait_status(at_b, job, "succeeded", "failed", timeout=60)
+    assert done.status == "succeeded", done.error
+    texts = [o for o in done.outputs if o.type == "text"]
+    images = [o for o in done.outputs if o.type == "image"]
+    assert [t.to_bytes().decode() for t in texts] == [f"api_key={key}"], "the claimant got the key"
+    assert open_image(images[0].to_bytes()).getpixel((0, 0))[:3] == (255, 255, 0), "and the asset's file"
+    with psycopg.connect(replica_env.database) as conn:
+        run, record = conn.execute("SELECT run, record::text FROM embedded_jobs WHERE id = %s", (job.id,)).fetchone()
+    assert run is None and key not in record, "the key is gone from the database once claimed"
+    assert key not in a.log() + b.log()
+    b.raw("POST", f"/jobs/{busy.id}/cancel")
+    wait_status(at_a, busy, "canceled")
+
+
 def test_six_jobs_submitted_to_one_replica_run_on_both(replicas, clients):
     a, b = replicas
     at_a, at_b = clients
@@ -277,3 +306,39 @@ def test_after_a_postgresql_restart_both_replicas_run_jobs(replicas, clients, po
         assert job.status == "succeeded", job.error
     stream = events(a, at_b.submit(sleeping(at_b, 0.5)).id)
     assert stream[-1][1]["status"] == "succeeded"
+
+
+def test_a_job_running_through_a_database_outage_longer_than_its_lease_ends_as_it_ran(replicas, clients, postgres):
+    a, b = replicas
+    at_a, at_b = clients
+    job = at_a.submit(sleeping(at_a, 8))
+    wait_status(at_b, job, "running")
+    postgres.halt()
+    try:
+        for server in (a, b):
+            wait_until(lambda s=server: s.raw("GET", "/health", token=None).json()["status"] == "state_unavailable",
+                       30, "health to say the state is away")
+        refused = b.raw("GET", f"/jobs/{job.id}")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "state_unavailable"
+        assert "Traceback" not in refused.text
+        time.sleep(LEASE_S + GRACE_S + 2)  # the fault: away longer than a lease and its grace
+    finally:
+        postgres.start()
+    for server in (a, b):
+        wait_until(lambda s=server: s.raw("GET", "/health", token=None).status_code == 200, 60, "health after restart")
+    done = wait_status(at_b, job, "succeeded", "failed", timeout=60)
+    assert done.status == "succeeded", done.error
+
+
+def test_what_postgresql_cannot_keep_is_refused_in_the_api_envelope_never_a_traceback(replicas):
+    a, b = replicas
+    assert b.raw("GET", "/jobs/a%00b").status_code == 404
+    assert b.raw("GET", "/assets/a%00b").status_code == 404
+    assert b.raw("GET", "/jobs", params={"cursor": "a\x00"}).json()["error"]["code"] == "invalid_cursor"
+    assert b.raw("GET", "/jobs", params={"metadata[a]": "\x00"}).json()["jobs"] == []
+    nul = b.raw("POST", "/jobs", json={"workflow": workflow("solid_red_image"), "metadata": {"a": "x\x00y"}})
+    nan = b.raw("POST", "/jobs", data='{"workflow": {"1": {"class_type": "EmptyImage", "inputs": {"width": NaN}}}}',
+                headers={"Content-Type": "application/json"})
+    for refused in (nul, nan):
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request", refused.text
+    assert "embedded/apiv2" not in a.log() + b.log(), "nothing of ours failed unanswered"

@@ -67,6 +67,7 @@ def test_two_claimants_never_take_the_same_job(postgres):
         async def claimant(name: str) -> list[str]:
             taken = []
             while (row := await db.one(CLAIM, (name, 30))) is not None:
+                assert row[1] == {"files": {}}, "the claimant gets what the row held for it"
                 taken.append(row[0]["n"])
             return taken
         results = await asyncio.gather(*(claimant(f"replica-{i}") for i in range(4)))
@@ -113,3 +114,10 @@ def test_a_lease_that_is_not_a_number_of_seconds_is_refused_saying_so(tmp_path, 
                           text=True, timeout=60)
     said = "must be a number of seconds" if value == "soon" else "must be more than 0"
     assert done.returncode == 2 and f"SERVE_LEASE_S {said}" in done.stderr, done.stderr
+
+
+def test_only_a_postgresql_url_is_a_shared_state_a_folder_named_so_is_a_folder():
+    from embedded.apiv2.command import shared_state
+
+    assert shared_state("postgresql://u@h/db") and shared_state("postgres://u@h/db")
+    assert not shared_state("postgres") and not shared_state("./postgresql") and not shared_state(None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -35,11 +36,26 @@ from ...staging.downloads import Cancelled, FetchError
 from ..assets import HASH, Asset, AssetStore, Received, _check_hash, _clean_name, check_content_type, check_name
 from ..bucket import Bucket
 from ..wire import ApiError, inline, not_found
-from .database import Database
+from .database import Database, StateUnavailable
 
 #: how long a redirect to an asset's content is good for
 CONTENT_URL_S = 3600
+
+
+async def retrying(step, seconds: float):
+    """``await step()``, tried again every second while the database does not answer, for at most
+    ``seconds`` (a restart of PostgreSQL must not fail a job); then its ``StateUnavailable``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await step()
+        except StateUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(1.0)
 OPEN = "('queued', 'running', 'canceling')"
+#: what an asset id looks like (any other is not found, without asking the database)
+_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class SharedAssets(AssetStore):
@@ -54,6 +70,8 @@ class SharedAssets(AssetStore):
 
     # --- reading ---------------------------------------------------------------------------------
     async def find(self, asset_id: str) -> Asset:
+        if not _ID.match(str(asset_id)):
+            raise not_found("asset", asset_id)
         row = await self.db.one("SELECT record FROM embedded_assets WHERE id = %s AND (expires_at IS NULL OR "
                                 "expires_at > %s)", (str(asset_id), time.time()))
         if row is None:
@@ -63,6 +81,7 @@ class SharedAssets(AssetStore):
     async def lookup(self, ids: list[str]) -> dict[str, Asset]:
         if not ids:
             return {}
+        ids = [i for i in ids if _ID.match(i)]
         rows = await self.db.all("SELECT record FROM embedded_assets WHERE id = ANY(%s) AND (expires_at IS NULL OR "
                                  "expires_at > %s)", (sorted(set(ids)), time.time()))
         return {a.id: a for a in map(_asset, (r[0] for r in rows))}
@@ -129,8 +148,10 @@ class SharedAssets(AssetStore):
 
     async def add_remote(self, hash_: str, size: int, file_path: str, content_type: str, url: str,
                          url_expires_at: float, **fields: Any) -> Asset:
-        return await self._index(hash_, size, content_type, _clean_name(file_path), created_new=True,
-                                 remote_url=url, remote_expires_at=url_expires_at, **fields)
+        """A job's output, in the bucket already: indexed, the database waited for a while when it is
+        away (the bytes are safe; losing the output would fail the job)."""
+        return await retrying(lambda: self._index(hash_, size, content_type, _clean_name(file_path), created_new=True,
+                                                  remote_url=url, remote_expires_at=url_expires_at, **fields), 30.0)
 
     async def _index(self, hash_: str, size: int, content_type: str, file_path: str | None, created_new: bool,
                      **fields: Any) -> Asset:
@@ -143,6 +164,8 @@ class SharedAssets(AssetStore):
         return asset
 
     async def remove(self, asset_id: str) -> None:
+        if not _ID.match(str(asset_id)):
+            raise not_found("asset", asset_id)
         async with self.db.transaction() as cur:
             await cur.execute("SELECT 1 FROM embedded_assets WHERE id = %s AND (expires_at IS NULL OR expires_at > %s) "
                               "FOR UPDATE", (str(asset_id), time.time()))
@@ -156,32 +179,37 @@ class SharedAssets(AssetStore):
 
     # --- a job's files on this replica -----------------------------------------------------------
     async def local_files(self, files: dict[str, Asset], cancel: Any = None) -> dict[str, Path]:
-        """Each file in this replica's cache, fetched from the bucket when it is not there yet
-        (``Cancelled`` when ``cancel`` is set meanwhile; ``ApiError`` when the bucket fails)."""
+        """Each file in this replica's cache, fetched from the bucket when it is not there yet (one
+        fetch per content, whatever the number of jobs waiting for it, so that no job's cancel stops
+        another's; bounded by FETCH_DEADLINE_S). ``Cancelled`` when ``cancel`` is set by then;
+        ``ApiError`` when the bucket fails."""
         paths = {}
         for name, asset in files.items():
             path = self.path(asset)
             if not path.is_file():
                 fetching = self._fetching.get(asset.hash)
                 if fetching is None:
-                    fetching = asyncio.ensure_future(asyncio.to_thread(self._fetch, asset, cancel))
+                    fetching = asyncio.ensure_future(asyncio.to_thread(self._fetch, asset))
                     self._fetching[asset.hash] = fetching
                     fetching.add_done_callback(lambda _, h=asset.hash: self._fetching.pop(h, None))
                 await asyncio.shield(fetching)
-            os.utime(path)  # used now: the cache keeps it
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            try:
+                os.utime(path)  # used now: the cache keeps it
+            except OSError:
+                pass
             paths[name] = path
         return paths
 
-    def _fetch(self, asset: Asset, cancel: Any) -> None:
+    def _fetch(self, asset: Asset) -> None:
         url = asset.remote_url or self.bucket.s3.presign("get_object", self.bucket.name, self.blob_key(asset.hash),
                                                          CONTENT_URL_S)
         fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".write-")
         os.close(fd)
         try:
-            self.bucket.fetcher.download(url, Path(tmp), what=f"Asset {asset.id}", cancel=cancel)
+            self.bucket.fetcher.download(url, Path(tmp), what=f"Asset {asset.id}")
             os.replace(tmp, self.path(asset))
-        except Cancelled:
-            raise
         except FetchError as exc:
             raise ApiError(502, "storage_unavailable", f"The asset could not be read from the bucket: {exc}") from None
         finally:
@@ -200,6 +228,7 @@ class SharedAssets(AssetStore):
                                   f"embedded_jobs j WHERE j.status IN {OPEN} AND j.record->'assets_used' ? a.id)",
                                   (now,))
                 gone = cur.rowcount
+                await cur.execute("DELETE FROM embedded_blobs WHERE stored_at < %s", (now - (self.ttl_s or 86400),))
         old = now - (self.ttl_s or 86400)
         for blob in self.blobs.iterdir():
             try:
