@@ -60,14 +60,14 @@ def test_two_claimants_never_take_the_same_job(postgres):
         await db.open()
         async with db.transaction() as cur:
             for n in range(jobs):
-                await cur.execute("INSERT INTO embedded_jobs (id, created_at, status, record, run) VALUES "
-                                  "(%s, %s, 'queued', %s, %s)", (f"job{n:03}", time.time() + n, json.dumps({"n": n}),
-                                                                 json.dumps({"files": {}})))
+                await cur.execute("INSERT INTO embedded_jobs (id, created_at, status, workflow, record, run) VALUES "
+                                  "(%s, %s, 'queued', '{}', %s, %s)", (f"job{n:03}", time.time() + n,
+                                                                       json.dumps({"n": n}), json.dumps({"files": {}})))
 
         async def claimant(name: str) -> list[str]:
             taken = []
             while (row := await db.one(CLAIM, (name, 30))) is not None:
-                assert row[1] == {"files": {}}, "the claimant gets what the row held for it"
+                assert row[2] == {"files": {}}, "the claimant gets what the row held for it"
                 taken.append(row[0]["n"])
             return taken
         results = await asyncio.gather(*(claimant(f"replica-{i}") for i in range(4)))

@@ -66,6 +66,7 @@ MIGRATIONS: list[str] = [
         leased_until timestamptz,
         cancel_requested boolean NOT NULL DEFAULT false,
         metadata jsonb NOT NULL DEFAULT '{}',
+        workflow jsonb NOT NULL,
         record jsonb NOT NULL,
         run jsonb,
         preview jsonb,

@@ -76,7 +76,7 @@ _INTERVAL = "make_interval(secs => %s)"
 #: the claimant may see (``run``, cleared in the row)
 CLAIM = (f"WITH picked AS (SELECT id, run FROM embedded_jobs WHERE status = 'queued' AND owner IS NULL ORDER BY "
          f"created_at, id FOR UPDATE SKIP LOCKED LIMIT 1) UPDATE embedded_jobs j SET owner = %s, leased_until = now() + "
-         f"{_INTERVAL}, run = NULL FROM picked WHERE j.id = picked.id RETURNING j.record, picked.run")
+         f"{_INTERVAL}, run = NULL FROM picked WHERE j.id = picked.id RETURNING j.record, j.workflow, picked.run")
 #: the jobs whose lease ran out ``grace`` seconds ago, ended ``failed`` (never a row another
 #: transaction holds; never within lease + grace of the database's own start, when no replica could
 #: renew); each announced
@@ -211,10 +211,10 @@ class SharedJobs(Jobs):
                 mine = here and waiting == 0
                 run = None if mine else Jsonb({"files": {n: a.id for n, a in files.items()}, "extra_data": extra_data})
                 await cur.execute(
-                    f"INSERT INTO embedded_jobs (id, created_at, status, owner, leased_until, metadata, record, run) "
-                    f"VALUES (%s, %s, 'queued', %s, CASE WHEN %s THEN now() + {_INTERVAL} END, %s, %s, %s)",
+                    f"INSERT INTO embedded_jobs (id, created_at, status, owner, leased_until, metadata, workflow, record, "
+                    f"run) VALUES (%s, %s, 'queued', %s, CASE WHEN %s THEN now() + {_INTERVAL} END, %s, %s, %s, %s)",
                     (job.id, job.created_at, self.replica if mine else None, mine, self.lease_s, Jsonb(job.metadata),
-                     Jsonb(_snapshot(job)), run))
+                     Jsonb(job.workflow), Jsonb(_snapshot(job)), run))
                 if not mine:
                     await cur.execute(f"NOTIFY {QUEUE}")
         except BaseException:
@@ -264,9 +264,9 @@ class SharedJobs(Jobs):
                 break
             self._start_claimed(*row)
 
-    def _start_claimed(self, record: dict[str, Any], run: dict[str, Any] | None) -> None:
+    def _start_claimed(self, record: dict[str, Any], workflow: dict[str, Any], run: dict[str, Any] | None) -> None:
         try:
-            job = _job(record)
+            job = _job(record, workflow=workflow)
         except Exception:  # noqa: BLE001 - a record this server cannot read: its lease runs out (worker_lost)
             log.exception("embedded.apiv2: a claimed job's record could not be read")
             return
@@ -432,16 +432,21 @@ class SharedJobs(Jobs):
             return local
         if not ID.match(str(job_id)):
             raise not_found("job", job_id)
-        row = await self.db.one("SELECT status, record, preview FROM embedded_jobs WHERE id = %s", (job_id,))
+        mirror = self._mirrors.get(job_id)
+        row = await self.db.one("SELECT status, record, preview, CASE WHEN %s THEN workflow END FROM embedded_jobs "
+                                "WHERE id = %s", (mirror is None, job_id))
         if row is None:
             raise not_found("job", job_id)
         for gone in [k for k, m in self._mirrors.items() if not m.listeners and k != job_id]:
             del self._mirrors[gone]
         mirror = self._mirrors.get(job_id)
         if mirror is None:
-            mirror = self._mirrors[job_id] = _job(row[1], row[0], row[2])
+            if row[3] is None:  # (its mirror went meanwhile)
+                row = (*row[:3], (await self.db.one("SELECT workflow FROM embedded_jobs WHERE id = %s", (job_id,))
+                                  or ({},))[0])
+            mirror = self._mirrors[job_id] = _job(row[1], row[0], row[2], row[3])
         else:
-            _update(mirror, _job(row[1], row[0], row[2]))
+            _update(mirror, _job(row[1], row[0], row[2], mirror.workflow))
         return mirror
 
     async def position(self, job: JobRecord) -> int | None:
@@ -546,7 +551,7 @@ class SharedJobs(Jobs):
             seen.add(job_id)
             mirror = self._mirrors.get(job_id)
             if mirror is not None:
-                _update(mirror, _job(record, status, preview))
+                _update(mirror, _job(record, status, preview, mirror.workflow))
         for job_id in set(ids) - seen:  # its row is gone (expired, or a refused submission's)
             mirror = self._mirrors.pop(job_id, None)
             if mirror is not None and not mirror.terminal:
@@ -589,9 +594,10 @@ def _keepable(value: Any) -> bool:
 
 
 def _snapshot(job: JobRecord) -> dict[str, Any]:
-    """``job`` as its row's ``record``: what any replica needs to answer for it."""
+    """``job`` as its row's ``record``: what any replica needs to answer for it, but its workflow
+    (written once, in its own column: progress is written often)."""
     return _sanitized({
-        "id": job.id, "workflow": job.workflow, "metadata": job.metadata, "created_at": job.created_at,
+        "id": job.id, "metadata": job.metadata, "created_at": job.created_at,
         "status": job.status, "started_at": job.started_at, "completed_at": job.completed_at,
         "outputs": [dataclasses.asdict(a) for a in job.outputs], "error": job.error, "assets_used": job.assets_used,
         "cancel_requested": job.cancel_requested, "done": sorted(job.done), "outputs_reused": job.outputs_reused,
@@ -599,10 +605,12 @@ def _snapshot(job: JobRecord) -> dict[str, Any]:
         "progress_version": job.progress_version, "preview_version": job.preview_version})
 
 
-def _job(record: dict[str, Any], status: str | None = None, preview: dict[str, Any] | None = None) -> JobRecord:
+def _job(record: dict[str, Any], status: str | None = None, preview: dict[str, Any] | None = None,
+         workflow: dict[str, Any] | None = None) -> JobRecord:
     """A job as a row holds it (its status column is the authority: a cancel or a reaper wrote it)."""
-    names = {f.name for f in dataclasses.fields(JobRecord)}
+    names = {f.name for f in dataclasses.fields(JobRecord)} - {"workflow"}
     fields = {k: v for k, v in record.items() if k in names}  # (a newer replica's extra keys are left)
+    fields["workflow"] = workflow or {}
     outputs = [_asset(a) for a in fields.pop("outputs", [])]
     job = JobRecord(**{**fields, "done": set(fields.get("done") or ())}, outputs=outputs)
     if status is not None:
