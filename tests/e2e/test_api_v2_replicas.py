@@ -46,7 +46,7 @@ def replica_env(tmp_path_factory, extra_paths, postgres, bucket):
         return worker_env(tmp_path_factory.mktemp(f"work-{name}"), extra_paths, SERVE_STATE=database,
                           BUCKET_ENDPOINT_URL=f"{bucket.endpoint}/shared", BUCKET_ACCESS_KEY_ID=bucket.ACCESS_KEY,
                           BUCKET_SECRET_ACCESS_KEY=bucket.SECRET_KEY, BUCKET_PREFIX="replicas",
-                          SERVE_LEASE_S=str(LEASE_S), SERVE_LEASE_GRACE_S=str(GRACE_S), FETCH_ALLOW="127.0.0.1",
+                          SERVE_LEASE_S=str(LEASE_S), SERVE_LEASE_GRACE_S=str(GRACE_S),
                           SERVE_MAX_QUEUE=str(MAX_QUEUE))
     env.database = database
     return env
