@@ -43,7 +43,8 @@ def replica_env(tmp_path_factory, extra_paths, postgres, bucket):
     database = postgres.database()
 
     def env(name: str) -> dict[str, str]:
-        return worker_env(tmp_path_factory.mktemp(f"work-{name}"), extra_paths, SERVE_STATE=database,
+        work = tmp_path_factory.mktemp(f"work-{name}")
+        return worker_env(work, extra_paths, SERVE_STATE=database, TMPDIR=str(work),  # (a killed one's cache too)
                           BUCKET_ENDPOINT_URL=f"{bucket.endpoint}/shared", BUCKET_ACCESS_KEY_ID=bucket.ACCESS_KEY,
                           BUCKET_SECRET_ACCESS_KEY=bucket.SECRET_KEY, BUCKET_PREFIX="replicas",
                           SERVE_LEASE_S=str(LEASE_S), SERVE_LEASE_GRACE_S=str(GRACE_S),
