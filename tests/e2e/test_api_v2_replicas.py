@@ -296,6 +296,22 @@ def test_a_replica_cut_off_past_its_lease_finds_its_job_ended_and_stops_it_writi
         d.stop()
 
 
+def test_a_replica_stopped_by_sigterm_ends_its_job_and_leaves_the_live_ones(replicas, clients, replica_env,
+                                                                             tmp_path_factory, monkeypatch):
+    a, b = replicas
+    at_a, at_b = clients
+    e = start_replica(replica_env, tmp_path_factory, "e").wait_healthy()
+    wait_until(lambda: a.raw("GET", "/health", token=None).json()["replicas"] == 3, 30, "three live replicas")
+    with client_of(e, monkeypatch) as at_e:
+        job = at_e.submit(sleeping(at_e, 1.5))  # E's: its device is free
+        wait_status(at_a, job, "running")
+        os.killpg(e.proc.pid, signal.SIGTERM)
+        assert e.proc.wait(60) == 0
+    assert at_a.jobs.get(job.id).status == "succeeded", "a running job ends within the grace"
+    assert a.raw("GET", "/health", token=None).json()["replicas"] == 2, "it left the live replicas"
+    e.stop()
+
+
 def test_after_a_postgresql_restart_both_replicas_run_jobs(replicas, clients, postgres):
     a, b = replicas
     at_a, at_b = clients

@@ -128,7 +128,7 @@ class SharedJobs(Jobs):
     async def _forever(self, what: str, step: Callable[[], Awaitable[None]], pause: float | None) -> None:
         """Run ``step`` again and again (every ``pause`` seconds): a database away, or any other
         failure, is logged and the next round tries again."""
-        while True:
+        while not asyncio.current_task().cancelling():  # (a cancel a step swallowed still ends the loop)
             if pause is not None:
                 await asyncio.sleep(pause)
             try:
@@ -151,7 +151,7 @@ class SharedJobs(Jobs):
         while self._dirty and time.monotonic() < deadline and self.db.error is None:
             await asyncio.sleep(0.05)
         writer.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.wait(self._background, timeout=10)
         try:
             await self.db.all("DELETE FROM embedded_replicas WHERE id = %s", (self.replica,))
         except (StateUnavailable, ApiError):
@@ -253,9 +253,10 @@ class SharedJobs(Jobs):
         return min(self.executor.ready, self.runners) - self.unfinished() - self._reserved
 
     async def _claim_once(self) -> None:
-        try:
-            await asyncio.wait_for(self._wake_claimer.wait(), CLAIM_POLL_S)
-        except asyncio.TimeoutError:
+        try:  # (not wait_for: on Python 3.11 it swallows a cancel that comes as the event is set)
+            async with asyncio.timeout(CLAIM_POLL_S):
+                await self._wake_claimer.wait()
+        except TimeoutError:
             pass
         self._wake_claimer.clear()
         while self._idle() > 0:
