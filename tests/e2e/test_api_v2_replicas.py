@@ -301,15 +301,17 @@ def test_a_replica_stopped_by_sigterm_ends_its_job_and_leaves_the_live_ones(repl
     a, b = replicas
     at_a, at_b = clients
     e = start_replica(replica_env, tmp_path_factory, "e").wait_healthy()
-    wait_until(lambda: a.raw("GET", "/health", token=None).json()["replicas"] == 3, 30, "three live replicas")
-    with client_of(e, monkeypatch) as at_e:
-        job = at_e.submit(sleeping(at_e, 1.5))  # E's: its device is free
-        wait_status(at_a, job, "running")
-        os.killpg(e.proc.pid, signal.SIGTERM)
-        assert e.proc.wait(60) == 0
-    assert at_a.jobs.get(job.id).status == "succeeded", "a running job ends within the grace"
-    assert a.raw("GET", "/health", token=None).json()["replicas"] == 2, "it left the live replicas"
-    e.stop()
+    try:
+        wait_until(lambda: a.raw("GET", "/health", token=None).json()["replicas"] == 3, 30, "three live replicas")
+        with client_of(e, monkeypatch) as at_e:
+            job = at_e.submit(sleeping(at_e, 1.5))  # E's: its device is free
+            wait_status(at_a, job, "running")
+            os.killpg(e.proc.pid, signal.SIGTERM)
+            assert e.proc.wait(60) == 0
+        assert at_a.jobs.get(job.id).status == "succeeded", "a running job ends within the grace"
+        assert a.raw("GET", "/health", token=None).json()["replicas"] == 2, "it left the live replicas"
+    finally:
+        e.stop()
 
 
 def test_after_a_postgresql_restart_both_replicas_run_jobs(replicas, clients, postgres):
