@@ -95,9 +95,10 @@ async def _stream(request: web.Request, jobs, job) -> web.StreamResponse:
         if job.preview is not None:  # the latest, as soon as a client connects
             await send("preview", job.preview)
         while True:
-            try:
-                event, data = await asyncio.wait_for(queue.get(), timeout=PROGRESS_EVERY_S)
-            except asyncio.TimeoutError:
+            try:  # (not wait_for: on Python 3.11 it swallows a cancel that comes as an event arrives)
+                async with asyncio.timeout(PROGRESS_EVERY_S):
+                    event, data = await queue.get()
+            except TimeoutError:
                 event = data = None
             if event == "status" and data["status"] in TERMINAL:
                 await send(event, data)
