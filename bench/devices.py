@@ -127,22 +127,20 @@ def front_doors(spec: str) -> dict:
     """Seconds from submitting ``FRONT_JOBS`` sleeping jobs at once to the last answer, through the API v2
     server and the worker's production loop, on ``spec``'s devices and on one executor (taking turns)."""
     sys.path.insert(0, str(REPO))
+    from tests.e2e.apiv2 import ApiServer
     from tests.servers import FakeJobApi, Process, wait_until
 
     def workflow(i: int) -> dict:
         return {"1": {"class_type": "BenchSleep", "inputs": {"seconds": FRONT_SLEEP_S, "job": 50_000 + i}}}
 
     def api_v2(devices: str | None) -> float:
-        import re
-
         import requests
 
-        args = [sys.executable, "-m", "embedded", "serve", "--port", "0", *(["--devices", devices] if devices else [])]
-        server = Process(args, env(), FOLDER / f"serve-{devices or 'one'}.log")
+        server = ApiServer(env(), FOLDER / f"serve-{devices or 'one'}.log",
+                           *(["--devices", devices] if devices else []))
         try:
-            url = wait_until(lambda: (m := re.search(r"serving Comfy API v2 on (\S+)", server.log())) and m.group(1),
-                             120, "the server's address")
-            wait_until(lambda: requests.get(f"{url}/health", timeout=5).status_code == 200, 300, "the server's boot")
+            server.wait_healthy(300)
+            url = server.api
             started = time.perf_counter()
             ids = [requests.post(f"{url}/jobs", json={"workflow": workflow(i)}, timeout=30).json()["id"]
                    for i in range(FRONT_JOBS)]

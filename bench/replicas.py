@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -36,9 +35,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import REPO, WORK, machine, percentile  # noqa: E402
+from common import WORK, machine, percentile  # noqa: E402
 from devices import SLEEP_NODE  # noqa: E402
+
+from tests.e2e.apiv2 import ApiServer  # noqa: E402
 
 FOLDER = WORK / "replicas"
 JOBS = int(os.environ.get("BENCH_REPLICA_JOBS", "6"))
@@ -58,14 +60,11 @@ def sleeping(seconds: float, job: int) -> dict:
     return {"1": {"class_type": "BenchSleep", "inputs": {"seconds": seconds, "job": job}}}
 
 
-class Server:
-    """``python -m embedded serve --port 0 --token TOKEN`` on a work folder of its own (with the
-    sleeping node), its log beside it."""
+class Server(ApiServer):
+    """``python -m embedded serve --port 0 --token TOKEN`` (the tests' ``ApiServer``) on a work folder
+    of its own (with the sleeping node), its log beside it."""
 
     def __init__(self, name: str, **extra: str):
-        sys.path.insert(0, str(REPO))
-        from tests.servers import Process
-
         work = FOLDER / name
         (work / "custom_nodes").mkdir(parents=True, exist_ok=True)
         (work / "custom_nodes" / "bench_sleep.py").write_text(SLEEP_NODE)
@@ -73,44 +72,22 @@ class Server:
                if not k.startswith(("BUCKET_", "SERVE_", "RUNPOD_")) and k != "COMFY_DEVICES"}
         env.update(COMFY_WORK_DIR=str(work), COMFY_LOG_LEVEL="WARNING", COMFY_DISABLE_METADATA="true",
                    PYTHONUNBUFFERED="1", **extra)
-        args = [sys.executable, "-m", "embedded", "serve", "--port", "0", "--token", TOKEN]
+        args = ["--token", TOKEN]
         if "SERVE_STATE" not in extra:
             (work / "state").mkdir(exist_ok=True)
             args += ["--state-dir", str(work / "state")]
-        self.name, self.url = name, ""
-        self.process = Process(args, env, FOLDER / f"{name}.log")
+        self.name = name
+        super().__init__(env, FOLDER / f"{name}.log", *args)
 
     @property
     def pid(self) -> int:
-        return self.process.proc.pid
+        return self.proc.pid
 
-    def wait_healthy(self) -> "Server":
-        """Once it listens (it prints its address) and ComfyUI has booted (``/health`` is 200)."""
-        import requests
-
-        from tests.servers import wait_until
-
-        def address():
-            if not self.process.alive():
-                raise RuntimeError(f"{self.name} exited:\n{self.process.log()[-3000:]}")
-            found = re.search(r"serving Comfy API v2 on (http://\S+/api/v2)", self.process.log())
-            return found and found.group(1)
-
-        def healthy():
-            if not self.process.alive():
-                raise RuntimeError(f"{self.name} exited:\n{self.process.log()[-3000:]}")
-            try:
-                return requests.get(f"{self.url}/health", timeout=5).status_code == 200
-            except requests.RequestException:
-                return False
-        self.url = wait_until(address, 120, f"{self.name}'s address")
-        wait_until(healthy, 300, f"{self.name}'s boot")
-        return self
+    def wait_healthy(self, timeout: float = 300) -> "Server":
+        return super().wait_healthy(timeout)
 
     def request(self, method: str, path: str, **kwargs):
-        import requests
-        return requests.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {TOKEN}"},
-                                timeout=30, **kwargs)
+        return self.raw(method, path, token=TOKEN, **{"timeout": 30, **kwargs})
 
     def submit(self, workflow: dict) -> tuple[str, float]:
         """The job's id, and the submission's round trip in ms."""
@@ -132,7 +109,7 @@ class Server:
                 return job
             if time.monotonic() > deadline:
                 raise RuntimeError(f"job {job_id} still {job['status']} after {timeout} s at {self.name}:\n"
-                                   f"{self.process.log()[-3000:]}")
+                                   f"{self.log()[-3000:]}")
             time.sleep(interval)
 
     def run(self, workflow: dict, interval: float = 0.05) -> dict:
@@ -141,8 +118,8 @@ class Server:
             raise RuntimeError(f"a job failed at {self.name}: {job['error']}")
         return job
 
-    def stop(self) -> None:
-        self.process.stop(30)
+    def stop(self, timeout: float = 30) -> None:
+        super().stop(timeout)
 
 
 def owners(database: str, ids: list[str]) -> dict[str, str]:
@@ -178,7 +155,6 @@ def quantiles(values: list[float]) -> dict:
 
 
 def main(out: Path) -> None:
-    sys.path.insert(0, str(REPO))
     from tests.servers import Postgres, SeaweedS3
 
     FOLDER.mkdir(parents=True, exist_ok=True)

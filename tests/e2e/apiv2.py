@@ -17,7 +17,11 @@ TOKEN = "t0ken-for-tests"
 class ApiServer(Process):
     def __init__(self, env: dict[str, str], log_path, *args: str):
         super().__init__([sys.executable, "-m", "embedded", "serve", "--port", "0", *args], env, log_path)
-        self.url = wait_until(self._url, 60, "the server's address")
+        try:
+            self.url = wait_until(self._url, 60, "the server's address")
+        except BaseException:
+            self.stop()  # never left running by a start that failed
+            raise
         self.api = f"{self.url}/api/v2"
 
     def _url(self):
@@ -26,8 +30,12 @@ class ApiServer(Process):
         return match.group(1) if match else None
 
     def wait_healthy(self, timeout: float = 120) -> "ApiServer":
-        """Wait until ComfyUI has booted (``/health`` says a job can run now)."""
-        wait_until(lambda: self.raw("GET", "/health", token=None).status_code == 200, timeout, "the server's boot")
+        """Wait until ComfyUI has booted (``/health`` says a job can run now); a server that exits
+        meanwhile fails the wait with its log."""
+        def healthy() -> bool:
+            assert self.alive(), self.log()
+            return self.raw("GET", "/health", token=None).status_code == 200
+        wait_until(healthy, timeout, "the server's boot")
         return self
 
     def raw(self, method: str, path: str, token: str | None = TOKEN, **kwargs) -> requests.Response:
