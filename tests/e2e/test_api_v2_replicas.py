@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from ..helpers import open_image, png_bytes, workflow
-from ..servers import SeaweedS3, wait_until, worker_env
+from ..servers import wait_until, worker_env
 from .apiv2 import TOKEN, ApiServer, sdk_workflow, wait_status
 
 comfy_sdk = pytest.importorskip("comfy_sdk")
@@ -30,23 +30,14 @@ MAX_QUEUE = 2
 
 
 @pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("seaweed")
-    s3 = SeaweedS3(folder, folder / "weed.log")
-    s3.create_bucket("shared")
-    yield s3
-    s3.stop()
-
-
-@pytest.fixture(scope="module")
-def replica_env(tmp_path_factory, extra_paths, postgres, bucket):
+def replica_env(tmp_path_factory, extra_paths, postgres, s3):
     database = postgres.database()
 
     def env(name: str) -> dict[str, str]:
         work = tmp_path_factory.mktemp(f"work-{name}")
         return worker_env(work, extra_paths, SERVE_STATE=database, TMPDIR=str(work),  # (a killed one's cache too)
-                          BUCKET_ENDPOINT_URL=f"{bucket.endpoint}/shared", BUCKET_ACCESS_KEY_ID=bucket.ACCESS_KEY,
-                          BUCKET_SECRET_ACCESS_KEY=bucket.SECRET_KEY, BUCKET_PREFIX="replicas",
+                          BUCKET_ENDPOINT_URL=f"{s3.endpoint}/outputs", BUCKET_ACCESS_KEY_ID=s3.ACCESS_KEY,
+                          BUCKET_SECRET_ACCESS_KEY=s3.SECRET_KEY, BUCKET_PREFIX="replicas",
                           SERVE_LEASE_S=str(LEASE_S), SERVE_LEASE_GRACE_S=str(GRACE_S),
                           SERVE_MAX_QUEUE=str(MAX_QUEUE))
     env.database = database
@@ -56,6 +47,20 @@ def replica_env(tmp_path_factory, extra_paths, postgres, bucket):
 def start_replica(replica_env, tmp_path_factory, name: str) -> ApiServer:
     log = tmp_path_factory.mktemp(f"replica-{name}") / "serve.log"
     return ApiServer(replica_env(name), log, "--token", TOKEN)
+
+
+@pytest.fixture()
+def another_replica(replica_env, tmp_path_factory):
+    """Starts one more replica (``another_replica(name)``, once it is healthy), stopped after the
+    test whatever happens."""
+    started: list[ApiServer] = []
+
+    def start(name: str) -> ApiServer:
+        started.append(start_replica(replica_env, tmp_path_factory, name))
+        return started[-1].wait_healthy()
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -250,68 +255,59 @@ def test_the_queue_bound_holds_across_replicas(replicas, clients):
         wait_status(at_b, job, "canceled")
 
 
-def test_a_replica_killed_mid_job_leaves_its_job_failed_worker_lost_at_the_others(replicas, clients, replica_env,
-                                                                                    tmp_path_factory, monkeypatch):
+def test_a_replica_killed_mid_job_leaves_its_job_failed_worker_lost_at_the_others(replicas, clients, another_replica,
+                                                                                    monkeypatch):
     a, b = replicas
     at_a, at_b = clients
-    c = start_replica(replica_env, tmp_path_factory, "c").wait_healthy()
-    try:
-        with client_of(c, monkeypatch) as at_c:
-            job = at_c.submit(sleeping(at_c, 120))  # C's device is free: the job is C's
-            wait_status(at_a, job, "running")
-            os.killpg(c.proc.pid, signal.SIGKILL)
-            killed = time.monotonic()
-            c.proc.wait(10)
-            ended = wait_status(at_a, job, "failed", timeout=LEASE_S + GRACE_S + 30)
-            waited = time.monotonic() - killed
-        raw = b.raw("GET", f"/jobs/{job.id}").json()
-        assert raw["status"] == "failed" and raw["error"]["code"] == "worker_lost", raw
-        assert ended.error.code == "worker_lost"
-        print(f"worker_lost after {waited:.1f} s (lease {LEASE_S} s + grace {GRACE_S} s)")
-        after = at_b.run(sleeping(at_b, 0.1))  # the others go on
-        assert after.status == "succeeded"
-    finally:
-        c.stop()
+    c = another_replica("c")
+    with client_of(c, monkeypatch) as at_c:
+        job = at_c.submit(sleeping(at_c, 120))  # C's device is free: the job is C's
+        wait_status(at_a, job, "running")
+        os.killpg(c.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        c.proc.wait(10)
+        ended = wait_status(at_a, job, "failed", timeout=LEASE_S + GRACE_S + 30)
+        waited = time.monotonic() - killed
+    raw = b.raw("GET", f"/jobs/{job.id}").json()
+    assert raw["status"] == "failed" and raw["error"]["code"] == "worker_lost", raw
+    assert ended.error.code == "worker_lost"
+    print(f"worker_lost after {waited:.1f} s (lease {LEASE_S} s + grace {GRACE_S} s)")
+    after = at_b.run(sleeping(at_b, 0.1))  # the others go on
+    assert after.status == "succeeded"
 
 
 def test_a_replica_cut_off_past_its_lease_finds_its_job_ended_and_stops_it_writing_nothing(
-        replicas, clients, replica_env, tmp_path_factory, monkeypatch):
+        replicas, clients, another_replica, monkeypatch):
     a, b = replicas
     at_a, at_b = clients
-    d = start_replica(replica_env, tmp_path_factory, "d").wait_healthy()
-    try:
-        with client_of(d, monkeypatch) as at_d:
-            job = at_d.submit(sleeping(at_d, 120))
-            wait_status(at_a, job, "running")
-            os.killpg(d.proc.pid, signal.SIGSTOP)  # frozen: no lease renewed, nothing answered
-            try:
-                wait_status(at_a, job, "failed", timeout=LEASE_S + GRACE_S + 30)
-            finally:
-                os.killpg(d.proc.pid, signal.SIGCONT)
-            wait_until(lambda: f"job {job.id} was ended by another replica" in d.log(), 30, "D to find its job ended")
-            wait_until(lambda: d.raw("GET", "/health", token=None).status_code == 200, 30, "D's device to be free")
-        raw = b.raw("GET", f"/jobs/{job.id}").json()
-        assert raw["status"] == "failed" and raw["error"]["code"] == "worker_lost", "the owner wrote nothing after"
-    finally:
-        d.stop()
+    d = another_replica("d")
+    with client_of(d, monkeypatch) as at_d:
+        job = at_d.submit(sleeping(at_d, 120))
+        wait_status(at_a, job, "running")
+        os.killpg(d.proc.pid, signal.SIGSTOP)  # frozen: no lease renewed, nothing answered
+        try:
+            wait_status(at_a, job, "failed", timeout=LEASE_S + GRACE_S + 30)
+        finally:
+            os.killpg(d.proc.pid, signal.SIGCONT)
+        wait_until(lambda: f"job {job.id} was ended by another replica" in d.log(), 30, "D to find its job ended")
+        wait_until(lambda: d.raw("GET", "/health", token=None).status_code == 200, 30, "D's device to be free")
+    raw = b.raw("GET", f"/jobs/{job.id}").json()
+    assert raw["status"] == "failed" and raw["error"]["code"] == "worker_lost", "the owner wrote nothing after"
 
 
-def test_a_replica_stopped_by_sigterm_ends_its_job_and_leaves_the_live_ones(replicas, clients, replica_env,
-                                                                             tmp_path_factory, monkeypatch):
+def test_a_replica_stopped_by_sigterm_ends_its_job_and_leaves_the_live_ones(replicas, clients, another_replica,
+                                                                             monkeypatch):
     a, b = replicas
     at_a, at_b = clients
-    e = start_replica(replica_env, tmp_path_factory, "e").wait_healthy()
-    try:
-        wait_until(lambda: a.raw("GET", "/health", token=None).json()["replicas"] == 3, 30, "three live replicas")
-        with client_of(e, monkeypatch) as at_e:
-            job = at_e.submit(sleeping(at_e, 1.5))  # E's: its device is free
-            wait_status(at_a, job, "running")
-            os.killpg(e.proc.pid, signal.SIGTERM)
-            assert e.proc.wait(60) == 0
-        assert at_a.jobs.get(job.id).status == "succeeded", "a running job ends within the grace"
-        assert a.raw("GET", "/health", token=None).json()["replicas"] == 2, "it left the live replicas"
-    finally:
-        e.stop()
+    e = another_replica("e")
+    wait_until(lambda: a.raw("GET", "/health", token=None).json()["replicas"] == 3, 30, "three live replicas")
+    with client_of(e, monkeypatch) as at_e:
+        job = at_e.submit(sleeping(at_e, 1.5))  # E's: its device is free
+        wait_status(at_a, job, "running")
+        os.killpg(e.proc.pid, signal.SIGTERM)
+        assert e.proc.wait(60) == 0
+    assert at_a.jobs.get(job.id).status == "succeeded", "a running job ends within the grace"
+    assert a.raw("GET", "/health", token=None).json()["replicas"] == 2, "it left the live replicas"
 
 
 def test_after_a_postgresql_restart_both_replicas_run_jobs(replicas, clients, postgres):
