@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import tempfile
 import time
 import uuid
@@ -36,7 +35,7 @@ from ...staging.downloads import Cancelled, FetchError
 from ..assets import HASH, Asset, AssetStore, Received, _check_hash, _clean_name, check_content_type, check_name
 from ..bucket import Bucket
 from ..wire import ApiError, inline, not_found
-from .database import Database, StateUnavailable
+from .database import ASSET_SWEEP_LOCK, ID, Database, StateUnavailable
 
 #: how long a redirect to an asset's content is good for
 CONTENT_URL_S = 3600
@@ -54,8 +53,6 @@ async def retrying(step, seconds: float):
                 raise
             await asyncio.sleep(1.0)
 OPEN = "('queued', 'running', 'canceling')"
-#: what an asset id looks like (any other is not found, without asking the database)
-_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class SharedAssets(AssetStore):
@@ -70,7 +67,7 @@ class SharedAssets(AssetStore):
 
     # --- reading ---------------------------------------------------------------------------------
     async def find(self, asset_id: str) -> Asset:
-        if not _ID.match(str(asset_id)):
+        if not ID.match(str(asset_id)):
             raise not_found("asset", asset_id)
         row = await self.db.one("SELECT record FROM embedded_assets WHERE id = %s AND (expires_at IS NULL OR "
                                 "expires_at > %s)", (str(asset_id), time.time()))
@@ -81,7 +78,7 @@ class SharedAssets(AssetStore):
     async def lookup(self, ids: list[str]) -> dict[str, Asset]:
         if not ids:
             return {}
-        ids = [i for i in ids if _ID.match(i)]
+        ids = [i for i in ids if ID.match(i)]
         rows = await self.db.all("SELECT record FROM embedded_assets WHERE id = ANY(%s) AND (expires_at IS NULL OR "
                                  "expires_at > %s)", (sorted(set(ids)), time.time()))
         return {a.id: a for a in map(_asset, (r[0] for r in rows))}
@@ -164,7 +161,7 @@ class SharedAssets(AssetStore):
         return asset
 
     async def remove(self, asset_id: str) -> None:
-        if not _ID.match(str(asset_id)):
+        if not ID.match(str(asset_id)):
             raise not_found("asset", asset_id)
         async with self.db.transaction() as cur:
             await cur.execute("SELECT 1 FROM embedded_assets WHERE id = %s AND (expires_at IS NULL OR expires_at > %s) "
@@ -222,7 +219,7 @@ class SharedAssets(AssetStore):
         now = time.time()
         gone = 0
         async with self.db.transaction() as cur:
-            await cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (0x656D62_0004,))
+            await cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (ASSET_SWEEP_LOCK,))
             if (await cur.fetchone())[0]:
                 await cur.execute(f"DELETE FROM embedded_assets a WHERE expires_at <= %s AND NOT EXISTS (SELECT 1 FROM "
                                   f"embedded_jobs j WHERE j.status IN {OPEN} AND j.record->'assets_used' ? a.id)",

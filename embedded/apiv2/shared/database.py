@@ -48,8 +48,10 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, 
               "connect_timeout": 5,
               "options": "-c lock_timeout=5s -c statement_timeout=15s -c idle_in_transaction_session_timeout=15s "
                          "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"}
-#: advisory lock keys (any two 64-bit numbers of ours)
-MIGRATE_LOCK, SUBMIT_LOCK, SWEEP_LOCK = 0x656D62_0001, 0x656D62_0002, 0x656D62_0003
+#: advisory lock keys (64-bit numbers of ours): migrating, submitting, sweeping jobs, sweeping assets
+MIGRATE_LOCK, SUBMIT_LOCK, SWEEP_LOCK, ASSET_SWEEP_LOCK = 0x656D62_0001, 0x656D62_0002, 0x656D62_0003, 0x656D62_0004
+#: what a job id and an asset id look like (any other is not found, without asking the database)
+ID = re.compile(r"^[0-9a-f]{32}$")
 #: the channels of NOTIFY: a job waits in the queue; a job changed (its id); a cancel for a job's
 #: replica (``<replica> <job id>``)
 QUEUE, JOB, CANCEL = "embedded_queue", "embedded_job", "embedded_cancel"

@@ -46,7 +46,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import socket
 import time
 import uuid
@@ -59,7 +58,7 @@ from ..jobs import IDEMPOTENCY_TTL_S, Jobs, _asset_ids, _resolve_assets
 from ..record import JOB_TTL_S, JobRecord
 from ..wire import ApiError, not_found
 from .assets import OPEN, SharedAssets, _asset, retrying
-from .database import CANCEL, JOB, QUEUE, SUBMIT_LOCK, SWEEP_LOCK, Database, StateUnavailable, unreadable
+from .database import CANCEL, ID, JOB, QUEUE, SUBMIT_LOCK, SWEEP_LOCK, Database, StateUnavailable, unreadable
 
 log = logging.getLogger("embedded.apiv2")
 
@@ -68,8 +67,6 @@ WATCH_S = 1.0
 PROGRESS_WRITE_S = 0.25
 #: lease defaults: the lost job of a killed replica is ended within about 30 s
 LEASE_S, LEASE_GRACE_S = 15.0, 15.0
-#: what a job id and an asset id look like (any other is not found, without asking the database)
-ID = re.compile(r"^[0-9a-f]{32}$")
 _INTERVAL = "make_interval(secs => %s)"
 #: the oldest waiting job, made the claimant's (``owner``, lease seconds): two claimants never get the
 #: same one (the row is locked by the first, skipped by the second); returns its record and what only
