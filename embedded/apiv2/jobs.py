@@ -200,8 +200,7 @@ class Jobs:
         self._forget_old_keys()
         if idempotency_key is not None:
             if idempotency_key in self._keys:
-                raise ApiError(422, "idempotency_key_reuse",
-                               "This Idempotency-Key was used already: a key is good for one submission")
+                raise key_reused()
             self._keys[idempotency_key] = (None, time.time())
             self._save_key(idempotency_key)
         try:
@@ -640,6 +639,12 @@ def _resolve_assets(workflow: dict[str, Any], found: dict[str, Any]) -> tuple[di
     if missing:
         raise ApiError(422, "missing_asset", f"Asset(s) not found: {', '.join(missing)}", {"missing_ids": missing})
     return resolved, files, used
+
+
+def key_reused() -> ApiError:
+    """The refusal of an Idempotency-Key seen before (by this server, or by any replica)."""
+    return ApiError(422, "idempotency_key_reuse", "This Idempotency-Key was used already: a key is good for one "
+                                                  "submission")
 
 
 def _metadata(value: Any) -> dict[str, str]:

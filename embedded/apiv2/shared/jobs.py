@@ -54,7 +54,7 @@ from typing import Any, Awaitable, Callable
 from psycopg.types.json import Jsonb
 
 from ..bucket import Bucket
-from ..jobs import IDEMPOTENCY_TTL_S, Jobs, _asset_ids, _resolve_assets
+from ..jobs import IDEMPOTENCY_TTL_S, Jobs, _asset_ids, _resolve_assets, key_reused
 from ..record import JOB_TTL_S, JobRecord
 from ..wire import ApiError, not_found
 from .assets import OPEN, SharedAssets, _asset, retrying
@@ -151,7 +151,7 @@ class SharedJobs(Jobs):
         await asyncio.wait(self._background, timeout=10)
         try:
             await self.db.all("DELETE FROM embedded_replicas WHERE id = %s", (self.replica,))
-        except (StateUnavailable, ApiError):
+        except ApiError:  # (StateUnavailable too) its row is left to the sweep
             pass
 
     def status(self) -> str:
@@ -195,8 +195,7 @@ class SharedJobs(Jobs):
                     await cur.execute("INSERT INTO embedded_keys (key, job_id, at) VALUES (%s, %s, %s) ON CONFLICT DO "
                                       "NOTHING", (key, job.id, time.time()))
                     if cur.rowcount == 0:
-                        raise ApiError(422, "idempotency_key_reuse",
-                                       "This Idempotency-Key was used already: a key is good for one submission")
+                        raise key_reused()
                 await cur.execute(f"SELECT count(*) FILTER (WHERE status IN {OPEN}), count(*) FILTER (WHERE status = "
                                   f"'queued' AND owner IS NULL), (SELECT coalesce(sum(runners), 0) FROM "
                                   f"embedded_replicas WHERE seen_at > now() - {_INTERVAL}) FROM embedded_jobs WHERE "
