@@ -268,8 +268,7 @@ class DevicePool(Submitting):
                 child.ended_by_pool = True
                 child.kill()
                 child.proc.wait()
-            with contextlib.suppress(OSError):
-                child.conn.close()
+            self._close_pipe(child)
             _remove(child.jobs_folder.parent)
         if self._forks is not None:
             self._forks.close()
@@ -475,6 +474,13 @@ class DevicePool(Submitting):
                 with socket.fromfd(child.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.shutdown(socket.SHUT_RDWR)
 
+    def _close_pipe(self, child: Child) -> None:
+        """Close ``child``'s pipe, once: the reader's thread and ``close`` may both get here, and a
+        second close of the same descriptor number, reused meanwhile by another open file (a folder
+        being removed), would close that one."""
+        with self._lock, contextlib.suppress(OSError):
+            child.conn.close()
+
     def _gone(self, child: Child) -> None:
         """``child``'s pipe closed: fail what it held and, unless the pool ended it, replace it."""
         code = child.proc.wait()
@@ -485,8 +491,7 @@ class DevicePool(Submitting):
             child.state = "gone"
             checks, child.checks = list(child.checks.values()), {}
             expected = child.ended_by_pool or self._closed
-        with contextlib.suppress(OSError):
-            child.conn.close()
+        self._close_pipe(child)
         how = _ending(code)
         if not child.booted.done():
             child.booted.set_exception(BootError(f"The process of {child.device.label} {how} while ComfyUI started"))
